@@ -1,0 +1,42 @@
+# fastlif: `make demo` (the tutorial end to end) and `make test` (the whole suite, offline)
+# both create .venv and install what they need on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+# torch is pinned to the release the dev machines cache; any torch >= 2.5 works.
+TORCH  ?= torch==2.14.1 torchvision==0.29.1
+STAMP  := $(VENV)/.installed
+
+.PHONY: install test demo bench bench-sim bench-gpu check clean
+
+$(STAMP): setup.py pyproject.toml csrc/*.cpp csrc/*.h
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "numpy<2.4" $(TORCH) pybind11 setuptools wheel
+	$(PIP) install -q --no-build-isolation -e ".[dev]"
+	$(PY) -c "import fastlif.backends as b; print('fastlif backends:', b.describe())"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2 --dist loadgroup tests
+
+demo: $(STAMP)
+	$(PY) -m fastlif demo $(DEMO_ARGS)
+
+check: $(STAMP)
+	$(PY) -m fastlif check
+
+bench: $(STAMP)
+	$(PY) -m bench.bench_cpu
+
+bench-sim: $(STAMP)
+	$(PY) -m bench.bench_sim
+
+bench-gpu: $(STAMP)
+	bash bench/gpu_check.sh
+
+clean:
+	rm -rf build *.egg-info fastlif/_C*.so

@@ -1,0 +1,100 @@
+"""Shared benchmark plumbing: a CPU timer with warm-up, the CSV row format, the environment.
+
+Every benchmark appends rows to a CSV under bench/results/ with the columns in ``FIELDS``
+(extra measurements go in ``extra`` as ``key=value;...``), and the README's tables are
+rendered from those files by ``bench/report.py``.
+"""
+import csv
+import os
+import platform
+import statistics
+import subprocess
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+FIELDS = ["timestamp", "bench", "case", "shape", "dtype", "provider", "direction",
+          "median_ms", "q20_ms", "q80_ms", "ratio_vs_fastlif", "throughput", "throughput_unit",
+          "device", "torch", "commit", "extra"]
+
+
+def git_commit():
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def cpu_name():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def time_cpu(fn, *, warmup=2, repeat=10, min_time_s=0.0):
+    """Median and 20/80 % quantiles of ``fn()``'s wall time in milliseconds.
+
+    Runs at least ``repeat`` times after ``warmup`` calls, and keeps going until
+    ``min_time_s`` of measurement has passed, so fast cases get enough samples.
+    """
+    for _ in range(warmup):
+        fn()
+    samples = []
+    start = time.perf_counter()
+    while len(samples) < repeat or time.perf_counter() - start < min_time_s:
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1e3)
+    samples.sort()
+    q = statistics.quantiles(samples, n=5) if len(samples) > 1 else samples * 4
+    return statistics.median(samples), q[0], q[3]
+
+
+def append_rows(csv_name, rows):
+    """Append dict rows (keys from FIELDS; missing ones left empty) to bench/results/<csv_name>."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / csv_name
+    new = not path.exists()
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        if new:
+            writer.writeheader()
+        for row in rows:
+            unknown = set(row) - set(FIELDS)
+            if unknown:
+                raise KeyError(f"unknown CSV fields {sorted(unknown)}; put them in 'extra'")
+            writer.writerow({"timestamp": stamp, "commit": git_commit(), **row})
+    return path
+
+
+def read_rows(csv_name):
+    path = RESULTS / csv_name
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def torch_version():
+    try:
+        import torch
+        return torch.__version__
+    except ImportError:
+        return ""
+
+
+def extra(**kv):
+    """Format extra measurements for the ``extra`` column."""
+    return ";".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in kv.items())
+
+
+def threads():
+    return int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1))

@@ -1,0 +1,242 @@
+// Fused LIF kernels for the CPU: the whole T-step recurrence forward, and its surrogate-gradient
+// backward walking T in reverse, for snnTorch's Leaky (api.md section 1).
+//
+// Layout: x is [T, R, L] contiguous; parameters (beta already clamped, threshold, graded spike
+// factor) are either one value each or one value per position along L (the last dimension).
+// Work is split into items of up to kChunk contiguous neurons of one row; each item runs all T
+// steps with its state in a small local array, so the inner loop over neurons vectorises and
+// items run in parallel under OpenMP. Every item's arithmetic is fixed whatever the thread
+// count, and parameter gradients are reduced afterwards in a fixed order: results are bitwise
+// deterministic.
+//
+// Exactness: forward values follow snnTorch's operation order with no contraction (the build
+// passes -ffp-contract=off), so fp32 spikes and membrane equal PyTorch eager bit for bit.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace fastlif {
+
+enum Reset : int { kSubtract = 0, kZero = 1, kNone = 2 };
+// Keep in step with fastlif/surrogate.py.
+enum Surrogate : int { kAtan = 0, kFastSigmoid = 1, kSigmoid = 2, kTriangular = 3,
+                       kStraightThrough = 4, kNoGrad = 5 };
+
+constexpr int64_t kChunk = 256;
+
+template <typename scalar_t>
+struct LifArgs {
+  int64_t T = 0, R = 0, L = 0;
+  const scalar_t* x = nullptr;
+  const scalar_t* mem0 = nullptr;  // [R*L] or null (zeros)
+  const scalar_t* beta = nullptr;  // [L] when per_neuron, else [1]
+  const scalar_t* thr = nullptr;
+  const scalar_t* graded = nullptr;
+  // forward outputs
+  scalar_t* spk = nullptr;
+  scalar_t* mem = nullptr;
+  scalar_t* u_saved = nullptr;  // pre-reset membrane, only when reset_delay is false
+  uint8_t* r_saved = nullptr;   // reset flags, only when reset_delay is false
+  // backward inputs and outputs
+  const scalar_t* grad_spk = nullptr;
+  const scalar_t* grad_mem = nullptr;
+  const scalar_t* mem_saved = nullptr;  // forward's mem output (reset_delay true)
+  const scalar_t* u_in = nullptr;       // forward's u_saved (reset_delay false)
+  const uint8_t* r_in = nullptr;
+  scalar_t* grad_x = nullptr;
+  scalar_t* grad_mem0 = nullptr;     // [R*L] or null
+  scalar_t* partial_beta = nullptr;  // [num_items, chunk] per-item, per-lane partial sums
+  scalar_t* partial_thr = nullptr;
+  scalar_t* partial_graded = nullptr;
+  scalar_t sg_param = 0;
+  int num_threads = 1;
+};
+
+// Split a [R, L] neuron grid into items of at most kChunk neurons inside one row.
+struct Items {
+  int64_t per_row, count;
+  Items(int64_t R, int64_t L) : per_row((L + kChunk - 1) / kChunk), count(R * per_row) {}
+};
+
+template <typename scalar_t, int SG>
+inline scalar_t surrogate_grad(scalar_t z, scalar_t p) {
+  if constexpr (SG == kAtan) {
+    const scalar_t k = scalar_t(M_PI / 2) * p * z;
+    return p / scalar_t(2) / (scalar_t(1) + k * k);
+  } else if constexpr (SG == kFastSigmoid) {
+    const scalar_t d = p * std::fabs(z) + scalar_t(1);
+    return scalar_t(1) / (d * d);
+  } else if constexpr (SG == kSigmoid) {
+    const scalar_t e = std::exp(-p * z);
+    return p * e / ((e + scalar_t(1)) * (e + scalar_t(1)));
+  } else if constexpr (SG == kTriangular) {
+    return z >= scalar_t(0) ? -p : p;
+  } else if constexpr (SG == kStraightThrough) {
+    return scalar_t(1);
+  } else {
+    return scalar_t(0);
+  }
+}
+
+// Membrane after a step's immediate reset (reset_delay false), from the pre-reset membrane u,
+// the reset flag r and the spike s, in snnTorch's order: d = spk/g - r.
+template <typename scalar_t, int RESET>
+inline scalar_t immediate_reset(scalar_t u, scalar_t r, scalar_t s, scalar_t th, scalar_t g) {
+  const scalar_t d = (s * g) / g - r;
+  if constexpr (RESET == kSubtract) return u - d * th;
+  else if constexpr (RESET == kZero) return u - d * u;
+  else return u;
+}
+
+template <typename scalar_t, int RESET, bool DELAY, bool PER_NEURON>
+void lif_fwd_cpu(const LifArgs<scalar_t>& a) {
+  const Items items(a.R, a.L);
+  const int64_t M = a.R * a.L;
+#pragma omp parallel for schedule(static) num_threads(a.num_threads)
+  for (int64_t item = 0; item < items.count; ++item) {
+    const int64_t row = item / items.per_row;
+    const int64_t l0 = (item % items.per_row) * kChunk;
+    const int64_t n = std::min(kChunk, a.L - l0);
+    const int64_t base = row * a.L + l0;
+    const scalar_t* beta = PER_NEURON ? a.beta + l0 : a.beta;
+    const scalar_t* thr = PER_NEURON ? a.thr + l0 : a.thr;
+    const scalar_t* graded = PER_NEURON ? a.graded + l0 : a.graded;
+    scalar_t m[kChunk];
+    for (int64_t j = 0; j < n; ++j) m[j] = a.mem0 ? a.mem0[base + j] : scalar_t(0);
+    for (int64_t t = 0; t < a.T; ++t) {
+      const int64_t off = t * M + base;
+      const scalar_t* x = a.x + off;
+      scalar_t* spk_out = a.spk + off;
+      scalar_t* mem_out = a.mem + off;
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) {
+        const scalar_t b = beta[PER_NEURON ? j : 0];
+        const scalar_t th = thr[PER_NEURON ? j : 0];
+        const scalar_t g = graded[PER_NEURON ? j : 0];
+        const scalar_t m0 = m[j];
+        const scalar_t r = (m0 - th) > scalar_t(0) ? scalar_t(1) : scalar_t(0);
+        scalar_t u;
+        if constexpr (RESET == kSubtract) u = b * m0 + x[j] - r * th;
+        else if constexpr (RESET == kZero) u = b * ((scalar_t(1) - r) * m0) + x[j];
+        else u = b * m0 + x[j];
+        const scalar_t s = (u - th) > scalar_t(0) ? scalar_t(1) : scalar_t(0);
+        scalar_t mn = u;
+        if constexpr (!DELAY) {
+          mn = immediate_reset<scalar_t, RESET>(u, r, s, th, g);
+          a.u_saved[off + j] = u;
+          a.r_saved[off + j] = static_cast<uint8_t>(r);
+        }
+        spk_out[j] = s * g;
+        mem_out[j] = mn;
+        m[j] = mn;
+      }
+    }
+  }
+}
+
+template <typename scalar_t, int RESET, bool DELAY, bool PER_NEURON, int SG>
+void lif_bwd_cpu(const LifArgs<scalar_t>& a) {
+  const Items items(a.R, a.L);
+  const int64_t M = a.R * a.L;
+  const scalar_t p = a.sg_param;
+#pragma omp parallel for schedule(static) num_threads(a.num_threads)
+  for (int64_t item = 0; item < items.count; ++item) {
+    const int64_t row = item / items.per_row;
+    const int64_t l0 = (item % items.per_row) * kChunk;
+    const int64_t n = std::min(kChunk, a.L - l0);
+    const int64_t base = row * a.L + l0;
+    const scalar_t* beta = PER_NEURON ? a.beta + l0 : a.beta;
+    const scalar_t* thr = PER_NEURON ? a.thr + l0 : a.thr;
+    const scalar_t* graded = PER_NEURON ? a.graded + l0 : a.graded;
+    scalar_t carry[kChunk], gb[kChunk], gth[kChunk], gg[kChunk];
+    for (int64_t j = 0; j < n; ++j) carry[j] = gb[j] = gth[j] = gg[j] = scalar_t(0);
+    for (int64_t t = a.T - 1; t >= 0; --t) {
+      const int64_t off = t * M + base;
+      const int64_t prev = off - M;
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) {
+        const scalar_t b = beta[PER_NEURON ? j : 0];
+        const scalar_t th = thr[PER_NEURON ? j : 0];
+        const scalar_t g = graded[PER_NEURON ? j : 0];
+        // Rebuild the step: the membrane it started from (m0), its reset flag and its spike.
+        scalar_t m0, u;
+        if constexpr (DELAY) {
+          m0 = t > 0 ? a.mem_saved[prev + j] : (a.mem0 ? a.mem0[base + j] : scalar_t(0));
+          u = a.mem_saved[off + j];
+        } else {
+          if (t > 0) {
+            const scalar_t up = a.u_in[prev + j];
+            const scalar_t sp = (up - th) > scalar_t(0) ? scalar_t(1) : scalar_t(0);
+            m0 = immediate_reset<scalar_t, RESET>(up, scalar_t(a.r_in[prev + j]), sp, th, g);
+          } else {
+            m0 = a.mem0 ? a.mem0[base + j] : scalar_t(0);
+          }
+          u = a.u_in[off + j];
+        }
+        const scalar_t r = (m0 - th) > scalar_t(0) ? scalar_t(1) : scalar_t(0);
+        const scalar_t z = u - th;
+        const scalar_t s = z > scalar_t(0) ? scalar_t(1) : scalar_t(0);
+        const scalar_t gm = a.grad_mem[off + j] + carry[j];
+        const scalar_t gspk = a.grad_spk[off + j];
+        scalar_t gs = gspk * g;  // gradient reaching the Heaviside output
+        scalar_t gu = gm;        // gradient reaching the pre-reset membrane u
+        if constexpr (!DELAY && RESET == kSubtract) {  // mem = u - (s - r) * thr
+          gs -= gm * th;
+          gth[j] -= gm * (s - r);
+        } else if constexpr (!DELAY && RESET == kZero) {  // mem = u - (s - r) * u
+          gs -= gm * u;
+          gu = gm * (scalar_t(1) - (s - r));
+        }
+        const scalar_t gz = gs * surrogate_grad<scalar_t, SG>(z, p);
+        gu += gz;
+        gth[j] -= gz;
+        if constexpr (RESET == kSubtract) gth[j] -= r * gu;
+        gg[j] += gspk * s;
+        a.grad_x[off + j] = gu;
+        if constexpr (RESET == kZero) {
+          carry[j] = gu * b * (scalar_t(1) - r);
+          gb[j] += gu * ((scalar_t(1) - r) * m0);
+        } else {
+          carry[j] = gu * b;
+          gb[j] += gu * m0;
+        }
+      }
+    }
+    if (a.grad_mem0)
+      for (int64_t j = 0; j < n; ++j) a.grad_mem0[base + j] = carry[j];
+    scalar_t* pb = a.partial_beta + item * kChunk;
+    scalar_t* pt = a.partial_thr + item * kChunk;
+    scalar_t* pg = a.partial_graded + item * kChunk;
+    for (int64_t j = 0; j < kChunk; ++j) {
+      pb[j] = j < n ? gb[j] : scalar_t(0);
+      pt[j] = j < n ? gth[j] : scalar_t(0);
+      pg[j] = j < n ? gg[j] : scalar_t(0);
+    }
+  }
+}
+
+// Sum the per-item partials into one gradient per position along L (per_neuron) or one value,
+// in a fixed order (double accumulation), so the result does not depend on thread count.
+template <typename scalar_t>
+void reduce_partials(const scalar_t* partial, int64_t R, int64_t L, bool per_neuron, scalar_t* out) {
+  const Items items(R, L);
+  if (per_neuron) {
+    for (int64_t l = 0; l < L; ++l) {
+      double acc = 0;
+      const int64_t c = l / kChunk, j = l % kChunk;
+      for (int64_t row = 0; row < R; ++row) acc += partial[(row * items.per_row + c) * kChunk + j];
+      out[l] = static_cast<scalar_t>(acc);
+    }
+  } else {
+    double acc = 0;
+    for (int64_t i = 0; i < items.count * kChunk; ++i) acc += partial[i];
+    out[0] = static_cast<scalar_t>(acc);
+  }
+}
+
+}  // namespace fastlif

@@ -1,0 +1,156 @@
+"""Surrogate gradients: Heaviside forward, a smooth derivative backward.
+
+Each factory returns a :class:`Surrogate`: callable like snnTorch's (``spk = sg(mem - thr)``),
+and carrying the ``kind`` and ``param`` the fused kernels need. The derivatives follow
+snnTorch's code (not its docstrings), see api.md section 1.
+
+snnTorch's own surrogate objects (``snntorch.surrogate.fast_sigmoid(slope=25)``, ...) are
+recognised by :func:`resolve` and run fused too.
+"""
+import math
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+# Integer codes shared by the C++ and Triton kernels. Keep in step with csrc/lif_kernel.h
+# and kernels/lif.py.
+ATAN, FAST_SIGMOID, SIGMOID, TRIANGULAR, STRAIGHT_THROUGH, NO_GRAD = range(6)
+KIND_NAMES = {ATAN: "atan", FAST_SIGMOID: "fast_sigmoid", SIGMOID: "sigmoid",
+              TRIANGULAR: "triangular", STRAIGHT_THROUGH: "straight_through_estimator",
+              NO_GRAD: "disabled"}
+
+
+def surrogate_grad(z, kind, param):
+    """dS/dz of surrogate ``kind`` at ``z`` (a tensor), in snnTorch's operation order."""
+    if kind == ATAN:
+        return param / 2 / (1 + (math.pi / 2 * param * z).pow(2))
+    if kind == FAST_SIGMOID:
+        return 1.0 / (param * z.abs() + 1.0) ** 2
+    if kind == SIGMOID:
+        e = torch.exp(-param * z)
+        return param * e / ((e + 1) ** 2)
+    if kind == TRIANGULAR:
+        return torch.where(z >= 0, -param, param) * torch.ones_like(z)
+    if kind == STRAIGHT_THROUGH:
+        return torch.ones_like(z)
+    if kind == NO_GRAD:
+        return torch.zeros_like(z)
+    raise ValueError(f"unknown surrogate kind {kind!r}")
+
+
+class _SpikeFn(torch.autograd.Function):
+    """Heaviside forward (strict: z > 0), surrogate derivative backward."""
+
+    @staticmethod
+    def forward(ctx, z, kind, param):
+        ctx.save_for_backward(z)
+        ctx.kind, ctx.param = kind, param
+        return (z > 0).to(z.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (z,) = ctx.saved_tensors
+        return grad_out * surrogate_grad(z, ctx.kind, ctx.param), None, None
+
+
+@dataclass(frozen=True)
+class Surrogate:
+    """A surrogate the fused kernels understand: ``kind`` (an integer code) and ``param``."""
+
+    kind: int
+    param: float = 0.0
+
+    def __call__(self, z):
+        if self.kind == NO_GRAD:
+            return (z > 0).to(z.dtype)
+        return _SpikeFn.apply(z, self.kind, self.param)
+
+    @property
+    def name(self):
+        return KIND_NAMES[self.kind]
+
+    def __repr__(self):
+        return f"fastlif.surrogate.{self.name}({self.param:g})"
+
+
+def atan(alpha=2.0):
+    """``alpha/2 / (1 + (pi/2*alpha*z)^2)``; snnTorch's default surrogate."""
+    return Surrogate(ATAN, float(alpha))
+
+
+def fast_sigmoid(slope=25):
+    """``1 / (slope*|z| + 1)^2``."""
+    return Surrogate(FAST_SIGMOID, float(slope))
+
+
+def sigmoid(slope=25):
+    """``slope*exp(-slope*z) / (exp(-slope*z) + 1)^2``."""
+    return Surrogate(SIGMOID, float(slope))
+
+
+def triangular(threshold=1):
+    """``threshold``, negated where ``z >= 0`` (snnTorch's code)."""
+    return Surrogate(TRIANGULAR, float(threshold))
+
+
+def straight_through_estimator():
+    """Derivative 1 everywhere."""
+    return Surrogate(STRAIGHT_THROUGH, 0.0)
+
+
+def no_grad():
+    """Spikes carry no gradient (``surrogate_disable=True``)."""
+    return Surrogate(NO_GRAD, 0.0)
+
+
+# snnTorch's factories return a closure ``inner`` over their parameter; we read it back.
+_SNNTORCH_FACTORIES = {
+    "atan": (ATAN, "alpha"),
+    "fast_sigmoid": (FAST_SIGMOID, "slope"),
+    "sigmoid": (SIGMOID, "slope"),
+    "triangular": (TRIANGULAR, "threshold"),
+    "straight_through_estimator": (STRAIGHT_THROUGH, None),
+}
+
+
+def _from_snntorch(fn):
+    """The :class:`Surrogate` equal to an snnTorch surrogate closure, or None."""
+    if getattr(fn, "__module__", "") != "snntorch.surrogate":
+        return None
+    factory = getattr(fn, "__qualname__", "").split(".<locals>")[0]
+    if factory not in _SNNTORCH_FACTORIES:
+        return None
+    kind, param_name = _SNNTORCH_FACTORIES[factory]
+    if param_name is None:
+        return Surrogate(kind, 0.0)
+    names = fn.__code__.co_freevars
+    if param_name not in names:
+        return None
+    return Surrogate(kind, float(fn.__closure__[names.index(param_name)].cell_contents))
+
+
+def resolve(spike_grad, surrogate_disable=False):
+    """Turn what a user passed as ``spike_grad`` into ``(callable, Surrogate or None)``.
+
+    The Surrogate is None when the kernels cannot run it (an arbitrary callable): the
+    caller then uses the reference path, and this function warns once saying why.
+    """
+    if surrogate_disable:
+        return no_grad(), no_grad()
+    if spike_grad is None:
+        sg = atan()
+        return sg, sg
+    if isinstance(spike_grad, Surrogate):
+        return spike_grad, spike_grad
+    recognised = _from_snntorch(spike_grad)
+    if recognised is not None:
+        return recognised, recognised
+    if not callable(spike_grad):
+        raise TypeError(f"spike_grad must be a fastlif.surrogate or snnTorch surrogate, or a "
+                        f"callable; got {type(spike_grad).__name__}")
+    name = getattr(spike_grad, "__qualname__", type(spike_grad).__name__)
+    warnings.warn(f"fastlif: spike_grad {name!r} is not a surrogate the fused kernels know "
+                  f"({', '.join(_SNNTORCH_FACTORIES)}); this layer runs on the reference "
+                  f"(plain PyTorch loop) backend.", stacklevel=3)
+    return spike_grad, None
