@@ -130,6 +130,17 @@ def _from_snntorch(fn):
     return Surrogate(kind, float(fn.__closure__[names.index(param_name)].cell_contents))
 
 
+_warned_ids = set()
+
+
+def _already_warned(fn):
+    key = id(getattr(fn, "__code__", fn))  # one warning per surrogate function, not per call
+    if key in _warned_ids:
+        return True
+    _warned_ids.add(key)
+    return False
+
+
 def resolve(spike_grad, surrogate_disable=False):
     """Turn what a user passed as ``spike_grad`` into ``(callable, Surrogate or None)``.
 
@@ -150,6 +161,8 @@ def resolve(spike_grad, surrogate_disable=False):
         raise TypeError(f"spike_grad must be a fastlif.surrogate or snnTorch surrogate, or a "
                         f"callable; got {type(spike_grad).__name__}")
     name = getattr(spike_grad, "__qualname__", type(spike_grad).__name__)
+    if _already_warned(spike_grad):
+        return spike_grad, None
     warnings.warn(f"fastlif: spike_grad {name!r} is not a surrogate the fused kernels know "
                   f"({', '.join(_SNNTORCH_FACTORIES)}); this layer runs on the reference "
                   f"(plain PyTorch loop) backend.", stacklevel=3)
