@@ -153,36 +153,48 @@ void lif_bwd_cpu(const LifArgs<scalar_t>& a) {
     const scalar_t* beta = PER_NEURON ? a.beta + l0 : a.beta;
     const scalar_t* thr = PER_NEURON ? a.thr + l0 : a.thr;
     const scalar_t* graded = PER_NEURON ? a.graded + l0 : a.graded;
-    scalar_t carry[kChunk], gb[kChunk], gth[kChunk], gg[kChunk];
-    for (int64_t j = 0; j < n; ++j) carry[j] = gb[j] = gth[j] = gg[j] = scalar_t(0);
+    scalar_t carry[kChunk], gb[kChunk], gth[kChunk], gg[kChunk], m_init[kChunk], m_prev[kChunk];
+    for (int64_t j = 0; j < n; ++j) {
+      carry[j] = gb[j] = gth[j] = gg[j] = scalar_t(0);
+      m_init[j] = a.mem0 ? a.mem0[base + j] : scalar_t(0);
+    }
     for (int64_t t = a.T - 1; t >= 0; --t) {
       const int64_t off = t * M + base;
       const int64_t prev = off - M;
+      // The membrane this step started from. Chosen outside the inner loop, so that loop has
+      // no branches and vectorises.
+      const scalar_t* m0_src = m_init;
+      if (t > 0) {
+        if constexpr (DELAY) {
+          m0_src = a.mem_saved + prev;
+        } else {  // rebuild the previous step's immediate reset, bit for bit as forward did
+#pragma omp simd
+          for (int64_t j = 0; j < n; ++j) {
+            const scalar_t th = thr[PER_NEURON ? j : 0];
+            const scalar_t up = a.u_in[prev + j];
+            const scalar_t sp = (up - th) > scalar_t(0) ? scalar_t(1) : scalar_t(0);
+            m_prev[j] = immediate_reset<scalar_t, RESET>(up, scalar_t(a.r_in[prev + j]), sp, th,
+                                                         graded[PER_NEURON ? j : 0]);
+          }
+          m0_src = m_prev;
+        }
+      }
+      const scalar_t* u_src = (DELAY ? a.mem_saved : a.u_in) + off;
+      const scalar_t* gmem_src = a.grad_mem + off;
+      const scalar_t* gspk_src = a.grad_spk + off;
+      scalar_t* gx_out = a.grad_x + off;
 #pragma omp simd
       for (int64_t j = 0; j < n; ++j) {
         const scalar_t b = beta[PER_NEURON ? j : 0];
         const scalar_t th = thr[PER_NEURON ? j : 0];
         const scalar_t g = graded[PER_NEURON ? j : 0];
-        // Rebuild the step: the membrane it started from (m0), its reset flag and its spike.
-        scalar_t m0, u;
-        if constexpr (DELAY) {
-          m0 = t > 0 ? a.mem_saved[prev + j] : (a.mem0 ? a.mem0[base + j] : scalar_t(0));
-          u = a.mem_saved[off + j];
-        } else {
-          if (t > 0) {
-            const scalar_t up = a.u_in[prev + j];
-            const scalar_t sp = (up - th) > scalar_t(0) ? scalar_t(1) : scalar_t(0);
-            m0 = immediate_reset<scalar_t, RESET>(up, scalar_t(a.r_in[prev + j]), sp, th, g);
-          } else {
-            m0 = a.mem0 ? a.mem0[base + j] : scalar_t(0);
-          }
-          u = a.u_in[off + j];
-        }
+        const scalar_t m0 = m0_src[j];
+        const scalar_t u = u_src[j];  // membrane before this step's immediate reset
         const scalar_t r = (m0 - th) > scalar_t(0) ? scalar_t(1) : scalar_t(0);
         const scalar_t z = u - th;
         const scalar_t s = z > scalar_t(0) ? scalar_t(1) : scalar_t(0);
-        const scalar_t gm = a.grad_mem[off + j] + carry[j];
-        const scalar_t gspk = a.grad_spk[off + j];
+        const scalar_t gm = gmem_src[j] + carry[j];
+        const scalar_t gspk = gspk_src[j];
         scalar_t gs = gspk * g;  // gradient reaching the Heaviside output
         scalar_t gu = gm;        // gradient reaching the pre-reset membrane u
         if constexpr (!DELAY && RESET == kSubtract) {  // mem = u - (s - r) * thr
@@ -197,7 +209,7 @@ void lif_bwd_cpu(const LifArgs<scalar_t>& a) {
         gth[j] -= gz;
         if constexpr (RESET == kSubtract) gth[j] -= r * gu;
         gg[j] += gspk * s;
-        a.grad_x[off + j] = gu;
+        gx_out[j] = gu;
         if constexpr (RESET == kZero) {
           carry[j] = gu * b * (scalar_t(1) - r);
           gb[j] += gu * ((scalar_t(1) - r) * m0);
