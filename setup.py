@@ -37,6 +37,11 @@ class OptionalBuildExt(build_ext):
     build into a clear message instead of a failed install."""
 
     def build_extension(self, ext):
+        if not _compiler_accepts(self.compiler, []):
+            print("\nfastlif: no working C++ compiler, so no C++ CPU extension; fastlif will run on "
+                  "its reference backend. Install one (e.g. `apt-get install g++`) and reinstall "
+                  "to get the fused CPU kernels.\n", file=sys.stderr)
+            return
         flags = ["-O3", "-ffp-contract=off", "-fno-fast-math"]
         if os.environ.get("FASTLIF_NATIVE", "1") != "0" and _compiler_accepts(self.compiler, ["-march=native"]):
             flags.append("-march=native")
