@@ -49,8 +49,9 @@ def lif_bwd(grad_spk, grad_mem, mem, state, flags, mem0, beta, threshold, graded
     ext = cpp_module()
     out_dtype = grad_spk.dtype
     compute = beta.dtype
-    grad_spk = grad_spk.to(compute).contiguous()
-    grad_mem = grad_mem.to(compute).contiguous()
+    shape = grad_spk.shape if grad_spk.dim() == 3 else grad_mem.shape
+    grad_spk = grad_spk.to(compute).contiguous() if grad_spk.dim() == 3 else torch.zeros(shape, dtype=compute)
+    grad_mem = grad_mem.to(compute).contiguous() if grad_mem.dim() == 3 else torch.zeros(shape, dtype=compute)
     immediate = not reset_delay and reset_mode != RESET_NONE
     mem_saved = None if immediate else (state if state.numel() else mem.to(compute)).contiguous()
     grad_x = torch.empty_like(grad_spk)

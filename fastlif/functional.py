@@ -18,7 +18,7 @@ def check_reset_mechanism(reset_mechanism):
 def _as_param(value, name, n_last, device):
     """A scalar or per-neuron (last dimension) parameter as a tensor on ``device``."""
     if isinstance(value, numbers.Number):
-        return torch.tensor(float(value), device=device)
+        return torch.full((), float(value), device=device)  # a fill, so CUDA graphs can capture it
     if not isinstance(value, torch.Tensor):
         value = torch.as_tensor(value)
     if value.numel() != 1 and (value.dim() != 1 or value.shape[0] != n_last):

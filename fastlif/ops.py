@@ -13,6 +13,7 @@ one contract, whichever backend it is:
 
 ``x`` is contiguous; parameters and ``mem0`` are in the compute dtype (fp32, or fp64 for
 fp64 input) with beta already clamped to [0, 1]; ``spk``/``mem`` come back in x's dtype.
+An empty ``grad_spk`` or ``grad_mem`` (an output that got no gradient) means zeros.
 ``state``/``flags`` are what backward needs beyond ``mem``; their shapes follow
 :func:`saved_layout`, so that the fake (meta) implementation knows them too.
 """
@@ -43,8 +44,8 @@ def saved_layout(shape, x_dtype, reset_mode, reset_delay, low_memory):
     flags_shape = shape if immediate else (0,)
     if immediate:
         return shape, (torch.bfloat16 if low_memory else compute), flags_shape
-    if low_memory:
-        return ((0,) if x_dtype == torch.bfloat16 else shape), torch.bfloat16, flags_shape
+    if low_memory:  # bf16 z = u - threshold (kernels/lif.py): its sign is each step's spike
+        return shape, torch.bfloat16, flags_shape
     return ((0,) if x_dtype == compute else shape), compute, flags_shape
 
 
@@ -90,7 +91,8 @@ def lif_bwd(grad_spk: Tensor, grad_mem: Tensor, mem: Tensor, state: Tensor, flag
 def _(grad_spk, grad_mem, mem, state, flags, mem0, beta, threshold, graded, reset_mode,
       reset_delay, surrogate_kind, surrogate_param, backend):
     grad_mem0 = torch.empty_like(mem0) if mem0 is not None else beta.new_empty((0,))
-    return (torch.empty_like(grad_spk), grad_mem0, torch.empty_like(beta),
+    ref = grad_spk if grad_spk.dim() == 3 else grad_mem
+    return (torch.empty_like(ref), grad_mem0, torch.empty_like(beta),
             torch.empty_like(threshold), torch.empty_like(graded))
 
 
@@ -114,10 +116,12 @@ def _backward(ctx, grad_spk, grad_mem, _grad_state, _grad_flags):
     if mem is None:
         mem = state.new_empty((0,), dtype=dtype)
     ref = state if state.numel() else mem
+    # An output that got no gradient arrives as None: pass an empty tensor, which the
+    # launchers read as zeros, rather than materialising T x N zeros to read back.
     if grad_spk is None:
-        grad_spk = ref.new_zeros(shape, dtype=dtype)
+        grad_spk = ref.new_empty((0,), dtype=dtype)
     if grad_mem is None:
-        grad_mem = ref.new_zeros(shape, dtype=dtype)
+        grad_mem = ref.new_empty((0,), dtype=dtype)
     grad_x, grad_mem0, grad_beta, grad_thr, grad_graded = lif_bwd(
         grad_spk.contiguous(), grad_mem.contiguous(), mem, state, flags, mem0, beta, threshold,
         graded, reset_mode, reset_delay, surrogate_kind, surrogate_param, backend)

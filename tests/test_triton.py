@@ -1,0 +1,572 @@
+"""The Triton kernels (kernels/lif.py) against the reference loop, on small shapes.
+
+Where it runs:
+  * on a CUDA GPU (``TRITON_INTERPRET`` unset): directly, on CUDA tensors;
+  * without one: through Triton's interpreter on CPU tensors. The interpreter is chosen when
+    a ``@triton.jit`` kernel is *defined* (Triton reads ``TRITON_INTERPRET`` in the decorator),
+    so it must be set before ``fastlif.kernels.lif`` is first imported in the process. Other
+    test modules may import it first, and setting the variable here would leak into them, so
+    ``test_interpreter_suite`` reruns this file in a child ``python -m pytest`` with
+    ``TRITON_INTERPRET=1``; in the parent process the suite's tests are skipped with that
+    reason. test_kernels_compile_for_sm90_without_fma needs no GPU either: it compiles the real
+    kernels for sm_90 (Triton ships ptxas) and checks their PTX, outside the interpreter.
+
+Oracles: fp32 spikes must equal the fp32 reference's bit for bit and the membrane be within
+1e-6. Gradients are compared with the reference run in fp64 on the same inputs: the fp32
+reference itself is off by up to ~1e-3 (normwise) on the graded-factor gradient with an
+immediate reset, where autograd sums two terms that cancel exactly, while the kernels use the
+simplified derivative (as csrc/lif_kernel.h does). Tolerance: max|a-b| <= 1e-5 * max|b| for
+every gradient (normwise; elementwise relative error means nothing where cancellation makes a
+gradient element tiny), with random upstream gradients on spikes and membrane.
+"""
+import os
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+HAS_CUDA = torch.cuda.is_available()
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+DEVICE = "cpu" if INTERPRET else ("cuda" if HAS_CUDA else None)
+
+needs_device = pytest.mark.skipif(
+    DEVICE is None, reason="no CUDA GPU: this suite runs on CPU through Triton's interpreter in a "
+                           "child process (see test_interpreter_suite)")
+
+
+@pytest.mark.skipif(DEVICE is not None, reason="the suite runs directly in this process")
+def test_interpreter_suite():
+    pytest.importorskip("triton")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PYTEST_XDIST", "PYTEST_CURRENT"))}
+    env["TRITON_INTERPRET"] = "1"
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(ROOT),
+           str(Path(__file__))]
+    start = time.monotonic()
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, (f"interpreter suite failed (exit {proc.returncode}, "
+                                  f"{time.monotonic() - start:.0f} s):\n{out[-6000:]}")
+    assert " passed" in out, out[-3000:]
+
+
+_AOT_VARIANTS = [
+    # (kernel, x dtype, constexprs): forward, then backward
+    ("fwd", "fp32", dict(RESET=0, IMMEDIATE=False, SAVE_STATE=False, STATE_Z=False)),
+    ("fwd", "fp32", dict(RESET=1, IMMEDIATE=True, SAVE_STATE=True, STATE_Z=False)),
+    ("fwd", "bf16", dict(RESET=0, IMMEDIATE=False, SAVE_STATE=True, STATE_Z=False)),
+    ("fwd", "fp16", dict(RESET=2, IMMEDIATE=False, SAVE_STATE=True, STATE_Z=True)),
+    ("fwd", "fp64", dict(RESET=0, IMMEDIATE=True, SAVE_STATE=True, STATE_Z=False)),
+    ("bwd", "fp32", dict(RESET=0, IMMEDIATE=False, SG=0, SAVED_Z=False)),
+    ("bwd", "fp32", dict(RESET=1, IMMEDIATE=True, SG=2, SAVED_Z=True)),
+    ("bwd", "bf16", dict(RESET=0, IMMEDIATE=True, SG=1, SAVED_Z=False)),
+    ("bwd", "fp16", dict(RESET=2, IMMEDIATE=False, SG=3, SAVED_Z=False)),
+    ("bwd", "fp64", dict(RESET=0, IMMEDIATE=True, SG=2, SAVED_Z=False)),
+    ("bwd", "fp32", dict(RESET=1, IMMEDIATE=False, SG=4, SAVED_Z=False)),
+    ("bwd", "fp32", dict(RESET=0, IMMEDIATE=False, SG=5, SAVED_Z=False)),
+]
+
+
+@pytest.mark.skipif(INTERPRET, reason="compiles the real kernels; not under TRITON_INTERPRET")
+@pytest.mark.parametrize("prefetch", [True, False], ids=["prefetch", "no-prefetch"])
+def test_kernels_compile_for_sm90_without_fma(prefetch):
+    """Compile (without a GPU: Triton ships ptxas) every kind of kernel variant for an H100/H200
+    (sm_90), as the launchers would; the fp32 forward must contain no fused multiply-add
+    (enable_fp_fusion=False) and the immediate reset a correctly rounded division."""
+    import re
+    triton = pytest.importorskip("triton")
+    try:
+        from triton.backends.compiler import GPUTarget
+        from triton.compiler import ASTSource
+    except ImportError as err:
+        pytest.skip(f"this Triton has no ahead-of-time compile API ({err})")
+    from fastlif.kernels import lif as kernels
+
+    def jit_fn(kernel):
+        while not isinstance(kernel, triton.runtime.jit.JITFunction):
+            kernel = kernel.fn
+        return kernel
+
+    for which, xdt, flags in _AOT_VARIANTS:
+        fn = jit_fn(kernels.lif_fwd_kernel if which == "fwd" else kernels.lif_bwd_kernel)
+        cdt = "fp64" if xdt == "fp64" else "fp32"
+        saved = "bf16" if flags.get("STATE_Z") or flags.get("SAVED_Z") else cdt
+        const = dict(BETA_PN=True, THR_PN=False, G_PN=True, HAS_MEM0=True, BLOCK=512,
+                     PREFETCH=prefetch, **flags)
+        if which == "fwd":
+            const["X_CONTIG"] = True
+        else:
+            const.update(HAS_GSPK=True, HAS_GMEM=flags["SG"] != 4)
+        types = {"x_ptr": xdt, "spk_ptr": xdt, "mem_ptr": xdt, "gspk_ptr": xdt, "gmem_ptr": xdt,
+                 "gx_ptr": xdt, "state_ptr": saved, "saved_ptr": saved, "flags_ptr": "u8"}
+        sig, attrs = {}, {}
+        for i, name in enumerate(fn.arg_names):
+            if name in const:
+                sig[name] = "constexpr"
+            elif name.endswith("_ptr"):
+                sig[name] = "*" + types.get(name, cdt)
+                attrs[(i,)] = [["tt.divisibility", 16]]
+            else:
+                sig[name] = "fp32" if name.startswith("sg_") else "i32"
+                if name == "N":
+                    attrs[(i,)] = [["tt.divisibility", 16]]
+        try:
+            src = ASTSource(fn, sig, const, attrs)
+        except (TypeError, KeyError, AttributeError) as err:
+            pytest.skip(f"this Triton's ahead-of-time compile API differs ({err})")
+        compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                                  options=dict(num_warps=4, enable_fp_fusion=False))
+        ptx = compiled.asm["ptx"]
+        what = (which, xdt, flags)
+        if which == "fwd" and xdt != "fp64":
+            assert not re.search(r"\bfma\.rn\.f32", ptx), what
+        if which == "fwd" and flags["IMMEDIATE"]:
+            assert f"div.rn.f{64 if xdt == 'fp64' else 32}" in ptx, what
+
+
+if DEVICE is not None:
+    import fastlif
+    from fastlif import surrogate as S
+    from fastlif.ops import RESET_CODES, saved_layout
+    from fastlif.reference import lif_sequence_reference
+    from fastlif.kernels import lif as K
+
+    SURROGATES = {
+        "atan": S.atan(), "fast_sigmoid": S.fast_sigmoid(),
+        # slope 5: snnTorch's sigmoid formula overflows (inf/inf = nan) for z < -88/slope, and
+        # with slope 25 random test membranes get there; the formula is the same.
+        "sigmoid": S.sigmoid(5), "triangular": S.triangular(),
+        "straight_through": S.straight_through_estimator(), "disabled": S.no_grad(),
+    }
+else:  # the names the parametrisations below use, so that collection works
+    SURROGATES = {k: None for k in ("atan", "fast_sigmoid", "sigmoid", "triangular",
+                                    "straight_through", "disabled")}
+
+PARAMS = ("beta", "threshold", "graded")
+RTOL = 1e-5
+
+
+@pytest.fixture(autouse=True)
+def _nan_filled_outputs(monkeypatch):
+    """Every buffer the launchers allocate starts as NaN (0xFF for bytes), so an element a
+    kernel forgot to write shows up (fla's tests/conftest.py does the same)."""
+    if DEVICE is None:
+        yield
+        return
+    original = K._new
+
+    def nan_new(shape, dtype, device):
+        t = original(shape, dtype, device)
+        return t.fill_(255) if dtype == torch.uint8 else t.fill_(float("nan"))
+
+    monkeypatch.setattr(K, "_new", nan_new)
+    yield
+
+
+# ------------------------------------------------------------------------------------------
+# helpers
+
+
+def make_case(T, shape, *, per_neuron=(True, True, True), mem0=True, seed=0, scale=1.5):
+    """Random inputs on the CPU in fp32: x [T, *shape], params (scalar or [L]), mem0, and the
+    upstream gradients of spikes and membrane."""
+    gen = torch.Generator().manual_seed(seed)
+    L = shape[-1]
+
+    def rand(*s):
+        return torch.rand(*s, generator=gen)
+
+    x = torch.randn(T, *shape, generator=gen) * scale + 0.3
+    params = {
+        "beta": rand(L) if per_neuron[0] else rand(()),
+        "threshold": rand(L) + 0.5 if per_neuron[1] else rand(()) + 0.5,
+        "graded": rand(L) + 0.5 if per_neuron[2] else rand(()) + 0.5,
+    }
+    m0 = torch.randn(*shape, generator=gen) if mem0 else None
+    grads = (torch.randn(T, *shape, generator=gen), torch.randn(T, *shape, generator=gen))
+    return x, params, m0, grads
+
+
+def run(backend, case, dtype, *, reset="subtract", delay=True, sg="atan", learn=PARAMS,
+        low_memory=False, upstream=("spk", "mem")):
+    """Forward and backward; returns (spk, mem, {name: grad}) with missing grads as zeros."""
+    x, params, m0, (gspk, gmem) = case
+    leaves = {"x": x.to(DEVICE, dtype).clone().requires_grad_()}
+    for name, p in params.items():
+        p = p.to(DEVICE, torch.float64 if dtype == torch.float64 else torch.float32).clone()
+        leaves[name] = p.requires_grad_(name in learn)
+    if m0 is not None:
+        leaves["mem0"] = m0.to(DEVICE, dtype).clone().requires_grad_()
+    kw = dict(mem=leaves.get("mem0"), reset_mechanism=reset, reset_delay=delay,
+              graded_spikes_factor=leaves["graded"])
+    if backend == "reference":
+        spk, mem = lif_sequence_reference(leaves["x"], leaves["beta"], leaves["threshold"],
+                                          spike_fn=SURROGATES[sg], **kw)
+    else:
+        spk, mem = fastlif.lif_sequence(leaves["x"], leaves["beta"], leaves["threshold"],
+                                        surrogate=SURROGATES[sg], backend=backend,
+                                        low_memory=low_memory, **kw)
+    outs, ups = [], []
+    if "spk" in upstream:
+        outs.append(spk)
+        ups.append(gspk.to(DEVICE, spk.dtype))
+    if "mem" in upstream:
+        outs.append(mem)
+        ups.append(gmem.to(DEVICE, mem.dtype))
+    if any(t.requires_grad for t in outs):
+        torch.autograd.backward(outs, ups)
+    grads = {k: (v.grad if v.grad is not None else torch.zeros_like(v)).detach()
+             for k, v in leaves.items() if v.requires_grad}
+    return spk.detach(), mem.detach(), grads
+
+
+def normwise(a, b, floor=1e-6):
+    """max|a-b| / max|b|; the floor keeps gradients that are exactly zero in theory (and
+    ~1e-17 in the fp64 reference) from dividing by rounding noise."""
+    a, b = a.double().cpu(), b.double().cpu()
+    if not b.numel():
+        return 0.0
+    return (a - b).abs().max().item() / max(b.abs().max().item(), floor)
+
+
+def assert_grads_close(got, want, rtol=RTOL, what=""):
+    assert got.keys() == want.keys()
+    for name in want:
+        a, b = got[name], want[name]
+        assert a.shape == b.shape, (name, a.shape, b.shape)
+        assert not a.isnan().any(), f"{what} grad {name}: NaN"
+        err = normwise(a, b)
+        assert err <= rtol, f"{what} grad {name}: normwise error {err:.2e} > {rtol:.0e}"
+
+
+def check_against_reference(case, **kw):
+    """fp32 triton vs fp32 reference (forward, exact) and fp64 reference (gradients)."""
+    spk, mem, grads = run("triton", case, torch.float32, **kw)
+    spk32, mem32, _ = run("reference", case, torch.float32, **kw)
+    spk64, _, grads64 = run("reference", case, torch.float64, **kw)
+    assert spk.dtype == mem.dtype == torch.float32
+    assert torch.equal(spk, spk32), f"fp32 spikes differ at {(spk != spk32).sum().item()} places"
+    torch.testing.assert_close(mem, mem32, rtol=0, atol=1e-6)
+    assert torch.equal(spk32.double(), spk64), "fp64 reference flips a spike: pick another seed"
+    assert_grads_close(grads, grads64, what=str(kw))
+    return spk, mem, grads
+
+
+# ------------------------------------------------------------------------------------------
+# equivalence with the reference
+
+
+@needs_device
+@pytest.mark.parametrize("sg", list(SURROGATES))
+@pytest.mark.parametrize("delay", [True, False], ids=["delay", "immediate"])
+@pytest.mark.parametrize("reset", ["subtract", "zero", "none"])
+def test_matches_reference(reset, delay, sg):
+    """Every reset mode x reset_delay x surrogate, per-neuron learnable parameters, mem0."""
+    case = make_case(9, (3, 7), seed=zlib.crc32(f"{reset}{delay}{sg}".encode()))
+    check_against_reference(case, reset=reset, delay=delay, sg=sg)
+
+
+PARAM_VARIANTS = {
+    # name: (per_neuron (beta, threshold, graded), mem0, reset, delay, surrogate, learn)
+    "all-scalar-no-mem0": ((False, False, False), False, "subtract", True, "atan", PARAMS),
+    "mixed-zero-immediate": ((True, False, True), True, "zero", False, "fast_sigmoid", PARAMS),
+    "mixed-none": ((False, True, False), True, "none", True, "triangular", PARAMS),
+    "scalar-subtract-immediate": ((False, False, False), True, "subtract", False, "atan", PARAMS),
+    "not-learnable": ((True, True, True), True, "subtract", True, "atan", ()),
+    "learn-beta-only": ((True, False, False), False, "zero", True, "sigmoid", ("beta",)),
+}
+
+
+@needs_device
+@pytest.mark.parametrize("variant", list(PARAM_VARIANTS))
+def test_parameter_variants(variant):
+    per_neuron, mem0, reset, delay, sg, learn = PARAM_VARIANTS[variant]
+    case = make_case(8, (4, 5), per_neuron=per_neuron, mem0=mem0, seed=len(variant))
+    _, _, grads = check_against_reference(case, reset=reset, delay=delay, sg=sg, learn=learn)
+    assert set(grads) == {"x", *learn} | ({"mem0"} if mem0 else set())
+
+
+@needs_device
+def test_beta_outside_unit_interval_is_clamped():
+    case = make_case(7, (2, 6), seed=3)
+    case[1]["beta"] = torch.tensor([-0.3, 0.0, 0.5, 1.0, 1.2, 0.9])
+    _, _, grads = check_against_reference(case, reset="subtract", delay=True)
+    assert grads["beta"][0] == 0 and grads["beta"][4] == 0  # clamp: no gradient outside [0, 1]
+
+
+@needs_device
+@pytest.mark.parametrize("T, shape", [
+    (1, (4, 7)),       # one step
+    (13, (3, 5, 9)),   # more than one batch dimension
+    (5, (2, 301)),     # 602 neurons: several programs, the last one partly masked
+    (6, (1,)),         # a single neuron (L = 1)
+], ids=["T1", "4d", "multi-block", "one-neuron"])
+def test_shapes(T, shape):
+    case = make_case(T, shape, seed=T)
+    check_against_reference(case, reset="subtract", delay=False, sg="fast_sigmoid")
+
+
+@needs_device
+def test_upstream_gradient_on_one_output_only():
+    case = make_case(6, (3, 5), seed=11)
+    for upstream in (("spk",), ("mem",)):
+        spk, mem, grads = run("triton", case, torch.float32, upstream=upstream, delay=False)
+        _, _, want = run("reference", case, torch.float64, upstream=upstream, delay=False)
+        assert_grads_close(grads, want, what=str(upstream))
+
+
+@needs_device
+def test_empty_upstream_gradient_means_zeros():
+    """The launcher reads an empty grad_spk / grad_mem as zeros without loading it."""
+    x, params, m0, (gspk, gmem) = make_case(5, (2, 9), seed=5)
+    dev = lambda t: t.to(DEVICE)  # noqa: E731
+    x3 = dev(x)
+    beta, thr, g = (dev(params[k]).reshape(-1) for k in PARAMS)
+    mem0 = dev(m0).reshape(-1)
+    for reset_delay in (True, False):
+        spk, mem, state, flags = K.lif_fwd(x3, mem0, beta, thr, g, 0, reset_delay, False)
+        args = (mem, state, flags, mem0, beta, thr, g, 0, reset_delay, 1, 25.0)
+        full = K.lif_bwd(dev(gspk), torch.zeros_like(x3), *args)
+        empty = K.lif_bwd(dev(gspk), x3.new_empty((0,)), *args)
+        for a, b in zip(full, empty):
+            assert torch.equal(a, b)
+
+
+@needs_device
+def test_matches_cpp_backend():
+    """Same formulas as csrc/lif_kernel.h: forward bit for bit, gradients to rounding."""
+    from fastlif.backends import why_unavailable
+    if why_unavailable("cpp", "cpu"):
+        pytest.skip(f"cpp backend unavailable: {why_unavailable('cpp', 'cpu')}")
+    case = make_case(10, (3, 11), seed=21)
+    for reset, delay in (("subtract", False), ("zero", True)):
+        spk, mem, grads = run("triton", case, torch.float32, reset=reset, delay=delay)
+        x, params, m0, (gspk, gmem) = case
+        leaves = [t.clone().requires_grad_() for t in (x, *params.values(), m0)]
+        s2, m2 = fastlif.lif_sequence(leaves[0], leaves[1], leaves[2], mem=leaves[4],
+                                      graded_spikes_factor=leaves[3], reset_mechanism=reset,
+                                      reset_delay=delay, backend="cpp")
+        torch.autograd.backward([s2, m2], [gspk, gmem])
+        assert torch.equal(spk.cpu(), s2.detach()) and torch.equal(mem.cpu(), m2.detach())
+        cpp = dict(zip(("x", *PARAMS, "mem0"), (t.grad for t in leaves)))
+        assert_grads_close({k: v.cpu() for k, v in grads.items()}, cpp, rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------
+# dtypes
+
+
+@needs_device
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_half_precision_input(dtype):
+    """fp16/bf16 input computes in fp32: its spikes are exactly those of the fp32 reference
+    run on the same rounded input, its membrane that reference's membrane rounded once."""
+    case = make_case(9, (3, 7), seed=7)
+    x, params, m0, (gspk, gmem) = case
+    rounded = (x.to(dtype).float(), params, m0.to(dtype).float(),
+               (gspk.to(dtype).float(), gmem.to(dtype).float()))
+    for reset, delay in (("subtract", True), ("zero", False)):
+        spk, mem, grads = run("triton", case, dtype, reset=reset, delay=delay)
+        spk32, mem32, _ = run("reference", rounded, torch.float32, reset=reset, delay=delay)
+        _, _, want = run("reference", rounded, torch.float64, reset=reset, delay=delay)
+        assert spk.dtype == mem.dtype == dtype
+        assert torch.equal(spk, spk32.to(dtype))
+        assert torch.equal(mem, mem32.to(dtype))
+        # parameter gradients are fp32 sums: tight; x/mem0 gradients are rounded once to dtype
+        assert_grads_close({k: grads[k] for k in PARAMS}, {k: want[k] for k in PARAMS})
+        eps = torch.finfo(dtype).eps
+        for k in ("x", "mem0"):
+            assert grads[k].dtype == dtype
+            assert normwise(grads[k], want[k]) <= eps, k
+
+
+@needs_device
+def test_fp64():
+    case = make_case(9, (3, 7), seed=8)
+    for reset, delay, sg in (("subtract", False, "atan"), ("zero", True, "sigmoid")):
+        spk, mem, grads = run("triton", case, torch.float64, reset=reset, delay=delay, sg=sg)
+        spk64, mem64, want = run("reference", case, torch.float64, reset=reset, delay=delay, sg=sg)
+        assert spk.dtype == torch.float64
+        assert torch.equal(spk, spk64)
+        torch.testing.assert_close(mem, mem64, rtol=0, atol=1e-12)
+        assert_grads_close(grads, want, rtol=1e-10)
+
+
+@needs_device
+def test_unsupported_dtype_raises():
+    x = torch.zeros(2, 1, 3, dtype=torch.int32, device=DEVICE)
+    p = torch.ones(1, device=DEVICE)
+    with pytest.raises(TypeError, match="float32, bfloat16, float16 or float64"):
+        K.lif_fwd(x, None, p, p, p, 0, True, False)
+
+
+@needs_device
+def test_saved_layout_is_followed():
+    """What forward returns for backward has the shapes/dtypes fastlif.ops.saved_layout says
+    (the fake implementation used by torch.compile relies on it)."""
+    for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
+        compute = torch.float64 if dtype == torch.float64 else torch.float32
+        x = torch.randn(3, 2, 5, device=DEVICE).to(dtype)
+        p = torch.full((1,), 0.5, dtype=compute, device=DEVICE)
+        for reset in RESET_CODES.values():
+            for delay in (True, False):
+                for low_memory in (False, True):
+                    spk, mem, state, flags = torch.ops.fastlif.lif_fwd(
+                        x, None, p, p, p, reset, delay, 0, 2.0, low_memory, "triton")
+                    shape, sdtype, fshape = saved_layout(x.shape, dtype, reset, delay, low_memory)
+                    what = (dtype, reset, delay, low_memory)
+                    assert spk.dtype == mem.dtype == dtype, what
+                    assert tuple(state.shape) == tuple(shape) and state.dtype == sdtype, what
+                    assert tuple(flags.shape) == tuple(fshape) and flags.dtype == torch.uint8, what
+
+
+# ------------------------------------------------------------------------------------------
+# low_memory, determinism, strides
+
+
+@needs_device
+@pytest.mark.parametrize("dtype, reset, delay", [
+    (torch.float32, "subtract", True), (torch.float32, "zero", False),
+    (torch.bfloat16, "subtract", True)], ids=["fp32-delay", "fp32-immediate", "bf16-delay"])
+def test_low_memory(dtype, reset, delay):
+    """Forward unchanged; backward from a bf16 state. fp32/fp16 input saves z = u - threshold
+    (exact spikes and reset flags: the graded-factor gradient is exact, the others within
+    ~1e-3); bf16 input with a delayed reset may have no state (fastlif.ops.saved_layout
+    decides) and then reuses its bf16 mem output."""
+    case = make_case(12, (4, 16), seed=13, scale=0.7)
+    spk, mem, grads = run("triton", case, dtype, reset=reset, delay=delay)
+    spk_lm, mem_lm, grads_lm = run("triton", case, dtype, reset=reset, delay=delay,
+                                   low_memory=True)
+    assert torch.equal(spk, spk_lm) and torch.equal(mem, mem_lm)
+    bound = 1e-2 if dtype == torch.float32 else 0.1
+    for k in grads:
+        assert normwise(grads_lm[k], grads[k]) < bound, k
+    if dtype == torch.float32:
+        assert normwise(grads_lm["graded"], grads["graded"]) <= 1e-6
+    x = case[0].to(DEVICE, dtype)
+    p = torch.full((1,), 0.5, device=DEVICE)
+    _, _, state, flags = torch.ops.fastlif.lif_fwd(x, None, p, p, p, RESET_CODES[reset], delay, 0,
+                                                   2.0, True, "triton")
+    assert state.dtype == torch.bfloat16
+    if delay:  # at most 2 bytes per neuron-step kept for backward
+        assert state.numel() * state.element_size() + flags.numel() <= 2 * x.numel()
+
+
+@needs_device
+def test_every_config_gives_identical_results(monkeypatch):
+    """Block size, warps and prefetching (the autotuned meta-parameters) change nothing in
+    the results: each config, forced as the only one, gives the same bits."""
+    import triton
+
+    def autotuner(kernel):
+        while not isinstance(kernel, triton.runtime.autotuner.Autotuner):
+            kernel = kernel.fn
+        return kernel
+
+    case = make_case(7, (5, 61), seed=19)  # 305 neurons: several blocks of 128 or 256
+    want = run("triton", case, torch.float32, delay=False, sg="fast_sigmoid")
+    tuners = [autotuner(K.lif_fwd_kernel), autotuner(K.lif_bwd_kernel)]
+    for cfg in K.AUTOTUNE_CONFIGS:
+        for tuner in tuners:
+            monkeypatch.setattr(tuner, "configs", [cfg])
+            monkeypatch.setattr(tuner, "cache", {})
+        got = run("triton", case, torch.float32, delay=False, sg="fast_sigmoid")
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]), cfg
+        for k in want[2]:
+            assert torch.equal(got[2][k], want[2][k]), (cfg, k)
+
+
+@needs_device
+def test_deterministic():
+    case = make_case(10, (5, 33), seed=17)
+    _, _, g1 = run("triton", case, torch.float32, delay=False, sg="sigmoid")
+    _, _, g2 = run("triton", case, torch.float32, delay=False, sg="sigmoid")
+    for k in g1:
+        assert torch.equal(g1[k], g2[k]), k
+
+
+@needs_device
+def test_strided_input():
+    """The launcher takes x with any strides (the op passes contiguous x; direct callers may not)."""
+    T, R, L = 6, 3, 10
+    base = torch.randn(T, L, 2 * R, device=DEVICE) + 0.5
+    x = base[:, :, ::2].transpose(1, 2)  # [T, R, L], neither dimension contiguous
+    assert not x.is_contiguous()
+    p = torch.rand(L, device=DEVICE)
+    thr = torch.full((1,), 0.8, device=DEVICE)
+    for delay in (True, False):
+        got = K.lif_fwd(x, None, p, thr, thr, 0, delay, False)
+        want = K.lif_fwd(x.contiguous(), None, p, thr, thr, 0, delay, False)
+        for a, b in zip(got, want):
+            assert torch.equal(a, b)
+
+
+# ------------------------------------------------------------------------------------------
+# integration: module, torch.library checks, torch.compile
+
+
+@needs_device
+def test_leaky_module_matches_snntorch():
+    snn = pytest.importorskip("snntorch")
+    from snntorch import surrogate as ssg
+    torch.manual_seed(0)
+    x = (torch.randn(10, 4, 12) + 0.4).to(DEVICE)
+    ref = snn.Leaky(beta=0.85, threshold=0.9, spike_grad=ssg.fast_sigmoid(slope=25),
+                    learn_beta=True, reset_mechanism="subtract").to(DEVICE)
+    fast = fastlif.Leaky(beta=0.85, threshold=0.9, spike_grad=ssg.fast_sigmoid(slope=25),
+                         learn_beta=True, reset_mechanism="subtract", backend="triton").to(DEVICE)
+    xr, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
+    mem = ref.init_leaky()
+    spikes, mems = [], []
+    for t in range(x.shape[0]):
+        s, mem = ref(xr[t], mem)
+        spikes.append(s)
+        mems.append(mem)
+    spk_r, mem_r = torch.stack(spikes), torch.stack(mems)
+    spk_f, mem_f = fast.sequence(xf)
+    assert torch.equal(spk_f, spk_r)
+    torch.testing.assert_close(mem_f, mem_r, rtol=0, atol=1e-6)
+    g = torch.randn_like(x)
+    (spk_r * g).sum().backward()
+    (spk_f * g).sum().backward()
+    assert normwise(xf.grad, xr.grad) <= 1e-5
+    assert normwise(fast.beta.grad, ref.beta.grad) <= 1e-5
+
+
+@needs_device
+def test_opcheck():
+    x = (torch.randn(4, 2, 6, device=DEVICE) + 0.5)
+    beta = torch.rand(6, device=DEVICE)
+    p = torch.ones(1, device=DEVICE)
+    mem0 = torch.randn(12, device=DEVICE)
+    for reset, delay in ((0, True), (1, False)):
+        torch.library.opcheck(torch.ops.fastlif.lif_fwd.default,
+                              (x, mem0, beta, p, p, reset, delay, 0, 2.0, False, "triton"),
+                              test_utils=("test_schema", "test_faketensor",
+                                          "test_autograd_registration"))
+
+
+@needs_device
+def test_torch_compile_fullgraph():
+    backend = "inductor" if DEVICE == "cuda" else "aot_eager"  # no C++ compile on the CPU path
+    torch._dynamo.reset()
+
+    def f(x, beta):
+        spk, mem = fastlif.lif_sequence(x * 1.5, beta, 1.0, backend="triton",
+                                        surrogate=fastlif.surrogate.fast_sigmoid())
+        return spk.sum() + (mem * mem).mean()
+
+    x = torch.randn(6, 3, 8, device=DEVICE)
+    beta = torch.rand(8, device=DEVICE)
+    xe, be = x.clone().requires_grad_(), beta.clone().requires_grad_()
+    xc, bc = x.clone().requires_grad_(), beta.clone().requires_grad_()
+    f(xe, be).backward()
+    out = torch.compile(f, fullgraph=True, backend=backend)(xc, bc)
+    out.backward()
+    torch.testing.assert_close(out.detach(), f(x, beta).detach(), rtol=1e-6, atol=1e-6)
+    assert normwise(xc.grad, xe.grad) <= 1e-6 and normwise(bc.grad, be.grad) <= 1e-6
