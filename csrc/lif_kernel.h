@@ -13,6 +13,7 @@
 // passes -ffp-contract=off), so fp32 spikes and membrane equal PyTorch eager bit for bit.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -63,6 +64,11 @@ struct Items {
   Items(int64_t R, int64_t L) : per_row((L + kChunk - 1) / kChunk), count(R * per_row) {}
 };
 
+// Never open a larger OpenMP team than there are items: a lone item would wait on the others.
+inline int team_size(int threads, int64_t items) {
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, items)));
+}
+
 template <typename scalar_t, int SG>
 inline scalar_t surrogate_grad(scalar_t z, scalar_t p) {
   if constexpr (SG == kAtan) {
@@ -97,7 +103,7 @@ template <typename scalar_t, int RESET, bool DELAY, bool PER_NEURON>
 void lif_fwd_cpu(const LifArgs<scalar_t>& a) {
   const Items items(a.R, a.L);
   const int64_t M = a.R * a.L;
-#pragma omp parallel for schedule(static) num_threads(a.num_threads)
+#pragma omp parallel for schedule(static) num_threads(team_size(a.num_threads, items.count))
   for (int64_t item = 0; item < items.count; ++item) {
     const int64_t row = item / items.per_row;
     const int64_t l0 = (item % items.per_row) * kChunk;
@@ -144,7 +150,7 @@ void lif_bwd_cpu(const LifArgs<scalar_t>& a) {
   const Items items(a.R, a.L);
   const int64_t M = a.R * a.L;
   const scalar_t p = a.sg_param;
-#pragma omp parallel for schedule(static) num_threads(a.num_threads)
+#pragma omp parallel for schedule(static) num_threads(team_size(a.num_threads, items.count))
   for (int64_t item = 0; item < items.count; ++item) {
     const int64_t row = item / items.per_row;
     const int64_t l0 = (item % items.per_row) * kChunk;

@@ -4,7 +4,6 @@
 Automatic selection falls back to the reference loop with one warning that says why;
 asking explicitly for a backend that cannot run raises an error that says how to get it.
 """
-import functools
 import os
 import warnings
 
@@ -17,7 +16,19 @@ class BackendUnavailable(RuntimeError):
     """An explicitly requested backend cannot run here; the message says how to fix it."""
 
 
-@functools.lru_cache(maxsize=None)
+_status = {}  # a plain memo, not lru_cache: torch.compile traces through it without warnings
+
+
+def _memo(fn):
+    def wrapper():
+        if fn.__name__ not in _status:
+            _status[fn.__name__] = fn()
+        return _status[fn.__name__]
+    wrapper.__name__ = fn.__name__
+    return wrapper
+
+
+@_memo
 def _cpp_status():
     try:
         from . import _C  # noqa: F401
@@ -27,7 +38,7 @@ def _cpp_status():
     return _C, ""
 
 
-@functools.lru_cache(maxsize=None)
+@_memo
 def _triton_status():
     try:
         import triton  # noqa: F401

@@ -15,15 +15,23 @@ def check_reset_mechanism(reset_mechanism):
     return RESET_CODES[reset_mechanism]
 
 
-def _as_param(value, name, n_last, device):
-    """A scalar or per-neuron (last dimension) parameter as a tensor on ``device``."""
+def _check_param(value, name, n_last):
+    """A scalar or per-neuron (last dimension) parameter, as given (a number or a tensor)."""
     if isinstance(value, numbers.Number):
-        return torch.full((), float(value), device=device)  # a fill, so CUDA graphs can capture it
+        return value
     if not isinstance(value, torch.Tensor):
         value = torch.as_tensor(value)
     if value.numel() != 1 and (value.dim() != 1 or value.shape[0] != n_last):
         raise ValueError(f"{name} must be a scalar or hold one value per neuron along the last "
                          f"dimension ({n_last}); got shape {tuple(value.shape)}")
+    return value
+
+
+def _as_param(value, name, n_last, device):
+    """A scalar or per-neuron (last dimension) parameter as a tensor on ``device``."""
+    value = _check_param(value, name, n_last)
+    if isinstance(value, numbers.Number):
+        return torch.full((), float(value), device=device)  # a fill, so CUDA graphs can capture it
     return value.to(device)
 
 
@@ -51,6 +59,10 @@ def lif_sequence(x_seq, beta, threshold=1.0, *, mem=None, reset_mechanism="subtr
     ``low_memory`` keeps the saved membrane in bf16 (triton backend only).
     """
     _check_sequence(x_seq, mem)
+    n_last = x_seq.shape[-1]  # checked before dispatch, so every backend names a misfit
+    beta = _check_param(beta, "beta", n_last)
+    threshold = _check_param(threshold, "threshold", n_last)
+    graded_spikes_factor = _check_param(graded_spikes_factor, "graded_spikes_factor", n_last)
     reset_mode = check_reset_mechanism(reset_mechanism)
     spike_fn, sg = surrogate_mod.resolve(surrogate)
     if not x_seq.is_floating_point():  # bool / integer spike trains, as snnTorch accepts them

@@ -85,7 +85,7 @@ class Leaky(nn.Module):
     @classmethod
     def detach_hidden(cls):
         for layer in list(cls.instances):
-            layer.mem.detach_()
+            layer.mem = layer.mem.detach()  # not detach_(): the state may be a view of mem_seq
 
     @classmethod
     def reset_hidden(cls):
@@ -94,10 +94,16 @@ class Leaky(nn.Module):
 
     # --- computation ------------------------------------------------------------------------
     def _run(self, x_seq, mem):
-        return lif_sequence(x_seq, self.beta, self.threshold, mem=mem,
-                            reset_mechanism=self._reset_mechanism, reset_delay=self.reset_delay,
-                            surrogate=self._surrogate or self.spike_grad,
-                            graded_spikes_factor=self.graded_spikes_factor, backend=self.backend)
+        # fp16/bf16 input (autocast): run on its fp32 value, so that the membrane handed back,
+        # the state carried to the next call or step, stays fp32; spikes keep the input's dtype.
+        low = x_seq.dtype in (torch.float16, torch.bfloat16)
+        spk, mem_seq = lif_sequence(x_seq.float() if low else x_seq, self.beta, self.threshold,
+                                    mem=mem, reset_mechanism=self._reset_mechanism,
+                                    reset_delay=self.reset_delay,
+                                    surrogate=self._surrogate or self.spike_grad,
+                                    graded_spikes_factor=self.graded_spikes_factor,
+                                    backend=self.backend)
+        return (spk.to(x_seq.dtype) if low else spk), mem_seq
 
     def sequence(self, x_seq, mem=None):
         """Fused over the leading time dimension: ``x_seq [T, B, ...] -> (spk_seq, mem_seq)``."""
@@ -106,22 +112,21 @@ class Leaky(nn.Module):
     def forward(self, input_, mem=None):
         if self.init_hidden and mem is not None:
             raise TypeError("`mem` should not be passed as an argument while `init_hidden=True`")
-        if self.step_mode == "multi":
-            return self._forward_multi(input_, mem)
         if not isinstance(input_, torch.Tensor):
             raise TypeError(f"input must be a torch.Tensor, got {type(input_).__name__}")
-        if mem is not None:
-            self.mem = mem
-        if self.mem.shape != input_.shape:  # snnTorch: state takes its shape from the input
-            self.mem = torch.zeros_like(input_, device=self.mem.device,
-                                        dtype=input_.dtype if input_.is_floating_point() else None)
+        if self.step_mode == "multi":
+            return self._forward_multi(input_, mem)
+        state = self.mem if mem is None else mem
+        if state.shape != input_.shape:  # snnTorch: state takes its shape from the input
+            state = torch.zeros_like(input_, device=state.device,
+                                     dtype=input_.dtype if input_.is_floating_point() else None)
         if input_.dim() == 0:  # one neuron, no batch: run it as shape [1]
-            spk, new_mem = self._run(input_.reshape(1, 1), self.mem.reshape(1))
+            spk, new_mem = self._run(input_.reshape(1, 1), state.reshape(1))
             spk, new_mem = spk.reshape(()), new_mem.reshape(())
         else:
-            spk, new_mem = self._run(input_.unsqueeze(0), self.mem)
+            spk, new_mem = self._run(input_.unsqueeze(0), state)
             spk, new_mem = spk[0], new_mem[0]
-        self.mem = new_mem
+        self.mem = new_mem  # only once the step succeeded: a rejected call leaves the state alone
         if self.output:
             return spk, self.mem
         if self.init_hidden:

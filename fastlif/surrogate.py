@@ -61,6 +61,11 @@ class Surrogate:
     kind: int
     param: float = 0.0
 
+    def __post_init__(self):
+        if self.kind not in KIND_NAMES:
+            raise ValueError(f"unknown surrogate kind {self.kind!r}; use fastlif.surrogate.atan(), "
+                             f"fast_sigmoid(), sigmoid(), triangular() or straight_through_estimator()")
+
     def __call__(self, z):
         if self.kind == NO_GRAD:
             return (z > 0).to(z.dtype)

@@ -42,7 +42,7 @@ def run(fn, x, params, mem0, upstream, **options):
     Returns the spikes, the membrane, and the gradients of x, mem0 and every parameter
     (None where the input did not require grad).
     """
-    x = x.detach().clone().requires_grad_()
+    x = x.detach().requires_grad_()  # a view: keeps the caller's strides (non-contiguous cases)
     params = [p.detach().clone().requires_grad_() for p in params]
     mem0 = None if mem0 is None else mem0.detach().clone().requires_grad_()
     beta, thr, graded = params
