@@ -4,7 +4,7 @@ import numbers
 import torch
 
 from . import backends, surrogate as surrogate_mod
-from .ops import RESET_CODES, compute_dtype, lif_fwd
+from .ops import RESET_CODES, compute_dtype, lif_forward
 from .reference import lif_sequence_reference
 
 
@@ -87,7 +87,7 @@ def lif_sequence(x_seq, beta, threshold=1.0, *, mem=None, reset_mechanism="subtr
         return x_seq * 0, x_seq * 0
     x3 = x_seq.contiguous().view(T, -1, n_last)
     mem0 = None if mem is None else mem.to(dtype).contiguous().view(-1)
-    spk, mem_seq, _, _ = lif_fwd(x3, mem0, *params, reset_mode, bool(reset_delay), sg.kind,
+    spk, mem_seq, _, _ = lif_forward(x3, mem0, *params, reset_mode, bool(reset_delay), sg.kind,
                                  float(sg.param), bool(low_memory), name)
     return spk.view(x_seq.shape), mem_seq.view(x_seq.shape)
 
