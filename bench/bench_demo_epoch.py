@@ -1,0 +1,209 @@
+"""One training epoch of the tutorial's TinySNN: snnTorch's step loop against fused fastlif.
+
+Run from the repository root:  ``python -m bench.bench_demo_epoch``
+Rows go to ``bench/results/demo_epoch.csv`` (columns: ``bench.common.FIELDS``).
+
+What is timed is the tutorial's training step on the demo's data (the offline digits,
+10k-image training subset, so no download is needed; MNIST batches cost the same):
+Poisson-encode a batch of 64 images for T=50 steps at up to 100 Hz, forward
+784-128-10 with two LIF layers (beta 0.9, fast-sigmoid surrogate), count cross-entropy,
+backward, Adam (lr 1e-3, weight decay 1e-5). Providers:
+
+``snntorch``           the tutorial's code: ``snn.Leaky`` called step by step in a Python loop,
+                       ``snntorch.functional.ce_count_loss``, the tutorial's ``poisson_encode``
+``fastlif``            ``fastlif.demo.TinySNN``: ``fc1`` on all T*B rows at once, then
+                       ``Leaky.sequence`` fused over T (backend cpp), ``fastlif.losses``
+``fastlif-reference``  the same network on fastlif's reference loop backend
+
+All three start from the same weights and see the same batches and the same spikes.
+Directions: ``train_epoch`` (the whole step, as a user's epoch), ``train_epoch_network``
+(the same with the spikes encoded beforehand: the network's share alone) and ``encode``
+(the Poisson encoding alone, identical for all). Epoch times are the median time per
+batch times the number of batches in an epoch; batches are timed in rounds that rotate the
+providers, so a busy machine slows all of them alike. The load average is recorded.
+"""
+import argparse
+import copy
+import os
+import statistics
+import sys
+import time
+
+import torch
+from torch import nn
+
+from bench.common import append_rows, cpu_name, extra, torch_version
+
+T_STEPS, BATCH, RATE, DT = 50, 64, 100.0, 1e-3
+CSV = "demo_epoch.csv"
+
+
+def tutorial_poisson_encode(images, num_steps, max_rate_hz=100.0, dt=1e-3, rng=None):
+    """The tutorial's encoder, verbatim."""
+    if images.dim() > 2:
+        B = images.size(0)
+        flat = images.view(B, -1)
+        N = images[0].numel()
+    else:
+        B, N = images.shape
+        flat = images
+    if rng is None:
+        rng = torch.Generator(device=images.device)
+    lam = flat * max_rate_hz
+    p = torch.clamp(lam * dt, 0.0, 1.0)
+    rand = torch.rand((num_steps, B, N), generator=rng, device=images.device)
+    return rand < p
+
+
+def tutorial_model():
+    """The tutorial's TinySNN (snnTorch), verbatim in substance."""
+    import snntorch as snn
+    from snntorch import surrogate
+
+    class TinySNN(nn.Module):
+        def __init__(self, in_dim=28 * 28, hidden=128, out_dim=10, beta_hidden=0.9, beta_out=0.9):
+            super().__init__()
+            self.fc1 = nn.Linear(in_dim, hidden, bias=True)
+            self.lif1 = snn.Leaky(beta=beta_hidden, spike_grad=surrogate.fast_sigmoid())
+            self.fc2 = nn.Linear(hidden, out_dim, bias=True)
+            self.lif2 = snn.Leaky(beta=beta_out, spike_grad=surrogate.fast_sigmoid())
+
+        def forward(self, x_seq):
+            mem1 = self.lif1.init_leaky()
+            mem2 = self.lif2.init_leaky()
+            spk_rec = []
+            for t in range(x_seq.shape[0]):
+                h1 = self.fc1(x_seq[t].float())
+                spk1, mem1 = self.lif1(h1, mem1)
+                h2 = self.fc2(spk1)
+                spk2, mem2 = self.lif2(h2, mem2)
+                spk_rec.append(spk2)
+            return torch.stack(spk_rec, dim=0)
+
+    return TinySNN()
+
+
+class Provider:
+    def __init__(self, name, model, loss_fn, encode):
+        self.name, self.model, self.loss_fn, self.encode = name, model, loss_fn, encode
+        self.opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-5)
+        self.times = {"train_epoch": [], "train_epoch_network": [], "encode": []}
+
+    def step(self, imgs, labels, gen, spikes=None):
+        spikes = self.encode(imgs, T_STEPS, RATE, DT, gen) if spikes is None else spikes
+        spk_rec = self.model(spikes)
+        loss = self.loss_fn(spk_rec, labels)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return loss.item()
+
+
+def make_providers(names):
+    import snntorch.functional as SF
+
+    from fastlif import demo, encode, losses
+
+    base = tutorial_model()
+    state = base.state_dict()
+    out = []
+    for name in names:
+        if name == "snntorch":
+            model = copy.deepcopy(base)
+            out.append(Provider(name, model, SF.ce_count_loss(), tutorial_poisson_encode))
+        else:
+            backend = "cpp" if name == "fastlif" else "reference"
+            model = demo.TinySNN(backend=backend)
+            model.load_state_dict(state)
+            out.append(Provider(name, model, losses.ce_count_loss(),
+                                lambda x, T, r, dt, g: encode.poisson(x, T, max_rate_hz=r, dt=dt, rng=g)))
+    return out
+
+
+def quantiles(samples):
+    samples = sorted(samples)
+    if len(samples) < 2:
+        return samples[0], samples[0], samples[0]
+    q = statistics.quantiles(samples, n=5)
+    return statistics.median(samples), q[0], q[3]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--batches", type=int, default=40,
+                    help="batches timed per provider and round (default 40; an epoch has 156)")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds, providers rotated (default 3)")
+    ap.add_argument("--providers", default="snntorch,fastlif,fastlif-reference")
+    ap.add_argument("--dataset", default="digits", choices=("digits", "mnist", "auto"))
+    ap.add_argument("--subset", type=int, default=10000)
+    ap.add_argument("--no-csv", action="store_true", help="print only, append nothing")
+    args = ap.parse_args(argv)
+
+    from fastlif import backends, data
+
+    split = data.load(args.dataset, "./data", args.subset, seed=0, log=print)
+    n_epoch = data.num_batches(len(split.train_y), BATCH, drop_last=True)
+    batches = list(data.batches(split.train_x, split.train_y, BATCH, shuffle=True, drop_last=True,
+                                generator=torch.Generator().manual_seed(0)))
+    nb = min(args.batches, len(batches))
+    torch.manual_seed(0)
+    providers = make_providers(args.providers.split(","))
+    pre = [tutorial_poisson_encode(x, T_STEPS, RATE, DT, torch.Generator().manual_seed(i))
+           for i, (x, _) in enumerate(batches[:nb])]
+    loads = []
+    print(f"TinySNN epoch on {split.name} ({n_epoch} batches of {BATCH}, T={T_STEPS}); timing {nb} "
+          f"batches x {args.rounds} rounds per provider; {torch.get_num_threads()} threads; "
+          f"backends: {backends.describe()}")
+    for p in providers:  # warm-up (first calls build caches, allocate)
+        for i in range(2):
+            p.step(*batches[i], torch.Generator().manual_seed(i))
+    for r in range(args.rounds):
+        loads.append(os.getloadavg()[0])
+        order = providers[r % len(providers):] + providers[:r % len(providers)]
+        for p in order:
+            for i in range(nb):
+                imgs, labels = batches[i]
+                g = torch.Generator().manual_seed(i)
+                t0 = time.perf_counter()
+                spikes = p.encode(imgs, T_STEPS, RATE, DT, g)
+                t1 = time.perf_counter()
+                p.step(imgs, labels, None, spikes=spikes)
+                t2 = time.perf_counter()
+                p.step(imgs, labels, None, spikes=pre[i])
+                t3 = time.perf_counter()
+                p.times["train_epoch"].append(t2 - t0)
+                p.times["encode"].append(t1 - t0)
+                p.times["train_epoch_network"].append(t3 - t2)
+        print(f"  round {r + 1}/{args.rounds} done (load average {loads[-1]:.2f})", flush=True)
+
+    ref = next((p for p in providers if p.name == "fastlif"), None)
+    rows = []
+    print(f"\n{'provider':<18} {'direction':<20} {'epoch s':>8} {'q20':>7} {'q80':>7} {'ms/batch':>9} "
+          f"{'vs fastlif':>10}")
+    for direction in ("train_epoch", "train_epoch_network", "encode"):
+        base = quantiles(ref.times[direction])[0] if ref else None
+        for p in providers:
+            med, q20, q80 = quantiles(p.times[direction])
+            ratio = med / base if base else float("nan")
+            print(f"{p.name:<18} {direction:<20} {med * n_epoch:>8.2f} {q20 * n_epoch:>7.2f} "
+                  f"{q80 * n_epoch:>7.2f} {med * 1e3:>9.2f} {ratio:>9.2f}x")
+            rows.append({
+                "bench": "demo_epoch", "case": f"TinySNN 784-128-10 {split.name}-{len(split.train_y)}",
+                "shape": f"T{T_STEPS}xB{BATCH}x784", "dtype": "float32", "provider": p.name,
+                "direction": direction, "median_ms": f"{med * n_epoch * 1e3:.1f}",
+                "q20_ms": f"{q20 * n_epoch * 1e3:.1f}", "q80_ms": f"{q80 * n_epoch * 1e3:.1f}",
+                "ratio_vs_fastlif": f"{ratio:.3f}",
+                "throughput": f"{BATCH / med:.1f}", "throughput_unit": "images/s",
+                "device": cpu_name(), "torch": torch_version(),
+                "extra": extra(batches_per_epoch=n_epoch, timed_batches=len(p.times[direction]),
+                               ms_per_batch=med * 1e3, threads=torch.get_num_threads(),
+                               loadavg_max=max(loads), loadavg_min=min(loads)),
+            })
+    if not args.no_csv:
+        path = append_rows(CSV, rows)
+        print(f"\nappended {len(rows)} rows to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,293 @@
+"""The ``fastlif`` command (also ``python -m fastlif``).
+
+``fastlif demo``   the tutorial end to end with fused layers (see :mod:`fastlif.demo`)
+``fastlif check``  every available backend against the reference on this machine, and a
+                   short speed table; exits 1 if a backend disagrees
+"""
+import argparse
+import platform
+import statistics
+import sys
+import time
+
+__all__ = ["main", "check"]
+
+
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _nonneg_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="fastlif", description="fastlif: snnTorch's Leaky neuron run by fused CPU/GPU kernels.")
+    sub = parser.add_subparsers(dest="command", metavar="{demo,check}")
+    sub.required = True
+
+    demo = sub.add_parser(
+        "demo", help="the SNN tutorial end to end: LIF simulation, Poisson encoding, training "
+                     "TinySNN with fused layers, figures",
+        description="Runs the tutorial end to end with fused fastlif.Leaky layers and writes its "
+                    "figures as PNGs into --out.")
+    demo.add_argument("--epochs", type=_nonneg_int, default=15, help="training epochs (default 15)")
+    demo.add_argument("--subset", type=_positive_int, default=10000,
+                      help="training images drawn at random from the training set (default 10000)")
+    demo.add_argument("--num-steps", type=_positive_int, default=50, help="time steps T (default 50)")
+    demo.add_argument("--batch-size", type=_positive_int, default=64, help="batch size (default 64)")
+    demo.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda if available)")
+    demo.add_argument("--data", default="./data", help="where MNIST is cached (default ./data)")
+    demo.add_argument("--out", default="./demo_out", help="where the figures go (default ./demo_out)")
+    demo.add_argument("--dataset", choices=("auto", "mnist", "digits"), default="auto",
+                      help="mnist, digits (scikit-learn's 8x8 digits upscaled, offline), or auto "
+                           "(default: mnist, falling back to digits when it cannot be downloaded)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    demo.add_argument("--backend", choices=("auto", "cpp", "triton", "reference"), default="auto",
+                      help="LIF backend for training (default auto)")
+    demo.add_argument("--timing-batches", type=_nonneg_int, default=5,
+                      help="batches timed per backend for the speed comparison (default 5; 0 skips it)")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    chk = sub.add_parser("check", help="check every available backend against the reference here",
+                         description="Runs every available backend against the reference loop on a "
+                                     "few shapes and options (forward spikes identical, membrane and "
+                                     "gradients close) and prints a short speed table. Exit status 1 "
+                                     "if a backend disagrees.")
+    chk.add_argument("--device", default="all", help="cpu, cuda, or all available (default)")
+    chk.add_argument("--no-speed", action="store_true", help="skip the speed table")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if args.command == "demo":
+        from .demo import DemoConfig, run
+        cfg = DemoConfig(epochs=args.epochs, subset=args.subset, num_steps=args.num_steps,
+                         batch_size=args.batch_size, device=args.device, data=args.data, out=args.out,
+                         dataset=args.dataset, seed=args.seed, backend=args.backend,
+                         timing_batches=args.timing_batches, progress=not args.no_progress)
+        from .data import DatasetUnavailable
+        try:
+            run(cfg)
+        except DatasetUnavailable as err:
+            print(f"fastlif demo: MNIST is not available ({err}); run with --dataset digits or "
+                  f"--dataset auto to use the offline digits.", file=sys.stderr)
+            return 2
+        return 0
+    if args.command == "check":
+        return check(args.device, speed=not args.no_speed)
+    return 2
+
+
+# --- fastlif check --------------------------------------------------------------------------
+
+# (name, T, B, N, options): shapes and options the check runs; kept small so it takes seconds.
+CASES = [
+    ("atan subtract", 8, 4, 33, {}),
+    ("fast_sigmoid, mem0", 50, 16, 128, {"surrogate": "fast_sigmoid", "mem0": True}),
+    ("sigmoid zero-reset", 12, 3, 17, {"surrogate": "sigmoid", "reset_mechanism": "zero"}),
+    ("no reset", 10, 2, 9, {"reset_mechanism": "none", "surrogate": "triangular"}),
+    ("immediate reset", 16, 5, 24, {"reset_delay": False}),
+    ("immediate zero-reset", 16, 5, 24, {"reset_delay": False, "reset_mechanism": "zero",
+                                         "surrogate": "straight_through_estimator"}),
+    ("learnable per-neuron", 20, 4, 32, {"learn": True, "mem0": True}),
+    ("graded spikes", 9, 3, 8, {"graded": 0.5, "threshold": 0.7}),
+    ("fp64", 7, 2, 5, {"dtype": "float64", "learn": True}),
+    ("4-d input", 6, 2, 3, {"shape4": True}),
+]
+SPEED_SHAPES = [(50, 64, 128), (100, 32, 1024)]
+
+
+def _make_case(T, B, N, opts, device, seed):
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    dtype = getattr(torch, opts.get("dtype", "float32"))
+    shape = (T, B, 2, N) if opts.get("shape4") else (T, B, N)
+    x = (torch.randn(shape, generator=g, dtype=torch.float64) * 0.6 + 0.35).to(dtype)
+    mem0 = (torch.rand(shape[1:], generator=g, dtype=torch.float64) * 1.5).to(dtype) \
+        if opts.get("mem0") else None
+    if opts.get("learn"):
+        beta = (torch.rand(N, generator=g, dtype=torch.float64) * 0.5 + 0.5).to(dtype)
+        thr = (torch.rand(N, generator=g, dtype=torch.float64) * 0.5 + 0.75).to(dtype)
+    else:
+        beta = torch.tensor(0.9, dtype=dtype)
+        thr = torch.tensor(float(opts.get("threshold", 1.0)), dtype=dtype)
+    graded = torch.tensor(float(opts.get("graded", 1.0)), dtype=dtype)
+    g_spk = torch.randn(shape, generator=g, dtype=torch.float64).to(dtype)
+    g_mem = torch.randn(shape, generator=g, dtype=torch.float64).to(dtype)
+    to = lambda t: None if t is None else t.to(device)  # noqa: E731
+    return [to(t) for t in (x, mem0, beta, thr, graded, g_spk, g_mem)]
+
+
+def _run_case(backend, tensors, opts):
+    """Forward + backward of lif_sequence on fresh leaf copies; returns outputs and gradients."""
+    import fastlif
+
+    x, mem0, beta, thr, graded, g_spk, g_mem = tensors
+    learn = bool(opts.get("learn"))
+    leaves = {"x": x.clone().requires_grad_(True)}
+    if mem0 is not None:
+        leaves["mem0"] = mem0.clone().requires_grad_(True)
+    b, th = beta.clone(), thr.clone()
+    if learn:
+        leaves["beta"], leaves["threshold"] = b.requires_grad_(True), th.requires_grad_(True)
+    sg = getattr(fastlif.surrogate, opts.get("surrogate", "atan"))()
+    spk, mem = fastlif.lif_sequence(leaves["x"], b, th, mem=leaves.get("mem0"),
+                                    reset_mechanism=opts.get("reset_mechanism", "subtract"),
+                                    reset_delay=opts.get("reset_delay", True), surrogate=sg,
+                                    graded_spikes_factor=graded, backend=backend)
+    ((spk * g_spk).sum() + (mem * g_mem).sum()).backward()
+    grads = {k: v.grad for k, v in leaves.items()}
+    return spk.detach(), mem.detach(), grads
+
+
+def _rel_err(a, b):
+    import torch
+
+    if a is None or b is None:
+        return 0.0 if a is None and b is None else float("inf")
+    a, b = a.double(), b.double()
+    scale = max(b.abs().max().item(), 1.0)
+    return (a - b).abs().max().item() / scale if a.numel() else 0.0
+
+
+def _compare(backend, device, verbose_fail):
+    """All CASES on ``backend``; returns (ok, n_cases, worst mem error, worst grad error)."""
+    ok, worst_mem, worst_grad = True, 0.0, 0.0
+    for i, (name, T, B, N, opts) in enumerate(CASES):
+        tensors = _make_case(T, B, N, opts, device, seed=100 + i)
+        tol = 1e-9 if opts.get("dtype") == "float64" else 1e-4
+        try:
+            spk_r, mem_r, gr = _run_case("reference", tensors, opts)
+            spk_b, mem_b, gb = _run_case(backend, tensors, opts)
+        except Exception as err:  # noqa: BLE001 - report any failure as a disagreement
+            verbose_fail(f"{backend} on {device}, case '{name}': raised {type(err).__name__}: {err}")
+            ok = False
+            continue
+        n_diff = int((spk_r != spk_b).sum())
+        mem_err = _rel_err(mem_b, mem_r)
+        grad_errs = {k: _rel_err(gb.get(k), gr[k]) for k in gr}
+        grad_err = max(grad_errs.values(), default=0.0)
+        worst_mem, worst_grad = max(worst_mem, mem_err), max(worst_grad, grad_err)
+        problems = []
+        if n_diff:
+            problems.append(f"{n_diff} of {spk_r.numel()} spikes differ")
+        if mem_err > tol:
+            problems.append(f"membrane max error {mem_err:.2e} > {tol:g}")
+        for k, e in grad_errs.items():
+            if e > tol * 10:
+                problems.append(f"grad {k} max error {e:.2e} > {tol * 10:g}")
+        if problems:
+            ok = False
+            verbose_fail(f"{backend} on {device}, case '{name}' [T={T}, B={B}, N={N}]: "
+                         + "; ".join(problems))
+    return ok, len(CASES), worst_mem, worst_grad
+
+
+def _time_ms(fn, device, repeat=7, min_time_s=0.15):
+    import torch
+
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    fn()
+    sync()
+    samples = []
+    start = time.perf_counter()
+    while len(samples) < repeat or (time.perf_counter() - start < min_time_s and len(samples) < 200):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        samples.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(samples)
+
+
+def _speed(backend, device, shape):
+    import torch
+
+    import fastlif
+
+    T, B, N = shape
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(shape, generator=g) * 0.6 + 0.35).to(device)
+    sg = fastlif.surrogate.fast_sigmoid()
+
+    def fwd():
+        with torch.no_grad():
+            fastlif.lif_sequence(x, 0.9, 1.0, surrogate=sg, backend=backend)
+
+    xg = x.clone().requires_grad_(True)
+
+    def fwd_bwd():
+        spk, mem = fastlif.lif_sequence(xg, 0.9, 1.0, surrogate=sg, backend=backend)
+        spk.sum().backward()
+        xg.grad = None
+
+    return _time_ms(fwd, device), _time_ms(fwd_bwd, device)
+
+
+def check(device="all", speed=True, out=print):
+    """``fastlif check``: returns the exit status (0 when every backend agrees)."""
+    import torch
+
+    import fastlif
+    from fastlif import backends
+
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    if device != "all":
+        devices = [device]
+    out(f"fastlif check: fastlif {fastlif.__version__}, torch {torch.__version__}, "
+        f"{platform.machine()}, {torch.get_num_threads()} CPU threads")
+    out(f"backends: {backends.describe()}")
+    failures = []
+    all_ok = True
+    rows = []
+    for dev in devices:
+        if dev.startswith("cuda") and not torch.cuda.is_available():
+            out(f"{dev}: no CUDA device here")
+            return 2
+        names = [b for b in backends.available(dev) if b != "reference"]
+        if not names:
+            out(f"{dev}: only the reference backend is available; nothing to compare")
+            continue
+        for name in names:
+            t0 = time.perf_counter()
+            ok, n, mem_err, grad_err = _compare(name, dev, failures.append)
+            all_ok &= ok
+            where = f"{dev} (Triton interpreter)" if name == "triton" and dev == "cpu" else dev
+            out(f"  {name:<9} on {where:<4} vs reference: {n} cases, "
+                f"{'spikes identical' if ok else 'DISAGREES'}, membrane max rel. error {mem_err:.1e}, "
+                f"gradients max rel. error {grad_err:.1e}  ({time.perf_counter() - t0:.1f} s)  "
+                f"{'OK' if ok else 'FAIL'}")
+        if speed:
+            interp = backends.triton_interpret() and dev == "cpu"
+            for shape in SPEED_SHAPES:
+                ref = _speed("reference", dev, shape)
+                rows.append((dev, "reference", shape, ref, ref))
+                for name in names:
+                    if name == "triton" and interp:
+                        continue  # the interpreter is for testing, its speed means nothing
+                    rows.append((dev, name, shape, _speed(name, dev, shape), ref))
+    for line in failures:
+        out("  FAIL " + line)
+    if rows:
+        out("speed: median ms per call of lif_sequence (fp32, fast_sigmoid), and speed-up vs reference")
+        out(f"  {'device':<6} {'backend':<10} {'T x B x N':<15} {'forward':>9} {'fwd+bwd':>9} "
+            f"{'fwd x':>7} {'fwd+bwd x':>10}")
+        for dev, name, shape, (f, fb), (rf, rfb) in rows:
+            out(f"  {dev:<6} {name:<10} {'x'.join(map(str, shape)):<15} {f:>9.3f} {fb:>9.3f} "
+                f"{rf / f:>6.1f}x {rfb / fb:>9.1f}x")
+    out("all backends agree with the reference" if all_ok else
+        "some backend DISAGREES with the reference (see FAIL lines above)")
+    return 0 if all_ok else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

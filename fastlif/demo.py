@@ -1,0 +1,311 @@
+"""``fastlif demo``: the tutorial end to end, with fused ``fastlif.Leaky`` layers.
+
+1. the LIF current-step simulation (tutorial section 2, :mod:`fastlif.sim`);
+2. the Poisson encoding of one training image (sections 3-4);
+3. training the tutorial's ``TinySNN`` (784-128-10, beta 0.9, fast-sigmoid surrogate with
+   slope 25, Adam lr 1e-3 / weight decay 1e-5, cross-entropy on spike counts, T=50 steps
+   at up to 100 Hz, batch 64), with a progress bar per epoch;
+4. the test accuracy after every epoch and the training curves;
+5. the output spikes and spike counts of one test digit;
+6. the time per epoch against the same network on the reference loop backend.
+
+The network is the tutorial's, but each layer runs over the whole time window at once:
+``fc1`` is applied to the ``[T, B, 784]`` spike tensor in one matrix product, then
+``lif1.sequence`` runs the T-step LIF recurrence in one fused kernel call (forward and
+backward), and the same for ``fc2`` / ``lif2``. This computes what the tutorial's
+step-by-step loop computes (snnTorch's ``Leaky`` exactly), only faster.
+
+Every figure is written as a PNG into ``--out``. Use :func:`main` (``fastlif demo ...``) or
+the pieces: :class:`TinySNN`, :func:`train_one_epoch`, :func:`evaluate`.
+"""
+import copy
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from . import data as data_mod
+from . import encode, losses, surrogate
+from .leaky import Leaky
+
+__all__ = ["TinySNN", "DemoConfig", "train_one_epoch", "evaluate", "time_per_batch", "run"]
+
+
+@dataclass
+class DemoConfig:
+    """The demo's settings (the tutorial's values by default)."""
+
+    epochs: int = 15
+    subset: int = 10000
+    num_steps: int = 50
+    batch_size: int = 64
+    device: str = "auto"
+    data: str = "./data"
+    out: str = "./demo_out"
+    dataset: str = "auto"
+    seed: int = 0
+    backend: str = "auto"
+    max_rate_hz: float = 100.0
+    dt: float = 1e-3
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    timing_batches: int = 5
+    progress: bool = True
+
+
+class TinySNN(nn.Module):
+    """The tutorial's network, Linear -> LIF -> Linear -> LIF, run over the whole window.
+
+    ``forward(x_seq)`` takes spikes ``[T, B, in_dim]`` (bool or float) and returns the output
+    spikes ``[T, B, out_dim]`` (with ``return_mem=True`` also ``(mem1, mem2)``, the membrane
+    traces), like the tutorial's ``TinySNN.forward``.
+    """
+
+    def __init__(self, in_dim=28 * 28, hidden=128, out_dim=10, beta_hidden=0.9, beta_out=0.9,
+                 backend="auto", spike_grad=None):
+        super().__init__()
+        spike_grad = spike_grad if spike_grad is not None else surrogate.fast_sigmoid()
+        self.in_dim, self.hidden, self.out_dim = in_dim, hidden, out_dim
+        self.fc1 = nn.Linear(in_dim, hidden, bias=True)
+        self.lif1 = Leaky(beta=beta_hidden, spike_grad=spike_grad, step_mode="multi", backend=backend)
+        self.fc2 = nn.Linear(hidden, out_dim, bias=True)
+        self.lif2 = Leaky(beta=beta_out, spike_grad=spike_grad, step_mode="multi", backend=backend)
+
+    def forward(self, x_seq, return_mem=False):
+        T, B, N = x_seq.shape
+        if N != self.in_dim:
+            raise ValueError(f"expected input dim {self.in_dim}, got {N}")
+        h1 = self.fc1(x_seq.to(self.fc1.weight.dtype))   # [T, B, hidden]: one matmul for all T
+        spk1, mem1 = self.lif1(h1)                        # fused over T
+        h2 = self.fc2(spk1)                               # [T, B, out_dim]
+        spk2, mem2 = self.lif2(h2)
+        if return_mem:
+            return spk2, (mem1, mem2)
+        return spk2
+
+
+def _encode(cfg, imgs, gen):
+    return encode.poisson(imgs, cfg.num_steps, max_rate_hz=cfg.max_rate_hz, dt=cfg.dt, rng=gen)
+
+
+def train_step(model, optimizer, loss_fn, imgs, labels, cfg, gen):
+    """One tutorial training step; returns ``(loss, number correct)``."""
+    spikes = _encode(cfg, imgs, gen)
+    spk_rec = model(spikes)
+    loss = loss_fn(spk_rec, labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    with torch.no_grad():
+        correct = (spk_rec.sum(dim=0).argmax(dim=1) == labels).sum().item()
+    return loss.item(), correct
+
+
+def train_one_epoch(model, optimizer, loss_fn, split, cfg, device, enc_gen, shuffle_gen, desc="",
+                    progress=True):
+    """One pass over ``split.train_*`` (shuffled, last partial batch dropped, as the tutorial).
+
+    Returns ``(mean loss, train accuracy, seconds)``.
+    """
+    from tqdm.auto import tqdm
+
+    model.train()
+    n_batches = data_mod.num_batches(len(split.train_y), cfg.batch_size, drop_last=True)
+    it = data_mod.batches(split.train_x, split.train_y, cfg.batch_size, shuffle=True,
+                          drop_last=True, generator=shuffle_gen)
+    total_loss = total_correct = total_seen = 0
+    t0 = time.perf_counter()
+    bar = tqdm(it, total=n_batches, desc=desc, leave=False, unit="batch",
+               disable=None if progress else True, dynamic_ncols=True)
+    for imgs, labels in bar:
+        imgs, labels = imgs.to(device), labels.to(device)
+        loss, correct = train_step(model, optimizer, loss_fn, imgs, labels, cfg, enc_gen)
+        total_loss += loss * labels.size(0)
+        total_correct += correct
+        total_seen += labels.size(0)
+        bar.set_postfix(loss=f"{total_loss / total_seen:.3f}", acc=f"{total_correct / total_seen:.3f}",
+                        refresh=False)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    bar.close()
+    if not total_seen:
+        return float("nan"), float("nan"), seconds
+    return total_loss / total_seen, total_correct / total_seen, seconds
+
+
+@torch.no_grad()
+def evaluate(model, x, y, cfg, device, enc_gen):
+    """Test accuracy: predicted class = the output neuron with the most spikes."""
+    model.eval()
+    correct = 0
+    for imgs, labels in data_mod.batches(x, y, cfg.batch_size):
+        imgs, labels = imgs.to(device), labels.to(device)
+        spk_rec = model(_encode(cfg, imgs, enc_gen))
+        correct += (spk_rec.sum(dim=0).argmax(dim=1) == labels).sum().item()
+    return correct / max(len(y), 1)
+
+
+def time_per_batch(model, split, cfg, device, n_batches=3, warmup=1):
+    """Median seconds of one full training step of ``model`` (a private copy is trained).
+
+    Uses the first ``warmup + n_batches`` batches of the training set with a fixed
+    encoding seed, so two models are timed on identical work.
+    """
+    model = copy.deepcopy(model)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loss_fn = losses.ce_count_loss()
+    gen = torch.Generator(device=device).manual_seed(1234)
+    times = []
+    model.train()
+    batches = data_mod.batches(split.train_x, split.train_y, cfg.batch_size, drop_last=True)
+    for i, (imgs, labels) in enumerate(batches):
+        if i >= warmup + n_batches:
+            break
+        imgs, labels = imgs.to(device), labels.to(device)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        train_step(model, opt, loss_fn, imgs, labels, cfg, gen)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times) if times else float("nan")
+
+
+def resolve_device(name):
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("fastlif demo: --device cuda was asked for but no CUDA device is available")
+    return dev
+
+
+def _fmt_s(s):
+    return f"{s:.1f} s" if s >= 1 else f"{s * 1e3:.0f} ms"
+
+
+def run(cfg: DemoConfig, log=print):
+    """Run the demo; returns a summary dict (accuracies, timings, figure paths)."""
+    from . import backends, plot, sim
+
+    t_start = time.perf_counter()
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    os.makedirs(cfg.out, exist_ok=True)
+    figures = []
+
+    def save(fig, name):
+        path = os.path.join(cfg.out, name)
+        fig.savefig(path, dpi=90)
+        figures.append(path)
+        return path
+
+    backend = backends.select(cfg.backend, device.type)
+    log(f"fastlif demo: device {device} ({torch.get_num_threads()} threads)" if device.type == "cpu"
+        else f"fastlif demo: device {device} ({torch.cuda.get_device_name(device)})")
+
+    # 1. The LIF neuron driven by current steps
+    I, res = sim.tutorial_current_step()
+    path = save(plot.voltage_trace(res.t, I, res.v[:, 0], res.spikes[:, 0], v_th=1.0, v_reset=0.0,
+                                   title="LIF neuron driven by current steps (tau = 20 ms, Euler, dt = 1 ms)"),
+                "1_lif_current_step.png")
+    log(f"[1/6] LIF simulation: {int(res.spikes.sum())} spikes in {len(res.t)} ms -> {path}")
+
+    # Data
+    split = data_mod.load(cfg.dataset, cfg.data, cfg.subset, cfg.seed, log=lambda m: log("      " + m))
+    log(f"      data: {split.name}, {len(split.train_y)} training / {len(split.test_y)} test images "
+        f"({split.source})")
+
+    # 2. Poisson encoding of one training image (the tutorial shows T = 100)
+    g = torch.Generator().manual_seed(cfg.seed)
+    spk_demo = encode.poisson(split.train_x[:1], 100, max_rate_hz=cfg.max_rate_hz, dt=cfg.dt, rng=g)
+    path = save(plot.encoding_panel(split.train_x[0], spk_demo[:, 0], int(split.train_y[0]),
+                                    name=split.name), "2_poisson_encoding.png")
+    log(f"[2/6] Poisson encoding: {int(spk_demo.sum())} input spikes in 100 steps -> {path}")
+
+    # 3. Training with fused layers
+    model = TinySNN(backend=backend).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loss_fn = losses.ce_count_loss()
+    enc_gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    shuffle_gen = torch.Generator().manual_seed(cfg.seed)
+    test_gen = torch.Generator(device=device)
+    n_batches = data_mod.num_batches(len(split.train_y), cfg.batch_size, drop_last=True)
+    log(f"[3/6] Training TinySNN 784-128-10 with fused fastlif.Leaky layers (backend {backend}): "
+        f"{cfg.epochs} epoch(s) x {n_batches} batches of {cfg.batch_size}, T={cfg.num_steps}")
+    history = {"loss": [], "acc": [], "val_acc": [], "epoch_s": []}
+    for ep in range(1, cfg.epochs + 1):
+        tr_loss, tr_acc, secs = train_one_epoch(model, optimizer, loss_fn, split, cfg, device, enc_gen,
+                                                shuffle_gen, desc=f"Epoch {ep}/{cfg.epochs}",
+                                                progress=cfg.progress)
+        test_gen.manual_seed(cfg.seed + 1)  # the same test spikes after every epoch
+        va_acc = evaluate(model, split.test_x, split.test_y, cfg, device, test_gen)
+        for k, v in zip(("loss", "acc", "val_acc", "epoch_s"), (tr_loss, tr_acc, va_acc, secs)):
+            history[k].append(v)
+        log(f"      epoch {ep:>2}: train loss {tr_loss:.4f}  train acc {tr_acc:.4f}  "
+            f"test acc {va_acc:.4f}  ({_fmt_s(secs)})")
+
+    # 4. Accuracy and training curves
+    if history["val_acc"]:
+        final = history["val_acc"][-1]
+    else:  # --epochs 0: the untrained network
+        test_gen.manual_seed(cfg.seed + 1)
+        final = evaluate(model, split.test_x, split.test_y, cfg, device, test_gen)
+    path = save(plot.training_curves(history, title=f"TinySNN on {split.name} (fused fastlif.Leaky)"),
+                "3_training_curves.png")
+    log(f"[4/6] Test accuracy after {cfg.epochs} epoch(s): {final * 100:.2f}% on {len(split.test_y)} "
+        f"{split.name} test images -> {path}")
+
+    # 5. Output spikes for one test digit (the tutorial's viz_one_example)
+    model.eval()
+    with torch.no_grad():
+        g = torch.Generator(device=device).manual_seed(0)
+        spikes = encode.poisson(split.test_x[:1].to(device), cfg.num_steps, max_rate_hz=cfg.max_rate_hz,
+                                dt=cfg.dt, rng=g)
+        spk_rec, _ = model(spikes, return_mem=True)
+    spk = spk_rec[:, 0].cpu()
+    true = int(split.test_y[0])
+    pred = int(spk.sum(0).argmax())
+    path = save(plot.output_panel(spk, true=true), "4_output_spikes.png")
+    log(f"[5/6] One test digit: true {true}, predicted {pred}, output spike counts "
+        f"{spk.sum(0).int().tolist()} -> {path}")
+
+    # 6. Speed against the reference loop backend, on identical batches
+    ratio = t_fused = t_ref = float("nan")
+    nb = min(cfg.timing_batches, n_batches)
+    if nb > 0 and backend != "reference":
+        warmup = 1 if n_batches > nb else 0
+        t_fused = time_per_batch(model, split, cfg, device, n_batches=nb, warmup=warmup)
+        ref_model = TinySNN(backend="reference").to(device)
+        ref_model.load_state_dict(model.state_dict())
+        t_ref = time_per_batch(ref_model, split, cfg, device, n_batches=nb, warmup=warmup)
+        ratio = t_ref / t_fused
+        verdict = f"{ratio:.1f}x faster" if ratio >= 1 else f"{1 / ratio:.1f}x SLOWER"
+        log(f"[6/6] Time per epoch ({n_batches} batches, from the median of {nb} timed batches each): "
+            f"fused ({backend}) {_fmt_s(t_fused * n_batches)}, reference loop "
+            f"{_fmt_s(t_ref * n_batches)} -> fused layers are {verdict}")
+    elif backend == "reference":
+        log("[6/6] Speed comparison skipped (the model already runs on the reference backend)")
+    else:
+        log("[6/6] Speed comparison skipped (--timing-batches 0, or no full training batch)")
+
+    total = time.perf_counter() - t_start
+    log(f"Done in {_fmt_s(total)}. Figures in {os.path.abspath(cfg.out)}: "
+        + ", ".join(os.path.basename(p) for p in figures))
+    return {"history": history, "test_acc": final, "figures": figures, "dataset": split.name,
+            "backend": backend, "device": str(device), "batch_s_fused": t_fused,
+            "batch_s_reference": t_ref, "speedup_vs_reference": ratio, "n_batches": n_batches,
+            "total_s": total}
+
+
+def main(argv=None):
+    """``fastlif demo [options]``; see ``fastlif demo --help``."""
+    from .cli import main as cli_main
+    return cli_main(["demo", *(sys.argv[1:] if argv is None else argv)])
