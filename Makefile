@@ -30,10 +30,10 @@ check: $(STAMP)
 	$(PY) -m fastlif check
 
 bench: $(STAMP)
-	$(PY) -m bench.bench_cpu
+	$(PY) -m bench.bench_cpu $(BENCH_ARGS)
 
 bench-sim: $(STAMP)
-	$(PY) -m bench.bench_sim
+	$(PY) -m bench.bench_sim $(BENCH_ARGS)
 
 bench-gpu: $(STAMP)
 	bash bench/gpu_check.sh

@@ -5,7 +5,8 @@
 // factor) are either one value each or one value per position along L (the last dimension).
 // Work is split into items of up to kChunk contiguous neurons of one row; each item runs all T
 // steps with its state in a small local array, so the inner loop over neurons vectorises and
-// items run in parallel under OpenMP. Every item's arithmetic is fixed whatever the thread
+// items run in parallel under OpenMP, scheduled dynamically so that a thread the OS preempts
+// (a busy machine) does not hold up the others. Every item's arithmetic is fixed whatever the thread
 // count, and parameter gradients are reduced afterwards in a fixed order: results are bitwise
 // deterministic.
 //
@@ -64,9 +65,28 @@ struct Items {
   Items(int64_t R, int64_t L) : per_row((L + kChunk - 1) / kChunk), count(R * per_row) {}
 };
 
-// Never open a larger OpenMP team than there are items: a lone item would wait on the others.
-inline int team_size(int threads, int64_t items) {
-  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, items)));
+// Each item reads a short run of neurons per step, M elements apart from the last step's:
+// too short a stream for the hardware prefetcher to get ahead of, so ask for the next step's
+// cache lines while this step computes.
+constexpr int64_t kLine = 64;
+template <typename T>
+inline void prefetch_run(const T* p, int64_t n, bool for_write) {
+  const char* c = reinterpret_cast<const char*>(p);
+  for (int64_t b = 0; b < n * static_cast<int64_t>(sizeof(T)); b += kLine) {
+    if (for_write) __builtin_prefetch(c + b, 1);
+    else __builtin_prefetch(c + b, 0);
+  }
+}
+
+// How many threads a call gets: no more than there are items, and one per kGrain
+// neuron-steps at most. Every extra thread must reach the region's closing barrier, and on a
+// busy machine a preempted one costs a scheduler tick (milliseconds): small calls (an output
+// layer of 10 neurons, one step of a per-step loop) run on one thread, as PyTorch's own
+// element-wise ops do below their grain size.
+constexpr int64_t kGrain = int64_t(1) << 17;
+inline int team_size(int threads, int64_t items, int64_t neuron_steps) {
+  const int64_t by_work = std::max<int64_t>(1, neuron_steps / kGrain);
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({int64_t(threads), items, by_work})));
 }
 
 template <typename scalar_t, int SG>
@@ -103,7 +123,7 @@ template <typename scalar_t, int RESET, bool DELAY, bool PER_NEURON>
 void lif_fwd_cpu(const LifArgs<scalar_t>& a) {
   const Items items(a.R, a.L);
   const int64_t M = a.R * a.L;
-#pragma omp parallel for schedule(static) num_threads(team_size(a.num_threads, items.count))
+#pragma omp parallel for schedule(dynamic) num_threads(team_size(a.num_threads, items.count, a.T * M))
   for (int64_t item = 0; item < items.count; ++item) {
     const int64_t row = item / items.per_row;
     const int64_t l0 = (item % items.per_row) * kChunk;
@@ -116,6 +136,11 @@ void lif_fwd_cpu(const LifArgs<scalar_t>& a) {
     for (int64_t j = 0; j < n; ++j) m[j] = a.mem0 ? a.mem0[base + j] : scalar_t(0);
     for (int64_t t = 0; t < a.T; ++t) {
       const int64_t off = t * M + base;
+      if (t + 1 < a.T) {
+        prefetch_run(a.x + off + M, n, false);
+        prefetch_run(a.spk + off + M, n, true);
+        prefetch_run(a.mem + off + M, n, true);
+      }
       const scalar_t* x = a.x + off;
       scalar_t* spk_out = a.spk + off;
       scalar_t* mem_out = a.mem + off;
@@ -150,7 +175,7 @@ void lif_bwd_cpu(const LifArgs<scalar_t>& a) {
   const Items items(a.R, a.L);
   const int64_t M = a.R * a.L;
   const scalar_t p = a.sg_param;
-#pragma omp parallel for schedule(static) num_threads(team_size(a.num_threads, items.count))
+#pragma omp parallel for schedule(dynamic) num_threads(team_size(a.num_threads, items.count, a.T * M))
   for (int64_t item = 0; item < items.count; ++item) {
     const int64_t row = item / items.per_row;
     const int64_t l0 = (item % items.per_row) * kChunk;
@@ -167,6 +192,12 @@ void lif_bwd_cpu(const LifArgs<scalar_t>& a) {
     for (int64_t t = a.T - 1; t >= 0; --t) {
       const int64_t off = t * M + base;
       const int64_t prev = off - M;
+      if (t > 0) {
+        prefetch_run(a.grad_spk + prev, n, false);
+        prefetch_run(a.grad_mem + prev, n, false);
+        prefetch_run(a.grad_x + prev, n, true);
+        if (t > 1) prefetch_run((DELAY ? a.mem_saved : a.u_in) + prev - M, n, false);
+      }
       // The membrane this step started from. Chosen outside the inner loop, so that loop has
       // no branches and vectorises.
       const scalar_t* m0_src = m_init;

@@ -12,7 +12,9 @@ import torch
 import fastlif
 from conftest import DEVICES
 
-T, BATCH, N = 16, (8, 5), 300
+# 36 x 40 x 300 = 432,000 neuron-steps: enough work (3 grains of 2**17) that the C++
+# kernel really runs on 2 threads, split into 80 items.
+T, BATCH, N = 36, (8, 5), 300
 CONFIGS = [
     dict(reset_mechanism="subtract", reset_delay=True, per_neuron=True),
     dict(reset_mechanism="subtract", reset_delay=False, per_neuron=False),
