@@ -1,0 +1,701 @@
+"""CPU benchmark of the fused LIF (fp32, forward and forward+backward), side by side with
+snnTorch's Python loop, SpikingJelly 2.0's multi-step LIF, fastlif's reference loop and
+``torch.compile`` of that reference.
+
+Run from the repository root:  ``python -m bench.bench_cpu``  (``make bench`` runs exactly that).
+Rows go to ``bench/results/cpu.csv`` (columns: ``bench.common.FIELDS``); ``python -m bench.report
+cpu`` renders them. See bench/README.md for what is measured and how.
+
+Every provider runs snnTorch's default ``Leaky``: beta=0.95 (learnable), threshold=1,
+subtract reset, delayed reset, atan surrogate (alpha=2), on the same inputs
+x ~ N(0.1, 0.5^2) ``[T, B, N]`` and the same random upstream gradients on spikes and
+membrane. The fastlif and reference spikes are asserted bit-identical to snnTorch's in every
+run where snnTorch is timed.
+"""
+import argparse
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import weakref
+from importlib import metadata
+
+import torch
+
+from bench.common import append_rows, cpu_name, extra, time_cpu, torch_version
+
+BETA = 0.95
+THRESHOLD = 1.0
+SEED = 0
+# Bytes that must move per neuron-step in fp32 (csrc/lif_kernel.h): forward reads x and writes
+# spk and mem; backward reads grad_spk, grad_mem and the saved mem (mem[t-1] is the previous
+# iteration's mem[t], still in cache) and writes grad_x.
+BYTES_PER_NS = {"forward": 12, "forward+backward": 28}
+COPY_MB = 256
+FB, FWD = "forward+backward", "forward"
+
+SJ_TAU = 1.0 / (1.0 - BETA)
+SJ_SETTINGS = (f"tau:{SJ_TAU:g} (1/(1-beta)) decay_input:False (H = v - v/tau + x = beta*v + x) "
+               "v_threshold:1 v_reset:None (soft reset: subtract) detach_reset:True "
+               "surrogate:ATan(alpha 2) step_mode:m store_v_seq:True; CPU runs SJ's torch-reference "
+               "(eager ops in a Python loop; cupy/triton are CUDA-only); differs from snnTorch: "
+               "resets in the same step and fires at h>=thr so spikes are not compared")
+
+
+def _version(dist):
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "missing"
+
+
+def loadavg():
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")
+
+
+def cpu_busy(interval=0.5):
+    """Fraction of all cores busy over ``interval`` seconds (from /proc/stat); nan if unknown."""
+    def sample():
+        with open("/proc/stat") as f:
+            vals = [int(v) for v in f.readline().split()[1:]]
+        return vals[3] + vals[4], sum(vals)  # idle + iowait, total
+    try:
+        idle0, total0 = sample()
+        time.sleep(interval)
+        idle1, total1 = sample()
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+    return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+class OthersBusy:
+    """Fraction of the cores that *other* processes kept busy while the block ran: all busy CPU
+    time from /proc/stat minus this process's own (os.times, all its threads)."""
+
+    def __enter__(self):
+        self.stat0, self.own0, self.t0 = self._stat(), self._own(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        stat1, own1, wall = self._stat(), self._own(), time.perf_counter() - self.t0
+        try:
+            hz = os.sysconf("SC_CLK_TCK")
+            busy_s = ((stat1[1] - stat1[0]) - (self.stat0[1] - self.stat0[0])) / hz
+            self.value = max(0.0, (busy_s - (own1 - self.own0)) / ((os.cpu_count() or 1) * wall))
+        except (TypeError, ValueError, ZeroDivisionError):
+            self.value = float("nan")
+        return False
+
+    @staticmethod
+    def _stat():
+        try:
+            with open("/proc/stat") as f:
+                vals = [int(v) for v in f.readline().split()[1:]]
+            return vals[3] + vals[4], sum(vals)  # idle + iowait, total (jiffies)
+        except (OSError, ValueError, IndexError):
+            return None
+
+    @staticmethod
+    def _own():
+        t = os.times()
+        return t.user + t.system
+
+
+def wait_idle(max_s, busy_below=0.15):
+    """Wait up to ``max_s`` seconds for the other processes to leave the cores; returns the last
+    busy fraction seen."""
+    deadline = time.perf_counter() + max_s
+    busy = cpu_busy()
+    while busy >= busy_below and time.perf_counter() < deadline:
+        busy = cpu_busy(1.0)
+    return busy
+
+
+def make_inputs(T, B, N, seed=SEED):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(T, B, N, generator=g) * 0.5 + 0.1
+    grad_spk = torch.randn(T, B, N, generator=g)
+    grad_mem = torch.randn(T, B, N, generator=g)
+    return x, grad_spk, grad_mem
+
+
+# --- providers: each is a callable x_seq -> (spk_seq, mem_seq) with learnable decay -----------
+
+def provider_snntorch():
+    import snntorch as snn
+    lif = snn.Leaky(beta=BETA, threshold=THRESHOLD, learn_beta=True)
+
+    def run(x):
+        mem = lif.init_leaky()
+        spk_rec, mem_rec = [], []
+        for t in range(x.shape[0]):
+            spk, mem = lif(x[t], mem)
+            spk_rec.append(spk)
+            mem_rec.append(mem)
+        return torch.stack(spk_rec), torch.stack(mem_rec)
+    return run, "snn.Leaky(beta 0.95 learn_beta) stepped in Python; spk/mem stacked"
+
+
+def provider_fastlif():
+    import fastlif
+    lif = fastlif.Leaky(BETA, threshold=THRESHOLD, learn_beta=True)
+    lif.sequence(torch.zeros(1, 1, 1))  # fail early if the C++ backend is missing
+    return lif.sequence, "fastlif.Leaky(0.95 learn_beta).sequence backend auto (cpp)"
+
+
+def provider_reference():
+    import fastlif
+    from fastlif.reference import lif_sequence_reference
+    beta = torch.nn.Parameter(torch.tensor(BETA))
+    sg = fastlif.surrogate.atan()
+    return (lambda x: lif_sequence_reference(x, beta, THRESHOLD, spike_fn=sg),
+            "fastlif.reference.lif_sequence_reference with a learnable beta tensor")
+
+
+def _sj_provider(parametric):
+    from spikingjelly.activation_based import functional, neuron, surrogate
+    common = dict(decay_input=False, v_threshold=1.0, v_reset=None, detach_reset=True,
+                  surrogate_function=surrogate.ATan(alpha=2.0), step_mode="m", store_v_seq=True)
+    if parametric:
+        node = neuron.ParametricLIFNode(init_tau=SJ_TAU, **common)
+    else:
+        node = neuron.LIFNode(tau=SJ_TAU, **common)
+
+    def run(x):
+        functional.reset_net(node)
+        spk = node(x)
+        return spk, node.v_seq
+    what = ("ParametricLIFNode (learnable tau = the learnable-decay analogue)" if parametric
+            else "LIFNode (fixed tau: SJ's LIFNode has no learnable decay)")
+    return run, f"{what}; {SJ_SETTINGS}"
+
+
+def provider_fastlif_1thread():
+    fn, what = provider_fastlif()
+    return fn, what + " with torch.set_num_threads(1) (its OpenMP team size)"
+
+
+# providers run with their own thread count (the case sets it around each of their calls)
+THREADS = {"fastlif_1thread": 1}
+
+PROVIDERS = {
+    "fastlif": provider_fastlif,
+    "fastlif_1thread": provider_fastlif_1thread,
+    "snntorch_loop": provider_snntorch,
+    "spikingjelly_lif": lambda: _sj_provider(False),
+    "spikingjelly_plif": lambda: _sj_provider(True),
+    "reference": provider_reference,
+}
+# compared bit for bit with snnTorch (same model); SpikingJelly's model differs (see SJ_SETTINGS)
+SAME_MODEL = ("fastlif", "fastlif_1thread", "reference", "reference_compiled")
+
+
+# --- measurements -------------------------------------------------------------------------
+
+def forward_backward(fn, x, grad_spk, grad_mem):
+    xx = x.detach().requires_grad_()
+    spk, mem = fn(xx)
+    torch.autograd.backward([spk, mem], [grad_spk, grad_mem])
+    return spk, mem, xx.grad
+
+
+def forward_only(fn, x):
+    with torch.no_grad():
+        return fn(x)
+
+
+class _Packed:
+    """What the pack hook hands autograd: it lives exactly as long as autograd keeps the tensor."""
+    __slots__ = ("t", "__weakref__")
+
+    def __init__(self, t):
+        self.t = t
+
+
+def saved_bytes(fn, x):
+    """Bytes of the unique storages autograd keeps for backward after one forward of ``fn``.
+
+    Tensors saved by graph branches that are dropped during the forward (e.g. a detached
+    reset) are not counted: only packs still referenced by the graph when the forward returns.
+    """
+    packs = []
+
+    def pack(t):
+        p = _Packed(t)
+        packs.append(weakref.ref(p))
+        return p
+
+    xx = x.detach().requires_grad_()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda p: p.t):
+        out = fn(xx)
+    storages = {}
+    for ref in packs:
+        p = ref()
+        if p is not None:
+            st = p.t.untyped_storage()
+            storages[st.data_ptr()] = max(storages.get(st.data_ptr(), 0), st.nbytes())
+    del out
+    return sum(storages.values())
+
+
+def timed(fn, est_s, heavy):
+    """time_cpu with a repeat count that fits the call's cost (est_s: one call, in seconds)."""
+    if est_s < 0.05:
+        return time_cpu(fn, warmup=3, repeat=20, min_time_s=1.5)
+    repeat = max(3, min(15, int((4.0 if heavy else 2.0) / est_s)))
+    return time_cpu(fn, warmup=1, repeat=repeat)
+
+
+def copy_bandwidth():
+    """Achievable memory bandwidth in GB/s: dst.copy_(src) of COPY_MB MiB moves twice that."""
+    n = COPY_MB * 2**20 // 4
+    src = torch.ones(n)
+    dst = torch.zeros(n)
+    med, q20, q80 = time_cpu(lambda: dst.copy_(src), warmup=3, repeat=15, min_time_s=1.0)
+    nbytes = 2 * src.nbytes
+    del src, dst
+    return nbytes / (med * 1e-3) / 1e9, (med, q20, q80)
+
+
+# --- torch.compile of the reference, in a subprocess with a time limit ----------------------
+
+def compiled_worker(T, B, N):
+    """Runs in a child process: cold-compile and time the compiled reference; one JSON line per
+    stage on stdout, so that what finished before a timeout is still reported."""
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    import fastlif
+    from fastlif.reference import lif_sequence_reference
+
+    def emit(**kv):
+        print(json.dumps(kv), flush=True)
+
+    x, gs, gm = make_inputs(T, B, N)
+    beta = torch.nn.Parameter(torch.tensor(BETA))
+    sg = fastlif.surrogate.atan()
+    compiled = torch.compile(lif_sequence_reference)
+
+    def fn(xx):
+        return compiled(xx, beta, THRESHOLD, spike_fn=sg)
+
+    t0 = time.perf_counter()
+    spk, mem, gx = forward_backward(fn, x, gs, gm)
+    compile_fb = time.perf_counter() - t0
+    ref_spk, ref_mem, ref_gx = forward_backward(provider_fastlif()[0], x, gs, gm)
+    est = time.perf_counter()
+    forward_backward(fn, x, gs, gm)
+    est = time.perf_counter() - est
+    with OthersBusy() as during:
+        med = timed(lambda: forward_backward(fn, x, gs, gm), est, heavy=True)
+    emit(direction=FB, compile_s=compile_fb, timing=med, saved=saved_bytes(fn, x),
+         busy_during=during.value,
+         spikes_equal=bool(torch.equal(spk, ref_spk)), mem_equal=bool(torch.equal(mem, ref_mem)),
+         grad_x_maxdiff=float((gx - ref_gx).abs().max()))
+    t0 = time.perf_counter()
+    forward_only(fn, x)  # no_grad is a different graph: compiles again
+    compile_f = time.perf_counter() - t0
+    est = time.perf_counter()
+    forward_only(fn, x)
+    est = time.perf_counter() - est
+    with OthersBusy() as during:
+        med = timed(lambda: forward_only(fn, x), est, heavy=True)
+    emit(direction=FWD, compile_s=compile_f, timing=med, busy_during=during.value)
+
+
+def run_compiled(T, B, N, timeout_s, threads):
+    """Start compiled_worker in a new session; on timeout kill its process group (it and the
+    inductor compile workers it started). Returns (list of stage dicts, error or '', wall s)."""
+    cache = tempfile.mkdtemp(prefix="fastlif_bench_inductor_")
+    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache, BENCH_THREADS=str(threads))
+    cmd = [sys.executable, "-m", "bench.bench_cpu", "--compiled-worker", f"{T},{B},{N}"]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            start_new_session=True)
+    error = ""
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+        if proc.returncode:
+            tail = [ln for ln in err.strip().splitlines() if ln.strip()][-1:] or ["?"]
+            error = f"worker exit {proc.returncode}: {tail[0][:200]}"
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        out, err = proc.communicate()
+        error = f"timed out after {timeout_s:.0f} s (compile of the unrolled T={T} loop)"
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    stages = []
+    for line in out.splitlines():
+        try:
+            stages.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
+    return stages, error, time.perf_counter() - t0
+
+
+# --- one benchmark case -------------------------------------------------------------------
+
+class Run:
+    def __init__(self, threads, csv_rows, wait_idle_s=0.0):
+        self.threads = threads
+        self.wait_idle_s = wait_idle_s  # the whole run's budget for waiting on other processes
+        self.rows = csv_rows
+        self.device = cpu_name()
+        self.torch = torch_version()
+        self.copy_gbps = None
+        self.results = {}   # (case, shape, provider, direction) -> dict
+        self.checks = []    # (case, provider, spikes_equal)
+        self.versions = {"snntorch": _version("snntorch"), "spikingjelly": _version("spikingjelly"),
+                         "fastlif": _version("fastlif")}
+
+    def add(self, case, T, B, N, provider, direction, timing, **info):
+        nsteps = T * B * N
+        med = timing[0] if timing else float("nan")
+        shape = f"{T}x{B}x{N}"
+        res = dict(case=case, shape=shape, provider=provider, direction=direction, median_ms=med,
+                   q20_ms=timing[1] if timing else float("nan"),
+                   q80_ms=timing[2] if timing else float("nan"),
+                   nsteps=nsteps, throughput=nsteps / (med * 1e-3) if timing else float("nan"),
+                   info=info)
+        if timing and self.copy_gbps:
+            res["roofline"] = BYTES_PER_NS[direction] * nsteps / (med * 1e-3) / 1e9 / self.copy_gbps
+        self.results[(case, shape, provider, direction)] = res
+        return res
+
+    def case(self, case, T, B, N, providers, directions, heavy, compile_timeout=None):
+        x, gs, gm = make_inputs(T, B, N)
+        busy = self.wait()
+        load = loadavg()
+        print(f"\n== {case}: T={T} B={B} N={N} ({T * B * N / 1e6:.2f} M neuron-steps), "
+              f"cores busy before: {busy * 100:.0f}%, load average {load:.2f}", flush=True)
+        # Pass 1, checks: one forward+backward of each provider (also its warm-up), snnTorch's
+        # first so that the others are compared with it; and the bytes kept for backward.
+        base, infos, first = None, {}, {}
+        fns = {name: PROVIDERS[name]() for name in providers}
+        for name in sorted(providers, key=lambda n: n != "snntorch_loop"):
+            fn, what = fns[name]
+            torch.set_num_threads(THREADS.get(name, self.threads))
+            t0 = time.perf_counter()
+            spk, mem, gx = forward_backward(fn, x, gs, gm)
+            first[name] = time.perf_counter() - t0
+            torch.set_num_threads(self.threads)
+            info = dict(what=what, spike_rate=float(spk.detach().float().mean()), load1=load)
+            if name == "snntorch_loop":
+                base = (spk, mem, gx)
+            elif base is not None and name in SAME_MODEL:
+                info["spikes_equal"] = bool(torch.equal(spk, base[0]))
+                info["mem_equal"] = bool(torch.equal(mem, base[1]))
+                info["grad_x_maxdiff"] = float((gx - base[2]).abs().max())
+                self.checks.append((case, f"{T}x{B}x{N}", name, info["spikes_equal"]))
+            del spk, mem, gx
+            info["saved_B_per_ns"] = saved_bytes(fn, x) / (T * B * N)
+            infos[name] = info
+        compared, base = base is not None, None
+        # Pass 2, timings, in the order given.
+        for name in providers:
+            fn = fns[name][0]
+            info = infos[name]
+            torch.set_num_threads(THREADS.get(name, self.threads))
+            t0 = time.perf_counter()
+            forward_backward(fn, x, gs, gm)
+            est = min(first[name], time.perf_counter() - t0)
+            for direction in directions:
+                if direction == FB:
+                    call = lambda: forward_backward(fn, x, gs, gm)  # noqa: E731
+                else:
+                    call = lambda: forward_only(fn, x)  # noqa: E731
+                    call()
+                    t0 = time.perf_counter()
+                    call()
+                    est_d = time.perf_counter() - t0
+                # With --wait-idle, a timing during which other processes took the cores is
+                # done again (at most 3 times) after waiting for them to leave.
+                for attempt in range(3):
+                    before = self.wait()
+                    with OthersBusy() as during:
+                        timing = timed(call, est if direction == FB else est_d, heavy)
+                    if not during.value > 0.15 or self.wait_idle_s <= 0:
+                        break
+                    print(f"   ({name} {direction}: other processes took {during.value * 100:.0f}% "
+                          f"of the cores during the timing"
+                          f"{'; again' if attempt < 2 and self.wait_idle_s > 0 else ''})",
+                          flush=True)
+                info = dict(infos[name], busy_before=before, busy_during=during.value)
+                self.report(self.add(case, T, B, N, name, direction, timing, **info))
+            torch.set_num_threads(self.threads)
+            fns[name] = None
+        if compile_timeout:
+            print(f"   reference_compiled: cold torch.compile in a subprocess "
+                  f"(limit {compile_timeout:.0f} s) ...", flush=True)
+            stages, error, wall = run_compiled(T, B, N, compile_timeout, self.threads)
+            done = {s["direction"]: s for s in stages}
+            for direction in directions:
+                s = done.get(direction)
+                info = dict(what="torch.compile(fastlif.reference.lif_sequence_reference) "
+                                 "default mode inductor; cold cache; compile time excluded from "
+                                 "the timings", load1=load, busy_before=busy)
+                if s is None:
+                    info["error"] = error or "no result"
+                    info["compile_s"] = f">{wall:.0f}" if "timed out" in error else "na"
+                    self.report(self.add(case, T, B, N, "reference_compiled", direction, None, **info))
+                    continue
+                info["compile_s"] = s["compile_s"]
+                info["busy_during"] = s.get("busy_during", float("nan"))
+                if "saved" in s:
+                    info["saved_B_per_ns"] = s["saved"] / (T * B * N)
+                if "spikes_equal" in s:  # against fastlif, itself asserted equal to snnTorch
+                    info.update(spikes_equal=s["spikes_equal"], mem_equal=s["mem_equal"],
+                                grad_x_maxdiff=s["grad_x_maxdiff"])
+                    if compared:
+                        self.checks.append((case, f"{T}x{B}x{N}", "reference_compiled",
+                                            s["spikes_equal"]))
+                self.report(self.add(case, T, B, N, "reference_compiled", direction,
+                                     tuple(s["timing"]), **info))
+
+    def wait(self):
+        """Wait (out of the run's --wait-idle budget, at most 60 s at a time) for the other
+        processes to leave the cores; returns the busy fraction seen last."""
+        if self.wait_idle_s <= 0:
+            return cpu_busy()
+        t0 = time.perf_counter()
+        busy = wait_idle(min(60.0, self.wait_idle_s))
+        self.wait_idle_s -= time.perf_counter() - t0
+        return busy
+
+    def report(self, res):
+        ratio = self.ratio(res)
+        info = res["info"]
+        notes = []
+        if "spikes_equal" in info:
+            notes.append("spikes==snnTorch" if info["spikes_equal"] else "SPIKES DIFFER")
+        if "compile_s" in info:
+            notes.append(f"compile {info['compile_s']:.0f} s" if isinstance(info["compile_s"], float)
+                         else f"compile {info['compile_s']} s")
+        if "error" in info:
+            notes.append(info["error"])
+        print(f"   {res['provider']:<19} {res['direction']:<17} {_fmt_ms(res['median_ms']):>10} ms "
+              f"{_fmt(res['throughput'] / 1e6, '.1f'):>8} M/s "
+              f"{_fmt(ratio, '.1f', 'x'):>8} {_fmt(res.get('roofline', float('nan')) * 100, '.0f', '%'):>5} "
+              f"{_fmt(info.get('saved_B_per_ns', float('nan')), '.2f'):>6} B  {'; '.join(notes)}",
+              flush=True)
+
+    def ratio(self, res):
+        ref = self.results.get((res["case"], res["shape"], "fastlif", res["direction"]))
+        if ref is None or not math.isfinite(res["median_ms"]):
+            return float("nan")
+        return res["median_ms"] / ref["median_ms"]
+
+    def csv_rows(self):
+        rows = []
+        for res in self.results.values():
+            info = res["info"]
+            ex = {"threads": THREADS.get(res["provider"], self.threads)}
+            if res.get("roofline") is not None:
+                ex.update(roofline_frac=res["roofline"], bytes_per_ns=BYTES_PER_NS[res["direction"]])
+            if self.copy_gbps:
+                ex["copy_GBps"] = self.copy_gbps
+            for key in ("saved_B_per_ns", "spikes_equal", "mem_equal", "grad_x_maxdiff", "spike_rate",
+                        "compile_s", "error", "busy_before", "busy_during", "load1"):
+                if key in info:
+                    ex[key] = info[key]
+            lib = {"snntorch_loop": "snntorch", "spikingjelly_lif": "spikingjelly",
+                   "spikingjelly_plif": "spikingjelly"}.get(res["provider"], "fastlif")
+            ex["version"] = f"{lib}-{self.versions[lib]}"
+            ex["settings"] = info["what"]
+            ratio = self.ratio(res)
+            rows.append(dict(
+                bench="cpu", case=res["case"], shape=res["shape"], dtype="float32",
+                provider=res["provider"], direction=res["direction"],
+                median_ms=_csv(res["median_ms"]), q20_ms=_csv(res["q20_ms"]),
+                q80_ms=_csv(res["q80_ms"]), ratio_vs_fastlif=_csv(ratio),
+                throughput=_csv(res["throughput"]), throughput_unit="neuron-steps/s",
+                device=self.device, torch=self.torch,
+                extra=extra(**{k: _clean(v) for k, v in ex.items()})))
+        return rows
+
+
+def _clean(v):
+    if isinstance(v, str):
+        return v.replace(";", ",").replace("=", ":")
+    return v
+
+
+def _csv(v):
+    return "" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.6g}"
+
+
+def _fmt(v, spec, suffix=""):
+    return "-" if v is None or not math.isfinite(v) else f"{v:{spec}}{suffix}"
+
+
+def _fmt_ms(v):
+    if not math.isfinite(v):
+        return "-"
+    return f"{v:.3f}" if v < 10 else f"{v:.1f}"
+
+
+# --- targets ------------------------------------------------------------------------------
+
+def summarize_targets(run):
+    r = run.results
+    lines = []
+
+    def get(case, shape, provider, direction=FB):
+        return r.get((case, shape, provider, direction))
+
+    def line(ok, text):
+        lines.append(f"  [{'met' if ok else 'NOT met'}] {text}")
+        return ok
+
+    tut, large = "50x64x128", "100x64x1024"
+    fl = get("tutorial", tut, "fastlif")
+    sn = get("tutorial", tut, "snntorch_loop")
+    if fl and sn:
+        ratio = sn["median_ms"] / fl["median_ms"]
+        line(ratio >= 20, f"tutorial fwd+bwd: fastlif {ratio:.1f}x snnTorch's loop "
+                          f"(target >= 20x, aim 30x{', aim reached' if ratio >= 30 else ''}); "
+                          f"{fl['median_ms']:.2f} ms vs {sn['median_ms']:.1f} ms")
+    for sj in ("spikingjelly_lif", "spikingjelly_plif"):
+        s = get("tutorial", tut, sj)
+        if fl and s:
+            ratio = s["median_ms"] / fl["median_ms"]
+            line(ratio >= 5, f"tutorial fwd+bwd: fastlif {ratio:.1f}x SpikingJelly {sj.split('_')[1]} "
+                             f"(target >= 5x); {s['median_ms']:.1f} ms")
+    fll = get("large", large, "fastlif")
+    if fll and fll.get("roofline") is not None:
+        frac = fll["roofline"]
+        gbps = BYTES_PER_NS[FB] * fll["nsteps"] / (fll["median_ms"] * 1e-3) / 1e9
+        line(frac >= 0.7, f"large fwd+bwd: fastlif at {frac * 100:.0f}% of the copy roofline "
+                          f"(target >= 70%, aim 90%): {BYTES_PER_NS[FB]} B/neuron-step x "
+                          f"{fll['nsteps'] / 1e6:.2f} M in {fll['median_ms']:.2f} ms = {gbps:.1f} GB/s "
+                          f"vs copy {run.copy_gbps:.1f} GB/s")
+    flf = get("large", large, "fastlif", FWD)
+    if flf and flf.get("roofline") is not None:
+        lines.append(f"  [info] large forward only: {flf['roofline'] * 100:.0f}% of the roofline "
+                     f"({BYTES_PER_NS[FWD]} B/neuron-step, {flf['median_ms']:.2f} ms)")
+    saved = [res["info"]["saved_B_per_ns"] for res in r.values()
+             if res["provider"] == "fastlif" and "saved_B_per_ns" in res["info"]]
+    if saved:
+        line(max(saved) <= 4.0 + 1e-3, f"saved for backward: fastlif keeps at most {max(saved):.4f} "
+                                       f"B/neuron-step (target <= 4 in fp32)")
+    fl_checks = [c for c in run.checks if c[2] in ("fastlif", "fastlif_1thread", "reference")]
+    bad = [c for c in fl_checks if not c[3]]
+    if fl_checks:
+        line(not bad, f"fp32 spikes bit-identical to snnTorch: fastlif and reference in "
+                      f"{len(fl_checks) - len(bad)}/{len(fl_checks)} compared runs"
+                      + (f"; differ: {bad}" if bad else ""))
+    comp = [c for c in run.checks if c[2] == "reference_compiled"]
+    if comp:
+        lines.append(f"  [info] torch.compile'd reference spikes equal snnTorch's in "
+                     f"{sum(c[3] for c in comp)}/{len(comp)} runs")
+    return lines
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                   help="torch.set_num_threads (default: all cores)")
+    p.add_argument("--compile-timeout", type=float, default=240.0,
+                   help="seconds allowed for each torch.compile case (compile + timing), default 240")
+    p.add_argument("--no-compile", action="store_true", help="skip torch.compile of the reference")
+    p.add_argument("--no-sweep", action="store_true", help="only the tutorial and large sizes")
+    p.add_argument("--wait-idle", type=float, default=0.0, metavar="S",
+                   help="on a shared machine: spend up to S seconds in all waiting for other "
+                        "processes to leave the cores (busy < 15%%) before each timing, and redo "
+                        "a timing they disturbed (at most twice); default 0 (never wait)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke test: small sizes, no compile, nothing written unless --csv is given")
+    p.add_argument("--csv", default=None, help="CSV name under bench/results/ (default cpu.csv)")
+    p.add_argument("--compiled-worker", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    if args.compiled_worker:
+        compiled_worker(*map(int, args.compiled_worker.split(",")))
+        return 0
+
+    torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
+    run = Run(threads, [], args.wait_idle)
+    t_start = time.perf_counter()
+    print(f"fastlif CPU benchmark: {run.device}, {threads} threads, torch {run.torch}, "
+          f"snntorch {run.versions['snntorch']}, spikingjelly {run.versions['spikingjelly']}, "
+          f"load average {loadavg():.2f}")
+    busy = cpu_busy()
+    if busy > 0.15:
+        print(f"   warning: other processes keep {busy * 100:.0f}% of the cores busy; timings will be "
+              f"noisy (--wait-idle S waits for a quiet moment before each case)")
+    print("columns: provider, direction, median, neuron-steps/s, time / fastlif's, "
+          "% of copy roofline (against the first copy; the summary and CSV use the better of "
+          "two), bytes kept for backward per neuron-step, notes")
+
+    run.wait()
+    bw1, copy_t1 = copy_bandwidth()
+    print(f"\ncopy bandwidth ({COPY_MB} MiB dst.copy_(src), moves 2x): {bw1:.1f} GB/s "
+          f"(median {copy_t1[0]:.2f} ms)")
+    run.copy_gbps = bw1
+
+    main_providers = ["fastlif", "fastlif_1thread", "snntorch_loop", "spikingjelly_lif", "spikingjelly_plif", "reference"]
+    compile_timeout = None if (args.no_compile or args.quick) else args.compile_timeout
+    if args.quick:
+        run.case("tutorial", 10, 16, 128, main_providers, (FWD, FB), heavy=False)
+        run.case("large", 10, 16, 1024, main_providers, (FWD, FB), heavy=False)
+    else:
+        run.case("tutorial", 50, 64, 128, main_providers, (FWD, FB), heavy=True,
+                 compile_timeout=compile_timeout)
+        run.case("large", 100, 64, 1024, main_providers, (FWD, FB), heavy=True,
+                 compile_timeout=compile_timeout)
+        if not args.no_sweep:
+            sweep = ["fastlif", "snntorch_loop", "spikingjelly_lif"]
+            for T in (25, 50, 100, 200):
+                run.case("sweep_T", T, 64, 128, sweep, (FB,), heavy=False)
+            for N in (128, 512, 2048, 8192):
+                run.case("sweep_N", 50, 64, N, sweep, (FB,), heavy=False)
+
+    run.wait()
+    bw2, copy_t2 = copy_bandwidth()
+    print(f"\ncopy bandwidth again at the end: {bw2:.1f} GB/s")
+    if bw2 > bw1:  # use the better of the two (the conservative roofline fraction)
+        run.copy_gbps = bw2
+        for res in run.results.values():
+            if "roofline" in res:
+                res["roofline"] = (BYTES_PER_NS[res["direction"]] * res["nsteps"]
+                                   / (res["median_ms"] * 1e-3) / 1e9 / bw2)
+    best = max((bw1, copy_t1), (bw2, copy_t2))
+
+    print(f"\nTargets (this machine, {threads} threads, copy roofline {run.copy_gbps:.1f} GB/s):")
+    for line in summarize_targets(run):
+        print(line)
+    print(f"\ntotal {time.perf_counter() - t_start:.0f} s")
+
+    csv_name = args.csv or (None if args.quick else "cpu.csv")
+    if csv_name:
+        rows = run.csv_rows()
+        n = COPY_MB * 2**20
+        rows.append(dict(bench="cpu", case="copy_bandwidth", shape=f"{n // 4}", dtype="float32",
+                         provider="torch_copy", direction="copy", median_ms=_csv(best[1][0]),
+                         q20_ms=_csv(best[1][1]), q80_ms=_csv(best[1][2]),
+                         throughput=_csv(best[0]), throughput_unit="GB/s", device=run.device,
+                         torch=run.torch,
+                         extra=extra(threads=threads, start_GBps=bw1, end_GBps=bw2,
+                                     settings=f"dst.copy_(src) of {COPY_MB} MiB fp32, "
+                                              f"counted as 2x{COPY_MB} MiB moved")))
+        path = append_rows(csv_name, rows)
+        print(f"{len(rows)} rows appended to {path}")
+    differ = [c for c in run.checks
+              if c[2] in ("fastlif", "fastlif_1thread", "reference") and not c[3]]
+    assert not differ, f"fp32 spikes differ from snnTorch's in {differ}"
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
