@@ -79,6 +79,15 @@ bool prepare_params(const py::array& beta, const py::array& thr, const py::array
   return per_neuron;
 }
 
+// With scalar parameters rows mean nothing to the kernel: treat [R, L] as one row of R*L
+// neurons, so a small last dimension (a conv map's width, or 1) still gives long runs.
+template <typename T>
+void set_grid(LifArgs<T>& a, int64_t T_, int64_t R, int64_t L, bool per_neuron) {
+  a.T = T_;
+  a.R = per_neuron ? R : 1;
+  a.L = per_neuron ? L : R * L;
+}
+
 template <typename T, int RESET, bool DELAY>
 void dispatch_fwd_pn(const LifArgs<T>& a, bool per_neuron) {
   if (per_neuron) fastlif::lif_fwd_cpu<T, RESET, DELAY, true>(a);
@@ -144,7 +153,7 @@ void fwd_typed(const py::array& x, const py::object& mem0, const py::array& beta
   const T* params[3];
   const bool pn = prepare_params<T>(beta, thr, graded, L, store, params);
   LifArgs<T> a;
-  a.T = T_; a.R = R; a.L = L;
+  set_grid(a, T_, R, L, pn);
   a.x = static_cast<const T*>(x.data());
   a.mem0 = cptr<T>(mem0);
   a.beta = params[0]; a.thr = params[1]; a.graded = params[2];
@@ -187,10 +196,10 @@ void bwd_typed(const py::array& grad_spk, const py::array& grad_mem, const py::o
   const char* names[3] = {"grad_beta", "grad_threshold", "grad_graded_spikes_factor"};
   for (int k = 0; k < 3; ++k) check<T>(*grads[k], names[k], {ins[k]->shape(0)}, true);
 
-  const fastlif::Items items(R, L);
-  std::vector<T> partial(3 * items.count * fastlif::kChunk);
   LifArgs<T> a;
-  a.T = T_; a.R = R; a.L = L;
+  set_grid(a, T_, R, L, pn);
+  const fastlif::Items items(a.R, a.L);
+  std::vector<T> partial(3 * items.count * fastlif::kChunk);
   a.grad_spk = static_cast<const T*>(grad_spk.data());
   a.grad_mem = static_cast<const T*>(grad_mem.data());
   a.mem_saved = uses_delay ? cptr<T>(mem_saved) : nullptr;
@@ -213,12 +222,12 @@ void bwd_typed(const py::array& grad_spk, const py::array& grad_mem, const py::o
   for (int k = 0; k < 3; ++k) {
     if (pn && ins[k]->shape(0) == 1 && L != 1) {  // expanded scalar: its gradient sums over L
       std::vector<T> per(L);
-      fastlif::reduce_partials<T>(partials[k], R, L, true, per.data());
+      fastlif::reduce_partials<T>(partials[k], a.R, a.L, true, per.data());
       double acc = 0;
       for (int64_t l = 0; l < L; ++l) acc += per[l];
       outs[k][0] = static_cast<T>(acc);
     } else {
-      fastlif::reduce_partials<T>(partials[k], R, L, pn, outs[k]);
+      fastlif::reduce_partials<T>(partials[k], a.R, a.L, pn, outs[k]);
     }
   }
 }
