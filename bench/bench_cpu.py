@@ -27,6 +27,8 @@ from importlib import metadata
 
 import torch
 
+from fastlif.reference import run_per_step
+
 from bench.common import append_rows, cpu_name, extra, time_cpu, torch_version
 
 BETA = 0.95
@@ -134,13 +136,7 @@ def provider_snntorch():
     lif = snn.Leaky(beta=BETA, threshold=THRESHOLD, learn_beta=True)
 
     def run(x):
-        mem = lif.init_leaky()
-        spk_rec, mem_rec = [], []
-        for t in range(x.shape[0]):
-            spk, mem = lif(x[t], mem)
-            spk_rec.append(spk)
-            mem_rec.append(mem)
-        return torch.stack(spk_rec), torch.stack(mem_rec)
+        return run_per_step(lif, x)
     return run, "snn.Leaky(beta 0.95 learn_beta) stepped in Python; spk/mem stacked"
 
 
@@ -512,6 +508,7 @@ class Run:
                    "spikingjelly_plif": "spikingjelly"}.get(res["provider"], "fastlif")
             ex["version"] = f"{lib}-{self.versions[lib]}"
             ex["settings"] = info["what"]
+            ex["malloc_mmap_threshold"] = os.environ.get("MALLOC_MMAP_THRESHOLD_", "glibc default")
             ratio = self.ratio(res)
             rows.append(dict(
                 bench="cpu", case=res["case"], shape=res["shape"], dtype="float32",

@@ -145,14 +145,10 @@ def provider_snntorch(beta):
     import snntorch as snn
     lif = snn.Leaky(beta=beta, learn_beta=True).to(DEVICE)
 
+    from fastlif.reference import run_per_step
+
     def f(x):
-        mem = lif.init_leaky()
-        spikes, mems = [], []
-        for t in range(x.shape[0]):
-            s, mem = lif(x[t], mem)
-            spikes.append(s)
-            mems.append(mem)
-        return torch.stack(spikes), torch.stack(mems)
+        return run_per_step(lif, x)
     return f, list(lif.parameters())
 
 

@@ -57,3 +57,18 @@ def lif_sequence_reference(x_seq, beta, threshold=1.0, *, mem=None, reset_mechan
     if not spikes:  # T == 0
         return torch.empty_like(x_seq), torch.empty_like(x_seq)
     return torch.stack(spikes), torch.stack(mems)
+
+
+def run_per_step(layer, x_seq, mem=None):
+    """Step a per-step LIF module (``snntorch.Leaky`` or ``fastlif.Leaky``) over the leading
+    time dimension of ``x_seq``, the way snnTorch's tutorials do, and stack its outputs.
+
+    Returns ``(spk_seq, mem_seq)``: the loop every fused result is compared with.
+    """
+    mem = layer.init_leaky() if mem is None else mem
+    spikes, mems = [], []
+    for x in x_seq:
+        spk, mem = layer(x, mem)
+        spikes.append(spk)
+        mems.append(mem)
+    return torch.stack(spikes), torch.stack(mems)

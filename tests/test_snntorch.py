@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 import fastlif
+from fastlif.reference import run_per_step
 
 snn = pytest.importorskip("snntorch", reason="snntorch (a dev dependency) is not installed")
 from snntorch import surrogate as snn_surrogate  # noqa: E402
@@ -35,16 +36,6 @@ def make_pair(reset, delay, sg_name, per_neuron, learn=True, surrogate_disable=F
     return ours, theirs
 
 
-def snntorch_loop(layer, x_seq, mem=None):
-    mem = layer.init_leaky() if mem is None else mem
-    spks, mems = [], []
-    for x in x_seq:
-        spk, mem = layer(x, mem)
-        spks.append(spk)
-        mems.append(mem)
-    return torch.stack(spks), torch.stack(mems)
-
-
 def grads_of(layer, x, outputs, upstream):
     params = [p for p in layer.parameters()]
     loss = sum((o * u).sum() for o, u in zip(outputs, upstream))
@@ -58,8 +49,8 @@ def check(ours, theirs, via_sequence, T=20, B=4, n=13):
     g = torch.Generator().manual_seed(2)
     x = (torch.randn(T, B, n, generator=g) * 0.8 + 0.3).requires_grad_()
     upstream = (torch.randn(T, B, n, generator=g), torch.randn(T, B, n, generator=g))
-    ref = snntorch_loop(theirs, x)
-    got = ours.sequence(x) if via_sequence else snntorch_loop(ours, x)
+    ref = run_per_step(theirs, x)
+    got = ours.sequence(x) if via_sequence else run_per_step(ours, x)
     assert torch.equal(got[0], ref[0]), "spikes differ from snnTorch"
     assert torch.equal(got[1], ref[1]), "membrane differs from snnTorch"
     for a, b in zip(grads_of(ours, x, got, upstream), grads_of(theirs, x, ref, upstream)):
