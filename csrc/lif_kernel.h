@@ -109,6 +109,13 @@ inline scalar_t surrogate_grad(scalar_t z, scalar_t p) {
   }
 }
 
+// H(z) = (z > 0), strict, as snnTorch fires: the spike from mem - threshold, and the reset
+// flag from the previous membrane.
+template <typename scalar_t>
+inline scalar_t heaviside(scalar_t z) {
+  return z > scalar_t(0) ? scalar_t(1) : scalar_t(0);
+}
+
 // Membrane after a step's immediate reset (reset_delay false), from the pre-reset membrane u,
 // the reset flag r and the spike s, in snnTorch's order: d = spk/g - r.
 template <typename scalar_t, int RESET>
@@ -150,12 +157,12 @@ void lif_fwd_cpu(const LifArgs<scalar_t>& a) {
         const scalar_t th = thr[PER_NEURON ? j : 0];
         const scalar_t g = graded[PER_NEURON ? j : 0];
         const scalar_t m0 = m[j];
-        const scalar_t r = (m0 - th) > scalar_t(0) ? scalar_t(1) : scalar_t(0);
+        const scalar_t r = heaviside(m0 - th);
         scalar_t u;
         if constexpr (RESET == kSubtract) u = b * m0 + x[j] - r * th;
         else if constexpr (RESET == kZero) u = b * ((scalar_t(1) - r) * m0) + x[j];
         else u = b * m0 + x[j];
-        const scalar_t s = (u - th) > scalar_t(0) ? scalar_t(1) : scalar_t(0);
+        const scalar_t s = heaviside(u - th);
         scalar_t mn = u;
         if constexpr (!DELAY) {
           mn = immediate_reset<scalar_t, RESET>(u, r, s, th, g);
@@ -209,7 +216,7 @@ void lif_bwd_cpu(const LifArgs<scalar_t>& a) {
           for (int64_t j = 0; j < n; ++j) {
             const scalar_t th = thr[PER_NEURON ? j : 0];
             const scalar_t up = a.u_in[prev + j];
-            const scalar_t sp = (up - th) > scalar_t(0) ? scalar_t(1) : scalar_t(0);
+            const scalar_t sp = heaviside(up - th);
             m_prev[j] = immediate_reset<scalar_t, RESET>(up, scalar_t(a.r_in[prev + j]), sp, th,
                                                          graded[PER_NEURON ? j : 0]);
           }
@@ -227,9 +234,9 @@ void lif_bwd_cpu(const LifArgs<scalar_t>& a) {
         const scalar_t g = graded[PER_NEURON ? j : 0];
         const scalar_t m0 = m0_src[j];
         const scalar_t u = u_src[j];  // membrane before this step's immediate reset
-        const scalar_t r = (m0 - th) > scalar_t(0) ? scalar_t(1) : scalar_t(0);
+        const scalar_t r = heaviside(m0 - th);
         const scalar_t z = u - th;
-        const scalar_t s = z > scalar_t(0) ? scalar_t(1) : scalar_t(0);
+        const scalar_t s = heaviside(z);
         const scalar_t gm = gmem_src[j] + carry[j];
         const scalar_t gspk = gspk_src[j];
         scalar_t gs = gspk * g;  // gradient reaching the Heaviside output

@@ -27,9 +27,8 @@ def _check_param(value, name, n_last):
     return value
 
 
-def _as_param(value, name, n_last, device):
-    """A scalar or per-neuron (last dimension) parameter as a tensor on ``device``."""
-    value = _check_param(value, name, n_last)
+def _as_param(value, device):
+    """A parameter that passed :func:`_check_param`, as a tensor on ``device``."""
     if isinstance(value, numbers.Number):
         return torch.full((), float(value), device=device)  # a fill, so CUDA graphs can capture it
     return value.to(device)
@@ -76,11 +75,9 @@ def lif_sequence(x_seq, beta, threshold=1.0, *, mem=None, reset_mechanism="subtr
         return lif_sequence_reference(x_seq, beta, threshold, mem=mem,
                                       reset_mechanism=reset_mechanism, reset_delay=reset_delay,
                                       spike_fn=spike_fn, graded_spikes_factor=graded_spikes_factor)
-    T, n_last = x_seq.shape[0], x_seq.shape[-1]
+    T = x_seq.shape[0]
     dev, dtype = x_seq.device, compute_dtype(x_seq.dtype)
-    params = [_as_param(v, name_, n_last, dev)
-              for v, name_ in ((beta, "beta"), (threshold, "threshold"),
-                               (graded_spikes_factor, "graded_spikes_factor"))]
+    params = [_as_param(v, dev) for v in (beta, threshold, graded_spikes_factor)]
     params[0] = params[0].clamp(0, 1)  # as snnTorch: beta outside [0, 1] gets no gradient
     params = [p.to(dtype).reshape(-1) for p in params]
     if x_seq.numel() == 0:  # T == 0 or an empty batch: nothing to run

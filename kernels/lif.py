@@ -108,6 +108,27 @@ def _load_param(ptr, lidx, mask, PER_NEURON: tl.constexpr, CDT: tl.constexpr):
 
 
 @triton.jit
+def _block_start(beta_ptr, thr_ptr, g_ptr, mem0_ptr, N, L, BETA_PN: tl.constexpr,
+                 THR_PN: tl.constexpr, G_PN: tl.constexpr, HAS_MEM0: tl.constexpr,
+                 BLOCK: tl.constexpr):
+    """What forward and backward both start from: this program's neurons (int64 offsets,
+    mask, index along the last dimension), their parameters and initial membrane."""
+    CDT: tl.constexpr = beta_ptr.dtype.element_ty
+    pid = tl.program_id(0).to(tl.int64)
+    offs = pid * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
+    mask = offs < N
+    lidx = offs % L
+    b = _load_param(beta_ptr, lidx, mask, BETA_PN, CDT)
+    th = _load_param(thr_ptr, lidx, mask, THR_PN, CDT)
+    g = _load_param(g_ptr, lidx, mask, G_PN, CDT)
+    if HAS_MEM0:
+        m0 = tl.load(mem0_ptr + offs, mask=mask, other=0).to(CDT)
+    else:
+        m0 = tl.zeros([BLOCK], dtype=CDT)
+    return offs, mask, lidx, b, th, g, m0
+
+
+@triton.jit
 def _div(a, b):
     """IEEE round-to-nearest division (Triton's fp32 `/` may be approximate on GPUs; fp64 `/`
     is already correctly rounded, and the precise op exists for fp32 only)."""
@@ -210,17 +231,8 @@ def lif_fwd_kernel(
     BLOCK: tl.constexpr, PREFETCH: tl.constexpr,
 ):
     CDT: tl.constexpr = beta_ptr.dtype.element_ty  # compute dtype: fp32 (fp64 for fp64 input)
-    pid = tl.program_id(0).to(tl.int64)
-    offs = pid * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
-    mask = offs < N
-    lidx = offs % L
-    b = _load_param(beta_ptr, lidx, mask, BETA_PN, CDT)
-    th = _load_param(thr_ptr, lidx, mask, THR_PN, CDT)
-    g = _load_param(g_ptr, lidx, mask, G_PN, CDT)
-    if HAS_MEM0:
-        m = tl.load(mem0_ptr + offs, mask=mask, other=0).to(CDT)
-    else:
-        m = tl.zeros([BLOCK], dtype=CDT)
+    offs, mask, lidx, b, th, g, m = _block_start(beta_ptr, thr_ptr, g_ptr, mem0_ptr, N, L,
+                                                   BETA_PN, THR_PN, G_PN, HAS_MEM0, BLOCK)
     if X_CONTIG:
         x_off = offs
     else:
@@ -282,17 +294,8 @@ def lif_bwd_kernel(
     z = saved - threshold instead, in bf16: spikes and reset flags (signs of z) are then
     exact, and z keeps its relative precision near the threshold, where surrogates peak."""
     CDT: tl.constexpr = beta_ptr.dtype.element_ty
-    pid = tl.program_id(0).to(tl.int64)
-    offs = pid * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
-    mask = offs < N
-    lidx = offs % L
-    b = _load_param(beta_ptr, lidx, mask, BETA_PN, CDT)
-    th = _load_param(thr_ptr, lidx, mask, THR_PN, CDT)
-    g = _load_param(g_ptr, lidx, mask, G_PN, CDT)
-    if HAS_MEM0:
-        m_init = tl.load(mem0_ptr + offs, mask=mask, other=0).to(CDT)
-    else:
-        m_init = tl.zeros([BLOCK], dtype=CDT)
+    offs, mask, lidx, b, th, g, m_init = _block_start(beta_ptr, thr_ptr, g_ptr, mem0_ptr, N, L,
+                                                   BETA_PN, THR_PN, G_PN, HAS_MEM0, BLOCK)
     carry = tl.zeros([BLOCK], dtype=CDT)  # dL/dm[t], flowing back through the next step
     gb = tl.zeros([BLOCK], dtype=CDT)
     gth = tl.zeros([BLOCK], dtype=CDT)

@@ -2,6 +2,7 @@
 import itertools
 
 import torch
+from torch import nn
 
 import fastlif
 from fastlif import surrogate as sg
@@ -100,3 +101,30 @@ def assert_grads_close(fast, ref, tol=1e-5):
 
 def option_grid():
     return list(itertools.product(RESETS, (True, False), SURROGATES, PARAM_LAYOUTS))
+
+
+class TutorialTinySNN(nn.Module):
+    """The tutorial's network (section 5.1: 784-128-10, beta 0.9) with the LIF class and the
+    surrogate factory swappable. ``fused=True`` applies each Linear to all steps at once and
+    runs each fastlif.Leaky over the whole sequence; otherwise it is the tutorial's loop."""
+
+    def __init__(self, lif_cls, spike_grad_factory, fused=False, in_dim=784, hidden=128,
+                 out_dim=10, beta=0.9):
+        super().__init__()
+        self.fused = fused
+        self.fc1 = nn.Linear(in_dim, hidden)
+        self.lif1 = lif_cls(beta=beta, spike_grad=spike_grad_factory())
+        self.fc2 = nn.Linear(hidden, out_dim)
+        self.lif2 = lif_cls(beta=beta, spike_grad=spike_grad_factory())
+
+    def forward(self, x_seq):
+        if self.fused:
+            spk1, _ = self.lif1.sequence(self.fc1(x_seq.float()))
+            return self.lif2.sequence(self.fc2(spk1))[0]
+        mem1, mem2 = self.lif1.init_leaky(), self.lif2.init_leaky()
+        spk_rec = []
+        for t in range(x_seq.shape[0]):
+            spk1, mem1 = self.lif1(self.fc1(x_seq[t].float()), mem1)
+            spk2, mem2 = self.lif2(self.fc2(spk1), mem2)
+            spk_rec.append(spk2)
+        return torch.stack(spk_rec)

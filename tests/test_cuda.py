@@ -256,33 +256,14 @@ def test_single_step_drop_in():
 def _tiny_snn(kind):
     """kind: "snntorch" (the tutorial's code), "drop-in" (same loop, fastlif.Leaky) or
     "fused" (one Linear over all steps, fastlif.Leaky in multi-step mode)."""
-    from torch import nn
+    import functools
+
     import snntorch as snn
     from snntorch import surrogate as ssg
+
+    from lif_cases import TutorialTinySNN
     Leaky = snn.Leaky if kind == "snntorch" else fastlif.Leaky
-
-    class TinySNN(nn.Module):
-        def __init__(self, in_dim=28 * 28, hidden=128, out_dim=10, beta_hidden=0.9, beta_out=0.9):
-            super().__init__()
-            self.fc1 = nn.Linear(in_dim, hidden, bias=True)
-            self.lif1 = Leaky(beta=beta_hidden, spike_grad=ssg.fast_sigmoid())
-            self.fc2 = nn.Linear(hidden, out_dim, bias=True)
-            self.lif2 = Leaky(beta=beta_out, spike_grad=ssg.fast_sigmoid())
-
-        def forward(self, x_seq):
-            if kind == "fused":
-                spk1, _ = self.lif1.sequence(self.fc1(x_seq.float()))
-                spk2, _ = self.lif2.sequence(self.fc2(spk1))
-                return spk2
-            mem1, mem2 = self.lif1.init_leaky(), self.lif2.init_leaky()
-            spk_rec = []
-            for t in range(x_seq.shape[0]):
-                spk1, mem1 = self.lif1(self.fc1(x_seq[t].float()), mem1)
-                spk2, mem2 = self.lif2(self.fc2(spk1), mem2)
-                spk_rec.append(spk2)
-            return torch.stack(spk_rec, dim=0)
-
-    return TinySNN
+    return functools.partial(TutorialTinySNN, Leaky, ssg.fast_sigmoid, fused=kind == "fused")
 
 
 def _train(kind, state, batches):

@@ -8,6 +8,7 @@ from torch import nn
 
 import fastlif
 from fastlif.reference import run_per_step
+from lif_cases import TutorialTinySNN
 
 snn = pytest.importorskip("snntorch", reason="snntorch (a dev dependency) is not installed")
 from snntorch import surrogate as snn_surrogate  # noqa: E402
@@ -156,31 +157,11 @@ def test_unknown_callable_warns_and_runs_on_reference():
     check(ours, theirs, via_sequence=True)
 
 
-class TinySNN(nn.Module):
-    """The tutorial's network, with the LIF class swappable."""
-
-    def __init__(self, lif_cls, in_dim=784, hidden=128, out_dim=10):
-        super().__init__()
-        self.fc1 = nn.Linear(in_dim, hidden)
-        self.lif1 = lif_cls(beta=0.9, spike_grad=snn_surrogate.fast_sigmoid())
-        self.fc2 = nn.Linear(hidden, out_dim)
-        self.lif2 = lif_cls(beta=0.9, spike_grad=snn_surrogate.fast_sigmoid())
-
-    def forward(self, x_seq):
-        mem1, mem2 = self.lif1.init_leaky(), self.lif2.init_leaky()
-        spk_rec = []
-        for t in range(x_seq.shape[0]):
-            spk1, mem1 = self.lif1(self.fc1(x_seq[t].float()), mem1)
-            spk2, mem2 = self.lif2(self.fc2(spk1), mem2)
-            spk_rec.append(spk2)
-        return torch.stack(spk_rec)
-
-
 def test_tutorial_network_trains_identically():
     import snntorch.functional as SF
     torch.manual_seed(0)
-    theirs = TinySNN(snn.Leaky)
-    ours = TinySNN(fastlif.Leaky)
+    theirs = TutorialTinySNN(snn.Leaky, snn_surrogate.fast_sigmoid)
+    ours = TutorialTinySNN(fastlif.Leaky, snn_surrogate.fast_sigmoid)
     ours.load_state_dict(copy.deepcopy(theirs.state_dict()))
     opt_t = torch.optim.Adam(theirs.parameters(), lr=1e-3, weight_decay=1e-5)
     opt_o = torch.optim.Adam(ours.parameters(), lr=1e-3, weight_decay=1e-5)
