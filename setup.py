@@ -1,15 +1,18 @@
 """Build fastlif: the Python package, the Triton kernels (``kernels/`` installed as
-``fastlif.kernels``) and the optional pybind11 CPU extension ``fastlif._C`` from ``csrc/``.
+``fastlif.kernels``) and the optional pybind11 CPU extension ``fastlif._C`` from every
+``csrc/*.cpp`` (each op family's file registers its own functions).
 
 The extension is optional on purpose: without a C++ compiler the package still installs
 and runs on the reference backend, and says so once. Without OpenMP it builds
-single-threaded. Set FASTLIF_NATIVE=0 to build without -march=native (portable wheels).
+single-threaded. Set FASTLIF_NATIVE=0 to build without -march=native (portable wheels), and
+FASTLIF_SANITIZE=address,undefined for a sanitizer build (CI's, see .ci/run).
 """
+import glob
 import os
 import sys
 import tempfile
 
-from setuptools import setup
+from setuptools import find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 try:
@@ -43,7 +46,12 @@ class OptionalBuildExt(build_ext):
                   "to get the fused CPU kernels.\n", file=sys.stderr)
             return
         flags = ["-O3", "-ffp-contract=off", "-fno-fast-math"]
-        if os.environ.get("FASTLIF_NATIVE", "1") != "0" and _compiler_accepts(self.compiler, ["-march=native"]):
+        sanitize = os.environ.get("FASTLIF_SANITIZE", "")
+        if sanitize:  # a debugging build: sanitizers, frame pointers, no native tuning
+            flags = ["-O1", "-g", "-fno-omit-frame-pointer", "-ffp-contract=off", f"-fsanitize={sanitize}",
+                     "-fno-sanitize-recover=all"]
+            ext.extra_link_args = list(ext.extra_link_args or []) + [f"-fsanitize={sanitize}"]
+        elif os.environ.get("FASTLIF_NATIVE", "1") != "0" and _compiler_accepts(self.compiler, ["-march=native"]):
             flags.append("-march=native")
         if _compiler_accepts(self.compiler, ["-fopenmp"]):
             flags.append("-fopenmp")
@@ -55,6 +63,8 @@ class OptionalBuildExt(build_ext):
         try:
             super().build_extension(ext)
         except Exception as err:  # noqa: BLE001 - any compiler failure means "no extension"
+            if sanitize:
+                raise
             print(f"\nfastlif: could not build the C++ CPU extension ({err}).\n"
                   "fastlif will run on its reference backend. Install a C++ compiler "
                   "(e.g. `apt-get install g++`) and pybind11, then reinstall to get the fused "
@@ -63,28 +73,33 @@ class OptionalBuildExt(build_ext):
 
 ext_modules = []
 if Pybind11Extension is not None:
-    ext_modules.append(Pybind11Extension("fastlif._C", ["csrc/lif_binding.cpp"],
-                                         include_dirs=["csrc"], cxx_std=17))
+    ext_modules.append(Pybind11Extension("fastlif._C", sorted(glob.glob("csrc/*.cpp")),
+                                         include_dirs=["csrc"], depends=sorted(glob.glob("csrc/*.h")),
+                                         cxx_std=17))
 else:
     print("fastlif: pybind11 is not installed; skipping the C++ CPU extension.", file=sys.stderr)
 
+DEMO = ["matplotlib", "tqdm", "torchvision", "scikit-learn"]
+SIM = ["numba"]
+
 setup(
     name="fastlif",
-    version="0.1.0",
-    description="snnTorch's exact Leaky neuron, run by fused CPU (C++) and GPU (Triton) kernels",
+    version="0.2.0",
+    description="snnTorch's exact neurons, run by fused CPU (C++) and GPU (Triton) kernels",
     long_description=open("README.md").read() if os.path.exists("README.md") else "",
     long_description_content_type="text/markdown",
-    packages=["fastlif", "fastlif.kernels"],
-    package_dir={"fastlif": "fastlif", "fastlif.kernels": "kernels"},
+    packages=find_packages(include=["fastlif", "fastlif.*"]) + ["fastlif.kernels"],
+    package_dir={"fastlif.kernels": "kernels"},
     ext_modules=ext_modules,
     cmdclass={"build_ext": OptionalBuildExt},
-    python_requires=">=3.9",
-    install_requires=["torch>=2.5", "numpy", "numba", "matplotlib", "tqdm"],
+    python_requires=">=3.10",
+    # The core: torch and NumPy only. The applications on top of it have extras.
+    install_requires=["torch>=2.5", "numpy"],
     extras_require={
-        # The demo: MNIST through torchvision, the offline digits through scikit-learn.
-        "demo": ["torchvision", "scikit-learn"],
-        "dev": ["torchvision", "scikit-learn", "pytest", "pytest-xdist", "hypothesis",
-                "snntorch", "spikingjelly", "brian2", "numpy<2.4", "pybind11"],
+        "sim": SIM,
+        "demo": DEMO,
+        "dev": [*SIM, *DEMO, "pytest", "pytest-xdist", "hypothesis", "snntorch", "spikingjelly",
+                "brian2", "pybind11", "nir", "nirtorch"],
     },
     entry_points={"console_scripts": ["fastlif=fastlif.cli:main"]},
 )

@@ -25,48 +25,13 @@ import time
 
 import torch
 import torch.distributed as dist
-from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.data.distributed import DistributedSampler
 
 import fastlif
 from fastlif.encode import poisson
-
-
-class TinySNN(nn.Module):
-    """The tutorial's network, with fused multi-step fastlif layers.
-
-    ``forward(x_seq)``: ``x_seq`` ``[T, B, in_dim]`` spike trains (bool or float) ->
-    output spikes ``[T, B, out_dim]`` (and the membranes with ``return_mem=True``).
-    """
-
-    def __init__(self, in_dim=28 * 28, hidden=128, out_dim=10, beta_hidden=0.9, beta_out=0.9,
-                 learn_beta=False, learn_threshold=False, backend="auto"):
-        super().__init__()
-        self.in_dim, self.hidden, self.out_dim = in_dim, hidden, out_dim
-
-        def lif(beta, n):
-            # Learnable: one value per neuron; fixed: a scalar, as in the tutorial.
-            return fastlif.Leaky(
-                beta=torch.full((n,), beta) if learn_beta else beta,
-                threshold=torch.ones(n) if learn_threshold else 1.0,
-                learn_beta=learn_beta, learn_threshold=learn_threshold,
-                spike_grad=fastlif.surrogate.fast_sigmoid(), step_mode="multi", backend=backend)
-
-        self.fc1 = nn.Linear(in_dim, hidden, bias=True)
-        self.lif1 = lif(beta_hidden, hidden)
-        self.fc2 = nn.Linear(hidden, out_dim, bias=True)
-        self.lif2 = lif(beta_out, out_dim)
-
-    def forward(self, x_seq, return_mem=False):
-        T, B, N = x_seq.shape
-        if N != self.in_dim:
-            raise ValueError(f"expected input dim {self.in_dim}, got {N}")
-        x = x_seq.to(self.fc1.weight.dtype)
-        spk1, mem1 = self.lif1(self.fc1(x))       # all T steps at once: [T, B, hidden]
-        spk2, mem2 = self.lif2(self.fc2(spk1))    # [T, B, out_dim]
-        return (spk2, (mem1, mem2)) if return_mem else spk2
+from fastlif.tutorial.model import TinySNN  # the tutorial's network, fused over time
 
 
 def train_step(model, optimizer, loss_fn, spikes, labels):
@@ -97,7 +62,7 @@ def load_data(args, rank):
     """The same images on every process (each then reads its own shard through the sampler)."""
     if args.dataset == "synthetic":
         return synthetic_data(seed=args.seed)
-    from fastlif import data
+    from fastlif.tutorial import data
     if args.dataset == "digits":
         split = data.load_digits(subset=args.subset, seed=args.seed)
     else:  # MNIST: rank 0 downloads it once, the others read what it wrote

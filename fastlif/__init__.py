@@ -1,29 +1,24 @@
-"""fastlif: snnTorch's exact ``Leaky`` neuron, run by fused kernels.
+"""fastlif: snnTorch's exact neurons, run by fused kernels.
 
-Where things live:
-  fastlif/reference.py   the plain PyTorch loop every fast path is tested against
-  fastlif/ops.py         the torch.library custom ops and their autograd
-  fastlif/backends.py    which backend runs a call (auto / cpp / triton / reference)
-  csrc/                  the C++ CPU kernels (``fastlif._C``)
-  kernels/lif.py         the Triton GPU kernels (``fastlif.kernels``)
-  fastlif/functional.py  ``lif_sequence``;  fastlif/leaky.py  the ``Leaky`` module
+The core (torch and NumPy only):
+  fastlif/neurons.py      the modules (``Leaky``); what they share: neuron_base.py
+  fastlif/ops/            one file per fused op family: custom ops, autograd, C++ launchers
+  fastlif/reference.py    the plain PyTorch loops every fast path is tested against
+  fastlif/backends.py     which backend runs a call (auto / cpp / triton / reference)
+  csrc/, kernels/         the C++ CPU kernels (``fastlif._C``), the Triton GPU kernels
+                          (``fastlif.kernels``)
+  surrogate, encode, losses, codes, timing
+
+Applications on top, which the core never imports: ``fastlif.sim`` (the Numba simulator,
+extra ``[sim]``), ``fastlif.tutorial`` (the demo, its data, figures and network, extra
+``[demo]``), ``fastlif.cli`` (the ``fastlif`` command).
 """
-import importlib
-
-from . import surrogate
-from .functional import lif_sequence
-from .leaky import Leaky
+from . import backends, codes, encode, losses, surrogate
+from .neurons import *  # noqa: F401,F403 - the neuron modules, listed in neurons.__all__
+from .neurons import __all__ as _neurons
+from .ops.lif import lif_sequence
 from .reference import lif_sequence_reference
 
-__version__ = "0.1.0"
-__all__ = ["Leaky", "lif_sequence", "lif_sequence_reference", "surrogate",
-           "sim", "encode", "plot", "backends"]
-
-# Heavier submodules (Numba, matplotlib) load on first use, so `import fastlif` stays quick.
-_LAZY = {"sim", "encode", "plot", "backends", "data", "losses", "demo", "cli"}
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module 'fastlif' has no attribute {name!r}")
+__version__ = "0.2.0"
+__all__ = [*_neurons, "lif_sequence", "lif_sequence_reference", "surrogate", "encode", "losses",
+           "backends", "codes"]

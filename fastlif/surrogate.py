@@ -13,12 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
-# Integer codes shared by the C++ and Triton kernels. Keep in step with csrc/lif_kernel.h
-# and kernels/lif.py.
-ATAN, FAST_SIGMOID, SIGMOID, TRIANGULAR, STRAIGHT_THROUGH, NO_GRAD = range(6)
-KIND_NAMES = {ATAN: "atan", FAST_SIGMOID: "fast_sigmoid", SIGMOID: "sigmoid",
-              TRIANGULAR: "triangular", STRAIGHT_THROUGH: "straight_through_estimator",
-              NO_GRAD: "disabled"}
+from .codes import ATAN, FAST_SIGMOID, NO_GRAD, SIGMOID, STRAIGHT_THROUGH, SURROGATE_NAMES, TRIANGULAR
+
+KIND_NAMES = dict(enumerate(SURROGATE_NAMES))
 
 
 def surrogate_grad(z, kind, param):

@@ -1,4 +1,7 @@
-"""Shared test fixtures: devices to run on, and a guard for torch's global thread count."""
+"""Shared test fixtures: devices to run on, a guard for torch's global thread count, and child
+test runs."""
+import os
+
 import pytest
 import torch
 
@@ -19,3 +22,26 @@ def restore_threads():
     before = torch.get_num_threads()
     yield
     torch.set_num_threads(before)
+
+
+def run_child_suite(test_file, env, what, *args, timeout=900):
+    """Run ``test_file`` in a child ``python -m pytest`` with ``env`` added to this environment
+    (for settings a process cannot change once it has imported Triton: the interpreter, another
+    Triton); fails with the child's output unless it passed. Returns its output."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_XDIST", "PYTEST_CURRENT"))}
+    child_env.update(env)
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(root),
+           str(test_file), *args]
+    start = time.monotonic()
+    proc = subprocess.run(cmd, cwd=root, env=child_env, capture_output=True, text=True, timeout=timeout)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, (f"{what} failed (exit {proc.returncode}, "
+                                  f"{time.monotonic() - start:.0f} s):\n{out[-6000:]}")
+    assert " passed" in out, out[-3000:]
+    return out

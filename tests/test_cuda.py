@@ -18,21 +18,31 @@ import os
 import pytest
 import torch
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+from fastlif import testing
 
-if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-    pytestmark = pytest.mark.skip(reason="TRITON_INTERPRET is set: these tests time compiled "
-                                         "GPU kernels (run them without it)")
-
-DEVICE = "cuda"
+# A dry run of this suite's own code without a GPU: FASTLIF_GPU_DRY_RUN=1 with
+# TRITON_INTERPRET=1 runs it on CPU tensors through Triton's interpreter at small sizes (tests
+# that need a real GPU, CUDA graphs or compiled PTX skip), so that a mistake in a test is
+# found before device time is spent on it. It checks the tests' logic, not the GPU.
+DRY_RUN = os.environ.get("FASTLIF_GPU_DRY_RUN", "0") not in ("", "0")
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+if DRY_RUN:
+    pytestmark = pytest.mark.skipif(not INTERPRET, reason="FASTLIF_GPU_DRY_RUN needs TRITON_INTERPRET=1")
+    DEVICE = "cpu"
+else:
+    pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+    if torch.cuda.is_available() and INTERPRET:
+        pytestmark = pytest.mark.skip(reason="TRITON_INTERPRET is set: these tests time compiled "
+                                             "GPU kernels (run them without it)")
+    DEVICE = "cuda"
+needs_real_gpu = pytest.mark.skipif(DRY_RUN, reason="needs a real CUDA GPU (dry run)")
 PARAMS = ("beta", "threshold", "graded")
 
-if torch.cuda.is_available():
+if torch.cuda.is_available() or DRY_RUN:
     import triton
 
     import fastlif
     from fastlif import surrogate as S
-    from fastlif.reference import lif_sequence_reference
     from fastlif.kernels import lif as K
 
     SURROGATES = {"atan": S.atan(), "fast_sigmoid": S.fast_sigmoid(), "sigmoid": S.sigmoid(5),
@@ -43,50 +53,21 @@ else:
 
 
 # ------------------------------------------------------------------------------------------
-# helpers (kept apart from test_triton.py's so that each file runs alone)
+# helpers: fastlif.testing's, at this suite's sizes and device
 
 
 def make_case(T, shape, *, seed=0, scale=1.5, mem0=True):
-    gen = torch.Generator(device=DEVICE).manual_seed(seed)
-    L = shape[-1]
-
-    def rand(*s):
-        return torch.rand(*s, generator=gen, device=DEVICE)
-
-    x = torch.randn(T, *shape, generator=gen, device=DEVICE) * scale + 0.3
-    params = {"beta": rand(L), "threshold": rand(L) + 0.5, "graded": rand(()) + 0.5}
-    m0 = torch.randn(*shape, generator=gen, device=DEVICE) if mem0 else None
-    grads = (torch.randn(T, *shape, generator=gen, device=DEVICE),
-             torch.randn(T, *shape, generator=gen, device=DEVICE))
-    return x, params, m0, grads
+    return testing.make_case(T, shape, per_neuron=(True, True, False), mem0=mem0, seed=seed,
+                             scale=scale, beta_range=(0.0, 1.0), threshold_range=(0.5, 1.5))
 
 
 def run(backend, case, dtype, *, reset="subtract", delay=True, sg="atan", low_memory=False):
-    x, params, m0, (gspk, gmem) = case
-    pdtype = torch.float64 if dtype == torch.float64 else torch.float32
-    leaves = {"x": x.to(dtype).clone().requires_grad_()}
-    for name, p in params.items():
-        leaves[name] = p.to(pdtype).clone().requires_grad_()
-    if m0 is not None:
-        leaves["mem0"] = m0.to(dtype).clone().requires_grad_()
-    kw = dict(mem=leaves.get("mem0"), reset_mechanism=reset, reset_delay=delay,
-              graded_spikes_factor=leaves["graded"])
-    if backend == "reference":
-        spk, mem = lif_sequence_reference(leaves["x"], leaves["beta"], leaves["threshold"],
-                                          spike_fn=SURROGATES[sg], **kw)
-    else:
-        spk, mem = fastlif.lif_sequence(leaves["x"], leaves["beta"], leaves["threshold"],
-                                        surrogate=SURROGATES[sg], backend=backend,
-                                        low_memory=low_memory, **kw)
-    torch.autograd.backward([spk, mem], [gspk.to(spk.dtype), gmem.to(mem.dtype)])
-    grads = {k: (v.grad if v.grad is not None else torch.zeros_like(v)).detach()
-             for k, v in leaves.items()}
-    return spk.detach(), mem.detach(), grads
+    return testing.run(case, backend, dtype=dtype, device=DEVICE, reset_mechanism=reset,
+                       reset_delay=delay, surrogate=SURROGATES[sg], low_memory=low_memory)
 
 
 def normwise(a, b, floor=1e-6):
-    a, b = a.double(), b.double()
-    return (a - b).abs().max().item() / max(b.abs().max().item(), floor)
+    return testing.normwise(a, b, floor)
 
 
 def oracle_grads(case, dtype_in, **kw):
@@ -107,15 +88,9 @@ def check_grads(got, want, which, *, immediate, rtol=1e-5, only=None):
         assert err <= rtol, f"grad {name}: normwise error {err:.2e} vs the {which} reference"
 
 
-def jit_function(kernel):
-    while not isinstance(kernel, triton.runtime.jit.JITFunction):
-        kernel = kernel.fn
-    return kernel
-
-
 def n_compiled(kernel):
-    """Number of compiled binaries a @triton.jit function holds (Triton 3.1 ... 3.x)."""
-    fn = jit_function(kernel)
+    """Number of compiled binaries a kernel's JITFunction holds (Triton 3.1 ... 3.x)."""
+    fn = kernel.jit
     if hasattr(fn, "device_caches"):  # Triton >= 3.2
         return sum(len(c[0]) for c in fn.device_caches.values())
     return sum(len(c) for c in fn.cache.values())
@@ -129,7 +104,7 @@ def count_ce(spk_out, targets):
 # ------------------------------------------------------------------------------------------
 # equivalence at size
 
-SIZE = (50, (64, 2001))  # T, [B, N]: 128064 neurons, not a multiple of any block size
+SIZE = (6, (3, 301)) if DRY_RUN else (50, (64, 2001))  # T, [B, N]: 128064 neurons, no multiple of any block size
 
 
 @pytest.mark.parametrize("reset, delay, sg", [
@@ -150,9 +125,9 @@ def test_matches_reference_at_size(reset, delay, sg):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 @pytest.mark.parametrize("delay", [True, False], ids=["delay", "immediate"])
 def test_half_precision_at_size(dtype, delay):
-    x, params, m0, (gspk, gmem) = make_case(SIZE[0], SIZE[1], seed=2)
-    case = (x.to(dtype).float(), params, m0.to(dtype).float(),
-            (gspk.to(dtype).float(), gmem.to(dtype).float()))
+    c = make_case(SIZE[0], SIZE[1], seed=2)
+    r = lambda t: t.to(dtype).float()  # noqa: E731 - the same inputs, rounded to dtype
+    case = testing.Case(r(c.x), r(c.mem0), c.params, r(c.grad_spk), r(c.grad_mem))
     spk, mem, grads = run("triton", case, dtype, delay=delay)
     spk32, mem32, want, which = oracle_grads(case, dtype, delay=delay)
     assert spk.dtype == mem.dtype == grads["x"].dtype == dtype
@@ -166,7 +141,7 @@ def test_half_precision_at_size(dtype, delay):
 def test_low_memory_gradient_error():
     """bf16-saved membrane: forward unchanged, gradient error bounded (bench_gpu.py records
     the numbers at T=100, B=64, N=65536)."""
-    case = make_case(100, (16, 4096), seed=3, scale=0.5)
+    case = make_case(*((10, (2, 300)) if DRY_RUN else (100, (16, 4096))), seed=3, scale=0.5)
     spk, mem, grads = run("triton", case, torch.float32)
     spk_lm, mem_lm, grads_lm = run("triton", case, torch.float32, low_memory=True)
     assert torch.equal(spk, spk_lm) and torch.equal(mem, mem_lm)
@@ -212,7 +187,7 @@ def _leaky_pair(cfg, n):
 @pytest.mark.parametrize("name", list(SNN_CONFIGS))
 def test_snntorch_equivalence(name):
     pytest.importorskip("snntorch")
-    T, B, n = 40, 32, 777
+    T, B, n = (5, 3, 77) if DRY_RUN else (40, 32, 777)
     ref, fast = _leaky_pair(SNN_CONFIGS[name], n)
     gen = torch.Generator(device=DEVICE).manual_seed(4)
     x = torch.randn(T, B, n, generator=gen, device=DEVICE) + 0.3
@@ -241,7 +216,7 @@ def test_single_step_drop_in():
     """fastlif.Leaky called one step at a time, as in the tutorial's loop: same numbers."""
     pytest.importorskip("snntorch")
     ref, fast = _leaky_pair(dict(beta=0.9, spike_grad="fast_sigmoid"), 128)
-    x = torch.randn(30, 16, 128, device=DEVICE) + 0.4
+    x = torch.randn(*((4, 3) if DRY_RUN else (30, 16)), 128, device=DEVICE) + 0.4
     m_r, m_f = ref.init_leaky(), fast.init_leaky()
     for t in range(x.shape[0]):
         s_r, m_r = ref(x[t], m_r)
@@ -255,15 +230,15 @@ def test_single_step_drop_in():
 
 def _tiny_snn(kind):
     """kind: "snntorch" (the tutorial's code), "drop-in" (same loop, fastlif.Leaky) or
-    "fused" (one Linear over all steps, fastlif.Leaky in multi-step mode)."""
+    "fused" (one Linear over all steps, fastlif.Leaky over the whole sequence)."""
     import functools
 
     import snntorch as snn
     from snntorch import surrogate as ssg
 
-    from lif_cases import TutorialTinySNN
-    Leaky = snn.Leaky if kind == "snntorch" else fastlif.Leaky
-    return functools.partial(TutorialTinySNN, Leaky, ssg.fast_sigmoid, fused=kind == "fused")
+    from fastlif.tutorial.model import TinySNN
+    return functools.partial(TinySNN, lif_cls=snn.Leaky if kind == "snntorch" else fastlif.Leaky,
+                             spike_grad=ssg.fast_sigmoid(), fused=kind == "fused")
 
 
 def _train(kind, state, batches):
@@ -304,7 +279,7 @@ def test_tutorial_network_trains_identically():
     pytest.importorskip("snntorch")
     torch.manual_seed(0)
     state = _tiny_snn("snntorch")().state_dict()
-    batches = _tutorial_batches(3)
+    batches = _tutorial_batches(3, **(dict(T=4, B=8) if DRY_RUN else {}))
     ref_losses, (ref_out, ref_grads) = _train("snntorch", state, batches)
     losses, (out, grads) = _train("drop-in", state, batches)
     assert torch.equal(out, ref_out)
@@ -325,6 +300,7 @@ def test_tutorial_network_trains_identically():
 # torch.compile, CUDA graphs, recompilation
 
 
+@needs_real_gpu
 def test_torch_compile_fullgraph():
     torch._dynamo.reset()
     lin = torch.nn.Linear(64, 96).to(DEVICE)
@@ -347,6 +323,7 @@ def test_torch_compile_fullgraph():
     assert normwise(lin.weight.grad, want[0]) <= 1e-5 and normwise(beta.grad, want[1]) <= 1e-5
 
 
+@needs_real_gpu
 def test_cuda_graph_capture_and_replay():
     T, B, n = 20, 16, 1000
     beta = torch.rand(n, device=DEVICE, requires_grad=True)
@@ -390,6 +367,7 @@ def test_cuda_graph_capture_and_replay():
         assert torch.equal(static_x.grad, x_e.grad) and torch.equal(beta.grad, b_e.grad)
 
 
+@needs_real_gpu
 def test_no_recompilation_when_T_changes():
     B, n = 8, 300
     beta = torch.full((n,), 0.9, device=DEVICE, requires_grad=True)
@@ -400,22 +378,49 @@ def test_no_recompilation_when_T_changes():
         (spk.sum() + mem.sum()).backward()
 
     go(7)  # compiles (and autotunes) the forward and backward once
-    before = (n_compiled(K.lif_fwd_kernel), n_compiled(K.lif_bwd_kernel))
+    before = (n_compiled(K.LIF_FWD), n_compiled(K.LIF_BWD))
     for T in (1, 2, 16, 33, 100, 257):
         go(T)
     torch.cuda.synchronize()
-    assert (n_compiled(K.lif_fwd_kernel), n_compiled(K.lif_bwd_kernel)) == before
+    assert (n_compiled(K.LIF_FWD), n_compiled(K.LIF_BWD)) == before
 
 
+@needs_real_gpu
 def test_fp32_forward_has_no_fma_contraction():
     """The compiled forward (fp32) contains no fused multiply-add: enable_fp_fusion=False
     reached the compiler (a contraction would make spikes differ from PyTorch eager)."""
     x = torch.randn(5, 4, 300, device=DEVICE)
     p = torch.full((300,), 0.9, device=DEVICE)
-    K.lif_fwd(x, None, p, p, p, 0, False, False)
-    fn = jit_function(K.lif_fwd_kernel)
+    K.lif_fwd(x, None, p, p, p, steps=5, reset_mode=0, reset_delay=False, low_memory=False,
+              mem_fp32=False)
+    fn = K.LIF_FWD.jit
     caches = ([c[0] for c in fn.device_caches.values()] if hasattr(fn, "device_caches")
               else list(fn.cache.values()))
     ptx = [k.asm["ptx"] for c in caches for k in c.values() if "ptx" in getattr(k, "asm", {})]
     assert ptx, "no compiled forward kernel found"
     assert all("fma.rn.f32" not in p for p in ptx)
+
+
+def test_leaky_bf16_reaches_the_triton_half_path():
+    """fp16/bf16 input to a Leaky runs the Triton kernels on the half tensor itself (no fp32
+    copy of the input first), and the membrane it keeps as its state is fp32."""
+    lif = fastlif.Leaky(0.9, step_mode="multi", backend="triton").to(DEVICE)
+    x = (torch.randn(6, 4, 96, device=DEVICE) + 0.5).to(torch.bfloat16)
+    seen = []
+    real = K.lif_fwd
+
+    def spy(x_in, *args, **kwargs):
+        seen.append(x_in.dtype)
+        return real(x_in, *args, **kwargs)
+
+    from fastlif import backends
+    launchers = backends.launchers("lif", "triton")
+    backends._launchers[("lif", "triton")] = ((spy, launchers[1]), "")
+    try:
+        spk, mem = lif(x)
+    finally:
+        backends._launchers[("lif", "triton")] = (launchers, "")
+    assert seen == [torch.bfloat16]
+    assert spk.dtype == torch.bfloat16 and mem.dtype == torch.float32
+    want_spk, want_mem = fastlif.lif_sequence(x.float(), 0.9, backend="reference")
+    assert torch.equal(spk.float(), want_spk) and torch.equal(mem, want_mem)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from fastlif import data
+from fastlif.tutorial import data
 
 
 def _write_idx_images(path, images):

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastlif import cli, demo
+from fastlif import cli
+from fastlif.tutorial import demo
+from fastlif.tutorial.model import TinySNN
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = {"1_lif_current_step.png", "2_poisson_encoding.png", "3_training_curves.png",
@@ -69,36 +71,17 @@ def test_tinysnn_matches_the_tutorial_network():
     """The fused TinySNN computes the tutorial's snnTorch loop (same weights, same spikes)."""
     snn = pytest.importorskip("snntorch")
     from snntorch import surrogate as snn_surrogate
-    from torch import nn
-
-    class TutorialTinySNN(nn.Module):  # the tutorial's TinySNN, verbatim in substance
-        def __init__(self):
-            super().__init__()
-            self.fc1 = nn.Linear(784, 128)
-            self.lif1 = snn.Leaky(beta=0.9, spike_grad=snn_surrogate.fast_sigmoid())
-            self.fc2 = nn.Linear(128, 10)
-            self.lif2 = snn.Leaky(beta=0.9, spike_grad=snn_surrogate.fast_sigmoid())
-
-        def forward(self, x_seq):
-            mem1, mem2 = self.lif1.init_leaky(), self.lif2.init_leaky()
-            spk_rec, mem1_rec = [], []
-            for t in range(x_seq.shape[0]):
-                spk1, mem1 = self.lif1(self.fc1(x_seq[t].float()), mem1)
-                spk2, mem2 = self.lif2(self.fc2(spk1), mem2)
-                spk_rec.append(spk2)
-                mem1_rec.append(mem1)
-            return torch.stack(spk_rec), torch.stack(mem1_rec)
 
     torch.manual_seed(0)
-    tut = TutorialTinySNN()
+    tut = TinySNN(lif_cls=snn.Leaky, spike_grad=snn_surrogate.fast_sigmoid(), fused=False)
     with torch.no_grad():
         tut.fc1.weight.mul_(4)  # make both layers spike
         tut.fc2.weight.mul_(6)
-    fused = demo.TinySNN()
+    fused = TinySNN()
     fused.load_state_dict(tut.state_dict())  # same parameter and buffer names
     from fastlif import encode
     x = encode.poisson(torch.rand(16, 1, 28, 28), 30, rng=torch.Generator().manual_seed(0))
-    spk_t, mem1_t = tut(x)
+    spk_t, (mem1_t, _) = tut(x, return_mem=True)
     spk_f, (mem1_f, _) = fused(x, return_mem=True)
     assert spk_t.sum() > 0 and mem1_t.gt(1).any()
     # one matmul over [T*B, 784] instead of T of them may round differently (last bit)
@@ -134,7 +117,7 @@ def test_demo_on_mnist_files(tmp_path, capsys):
 
 
 def test_demo_mnist_unavailable_exits_2(tmp_path, monkeypatch, capsys):
-    from fastlif import data
+    from fastlif.tutorial import data
 
     def offline(*args, **kwargs):
         raise data.DatasetUnavailable("offline? (Name or service not known)")

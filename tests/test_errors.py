@@ -46,8 +46,9 @@ def test_unknown_backend():
         fastlif.Leaky(0.9, backend="fast")
 
 
-def test_unsupported_options_say_so():
-    with pytest.raises(NotImplementedError, match="inhibition"):
+def test_unfused_options_say_so():
+    """snnTorch's inhibition and state_quant work, on the reference loop, and say so once."""
+    with pytest.warns(UserWarning, match="inhibition is not fused"):
         fastlif.Leaky(0.9, inhibition=True)
     with pytest.raises(ValueError, match="step_mode"):
         fastlif.Leaky(0.9, step_mode="both")
@@ -76,23 +77,37 @@ def test_auto_falls_back_with_one_warning(monkeypatch):
     assert torch.equal(spk, ref[0]) and torch.equal(mem, ref[1])
 
 
-def test_binding_layer_checks():
-    """The C++ binding checks what it is given, whoever calls it."""
+def test_binding_and_launcher_checks():
+    """The C++ binding takes data pointers (the launcher in fastlif/ops/lif.py checks tensors and
+    allocates every output); what it is given besides those, it checks, whoever calls it."""
     ext = pytest.importorskip("fastlif._C", reason="the C++ extension is not built")
-    import numpy as np
-    x = np.zeros((2, 3, 4), np.float32)
-    out = np.zeros_like(x)
-    p = np.ones(1, np.float32)
-    with pytest.raises(TypeError, match="x: expected dtype float32"):
-        ext.lif_fwd(x.astype(np.float16), None, p, p, p, out, out.copy(), None, None, 0, True, 1)
-    with pytest.raises(ValueError, match="spk: shape \\[2, 3, 5\\] does not match"):
-        ext.lif_fwd(x, None, p, p, p, np.zeros((2, 3, 5), np.float32), out, None, None, 0, True, 1)
-    with pytest.raises(ValueError, match="must be C-contiguous"):
-        ext.lif_fwd(np.zeros((2, 4, 3), np.float32).transpose(0, 2, 1), None, p, p, p, out,
-                    out.copy(), None, None, 0, True, 1)
-    with pytest.raises(ValueError, match="beta: expected 1 value or one per neuron"):
-        ext.lif_fwd(x, None, np.ones(3, np.float32), p, p, out, out.copy(), None, None, 0, True, 1)
-    with pytest.raises(ValueError, match="reset_mode must be"):
-        ext.lif_fwd(x, None, p, p, p, out, out.copy(), None, None, 7, True, 1)
-    with pytest.raises(ValueError, match="u_saved and r_saved are required"):
-        ext.lif_fwd(x, None, p, p, p, out, out.copy(), None, None, 0, False, 1)
+    from fastlif.ops.lif import cpp_fwd
+    x = torch.zeros(2, 3, 4)
+    out = torch.zeros_like(x)
+    p = torch.ones(1)
+
+    def call(**kw):
+        args = dict(dtype=0, T=2, R=3, L=4, x=x.data_ptr(), mem0=0, beta=p.data_ptr(), beta_n=1,
+                    beta_value=0.0, threshold=p.data_ptr(), threshold_n=1, threshold_value=0.0,
+                    graded=p.data_ptr(), graded_n=1, graded_value=0.0, spk=out.data_ptr(),
+                    mem=out.data_ptr(), u_saved=0, r_saved=0, reset_mode=0, immediate=False,
+                    num_threads=1)
+        args.update(kw)
+        return ext.lif_fwd(**args)
+
+    call()
+    with pytest.raises(ValueError, match="dtype: unexpected value 5"):
+        call(dtype=5)
+    with pytest.raises(ValueError, match="beta: expected 1 or 4 values, got 3"):
+        call(beta_n=3)
+    with pytest.raises(ValueError, match="reset_mode: unexpected value 7"):
+        call(reset_mode=7)
+    with pytest.raises(ValueError, match="an immediate reset needs u_saved and r_saved"):
+        call(immediate=True)
+    with pytest.raises(ValueError, match="x, spk and mem are required"):
+        call(x=0)
+    with pytest.raises(ValueError, match="bad grid"):
+        call(L=0)
+    with pytest.raises(TypeError, match="computes in float32 or float64, got torch.int32"):
+        cpp_fwd(x.int(), None, 0.9, 1.0, 1.0, steps=2, reset_mode=0, reset_delay=True,
+                low_memory=False, mem_fp32=False)

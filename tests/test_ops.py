@@ -1,17 +1,18 @@
-"""The custom ops themselves: fp64 gradcheck, torch.library.opcheck, bytes kept for backward."""
+"""The custom ops and the autograd Function: fp64 gradcheck, torch.library.opcheck, the named op
+boundary, bytes kept for backward."""
 import pytest
 import torch
 
 import fastlif
-from fastlif.ops import RESET_CODES
 from fastlif import surrogate as sg
+from fastlif.codes import RESET_CODES
+from fastlif.ops.lif import LifFunction
+from conftest import needs_cpp
 
-pytestmark = pytest.mark.skipif("cpp" not in fastlif.backends.available("cpu"),
-                                reason="the C++ extension fastlif._C is not built")
+pytestmark = needs_cpp
 
 
-def op_args(T=5, R=2, L=3, reset="subtract", delay=True, per_neuron=True, with_mem0=True,
-            dtype=torch.float64, requires_grad=False, surrogate=sg.atan()):
+def op_inputs(T=5, R=2, L=3, per_neuron=True, with_mem0=True, dtype=torch.float64, requires_grad=False):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(T, R, L, generator=g, dtype=dtype) + 0.4
     mem0 = torch.randn(R * L, generator=g, dtype=dtype) if with_mem0 else None
@@ -22,24 +23,29 @@ def op_args(T=5, R=2, L=3, reset="subtract", delay=True, per_neuron=True, with_m
     tensors = [x, mem0, beta, thr, graded]
     if requires_grad:
         tensors = [t.requires_grad_() if t is not None else None for t in tensors]
-    return (*tensors, RESET_CODES[reset], delay, surrogate.kind, surrogate.param, False, "cpp")
+    return tensors
+
+
+def fwd_options(reset="subtract", delay=True, steps=5):
+    return dict(steps=steps, reset_mode=RESET_CODES[reset], reset_delay=delay, low_memory=False,
+                mem_fp32=False, backend="cpp")
 
 
 @pytest.mark.parametrize("reset", ["subtract", "zero", "none"])
 @pytest.mark.parametrize("delay", [True, False])
 @pytest.mark.parametrize("per_neuron", [True, False])
 def test_gradcheck_fp64(reset, delay, per_neuron):
-    """Analytic gradients against finite differences. A surrogate is by design not the
-    derivative of the Heaviside forward, so finite differences can only check the exact
-    part: spikes carrying no gradient (surrogate disabled), where the op's backward is the
-    true derivative away from threshold crossings. The surrogate terms are checked against
-    the reference's autograd in fp64 (test_cpp.py)."""
-    args = op_args(reset=reset, delay=delay, per_neuron=per_neuron, requires_grad=True,
-                   surrogate=sg.no_grad())
-    tensors, options = args[:5], args[5:]
+    """Analytic gradients against finite differences, through the one autograd path. A
+    surrogate is by design not the derivative of the Heaviside forward, so finite differences
+    can only check the exact part: spikes carrying no gradient (surrogate disabled), where the
+    backward is the true derivative away from threshold crossings. The surrogate terms are
+    checked against the reference's autograd in fp64 (test_cpp.py)."""
+    tensors = op_inputs(per_neuron=per_neuron, requires_grad=True)
+    off = sg.no_grad()
 
     def f(x, mem0, beta, thr, graded):
-        spk, mem, _, _ = torch.ops.fastlif.lif_fwd(x, mem0, beta, thr, graded, *options)
+        spk, mem, _, _ = LifFunction.apply(x, mem0, beta, thr, graded, 5, RESET_CODES[reset], delay,
+                                           False, False, off.kind, off.param, "cpp")
         return spk, mem
 
     assert torch.autograd.gradcheck(f, tensors, eps=1e-6, atol=1e-6)
@@ -48,15 +54,35 @@ def test_gradcheck_fp64(reset, delay, per_neuron):
 @pytest.mark.parametrize("reset,delay", [("subtract", True), ("zero", False), ("none", True)])
 @pytest.mark.parametrize("with_mem0", [True, False])
 def test_opcheck(reset, delay, with_mem0):
-    args = op_args(reset=reset, delay=delay, with_mem0=with_mem0, dtype=torch.float32,
-                   requires_grad=True)
-    torch.library.opcheck(torch.ops.fastlif.lif_fwd.default, args)
-    spk, mem, state, flags = torch.ops.fastlif.lif_fwd(*[a.detach() if isinstance(a, torch.Tensor)
-                                                        else a for a in args])
-    x, mem0, beta, thr, graded = (a.detach() if a is not None else None for a in args[:5])
-    bwd_args = (torch.randn_like(spk), torch.randn_like(mem), mem, state, flags, mem0, beta, thr,
-                graded, RESET_CODES[reset], delay, sg.ATAN, 2.0, "cpp")
-    torch.library.opcheck(torch.ops.fastlif.lif_bwd.default, bwd_args)
+    """Schema, fake (meta) implementation and AOT dispatch of both ops. The ops carry no
+    autograd of their own (LifFunction is the one autograd path, traced by torch.compile), so
+    they are checked on inputs that do not require grad."""
+    x, mem0, beta, thr, graded = op_inputs(with_mem0=with_mem0, dtype=torch.float32)
+    opts = fwd_options(reset, delay)
+    torch.library.opcheck(torch.ops.fastlif.lif_fwd.default, (x, mem0, beta, thr, graded),
+                          kwargs=opts)
+    spk, mem, state, flags = torch.ops.fastlif.lif_fwd(x, mem0, beta, thr, graded, **opts)
+    keep_mem = None if state.numel() else mem
+    bwd_kwargs = dict(steps=5, reset_mode=RESET_CODES[reset], reset_delay=delay,
+                      surrogate_kind=sg.ATAN, surrogate_param=2.0, x_dtype=torch.float32, backend="cpp")
+    for g_spk, g_mem in ((torch.randn_like(spk), torch.randn_like(mem)), (torch.randn_like(spk), None)):
+        torch.library.opcheck(torch.ops.fastlif.lif_bwd.default,
+                              (g_spk, g_mem, keep_mem, state, flags, mem0, beta, thr, graded),
+                              kwargs=bwd_kwargs)
+
+
+def test_ops_take_named_arguments():
+    """The op boundary is named: options by keyword, and no backward-only option (the
+    surrogate) passes through the forward op."""
+    schema = str(torch.ops.fastlif.lif_fwd.default._schema)
+    assert "surrogate" not in schema
+    for name in ("steps", "reset_mode", "reset_delay", "low_memory", "mem_fp32", "backend"):
+        assert name in schema
+    x, mem0, beta, thr, graded = op_inputs(dtype=torch.float32)
+    spk, mem, _, _ = torch.ops.fastlif.lif_fwd(x, mem0, beta, thr, graded, **fwd_options())
+    ref_spk, ref_mem = fastlif.lif_sequence(x, beta, thr, mem=mem0.view(2, 3), graded_spikes_factor=graded,
+                                            backend="reference")
+    assert torch.equal(spk, ref_spk) and torch.equal(mem, ref_mem)
 
 
 def saved_bytes_per_neuron_step(fn, x):

@@ -1,10 +1,10 @@
-"""Every fastlif.plot function returns a matplotlib Figure that can be saved."""
+"""Every fastlif.tutorial.plot function returns a matplotlib Figure that can be saved."""
 import numpy as np
 import pytest
 import torch
 from matplotlib.figure import Figure
 
-from fastlif import plot
+from fastlif.tutorial import plot
 
 
 def _saved(fig, tmp_path, name):

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 import fastlif
-from fastlif.reference import run_per_step
-from lif_cases import TutorialTinySNN
+from fastlif.testing import run_per_step
+from fastlif.tutorial.model import TinySNN
 
 snn = pytest.importorskip("snntorch", reason="snntorch (a dev dependency) is not installed")
 from snntorch import surrogate as snn_surrogate  # noqa: E402
@@ -89,7 +89,7 @@ def test_loads_snntorch_state_dict():
     ours = fastlif.Leaky(beta=torch.zeros(13), threshold=torch.zeros(13), reset_mechanism="zero",
                          learn_beta=True, learn_threshold=True, learn_graded_spikes_factor=True)
     ours.load_state_dict(theirs.state_dict())  # strict: same names, same shapes
-    ours.spike_grad, ours._surrogate = fastlif.surrogate.resolve(snn_surrogate.atan(alpha=3.0))
+    ours.spike_grad = snn_surrogate.atan(alpha=3.0)  # assignable after construction, as in snnTorch
     check(ours, theirs, via_sequence=True)
 
 
@@ -160,8 +160,8 @@ def test_unknown_callable_warns_and_runs_on_reference():
 def test_tutorial_network_trains_identically():
     import snntorch.functional as SF
     torch.manual_seed(0)
-    theirs = TutorialTinySNN(snn.Leaky, snn_surrogate.fast_sigmoid)
-    ours = TutorialTinySNN(fastlif.Leaky, snn_surrogate.fast_sigmoid)
+    theirs = TinySNN(lif_cls=snn.Leaky, spike_grad=snn_surrogate.fast_sigmoid(), fused=False)
+    ours = TinySNN(lif_cls=fastlif.Leaky, spike_grad=snn_surrogate.fast_sigmoid(), fused=False)
     ours.load_state_dict(copy.deepcopy(theirs.state_dict()))
     opt_t = torch.optim.Adam(theirs.parameters(), lr=1e-3, weight_decay=1e-5)
     opt_o = torch.optim.Adam(ours.parameters(), lr=1e-3, weight_decay=1e-5)

@@ -20,16 +20,14 @@ every gradient (normwise; elementwise relative error means nothing where cancell
 gradient element tiny), with random upstream gradients on spikes and membrane.
 """
 import os
-import subprocess
-import sys
-import time
 import zlib
 from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import run_child_suite
+
 HAS_CUDA = torch.cuda.is_available()
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 DEVICE = "cpu" if INTERPRET else ("cuda" if HAS_CUDA else None)
@@ -42,99 +40,15 @@ needs_device = pytest.mark.skipif(
 @pytest.mark.skipif(DEVICE is not None, reason="the suite runs directly in this process")
 def test_interpreter_suite():
     pytest.importorskip("triton")
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PYTEST_XDIST", "PYTEST_CURRENT"))}
-    env["TRITON_INTERPRET"] = "1"
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(ROOT),
-           str(Path(__file__))]
-    start = time.monotonic()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, (f"interpreter suite failed (exit {proc.returncode}, "
-                                  f"{time.monotonic() - start:.0f} s):\n{out[-6000:]}")
-    assert " passed" in out, out[-3000:]
-
-
-_AOT_VARIANTS = [
-    # (kernel, x dtype, constexprs): forward, then backward
-    ("fwd", "fp32", dict(RESET=0, IMMEDIATE=False, SAVE_STATE=False, STATE_Z=False)),
-    ("fwd", "fp32", dict(RESET=1, IMMEDIATE=True, SAVE_STATE=True, STATE_Z=False)),
-    ("fwd", "bf16", dict(RESET=0, IMMEDIATE=False, SAVE_STATE=True, STATE_Z=False)),
-    ("fwd", "fp16", dict(RESET=2, IMMEDIATE=False, SAVE_STATE=True, STATE_Z=True)),
-    ("fwd", "fp64", dict(RESET=0, IMMEDIATE=True, SAVE_STATE=True, STATE_Z=False)),
-    ("bwd", "fp32", dict(RESET=0, IMMEDIATE=False, SG=0, SAVED_Z=False)),
-    ("bwd", "fp32", dict(RESET=1, IMMEDIATE=True, SG=2, SAVED_Z=True)),
-    ("bwd", "bf16", dict(RESET=0, IMMEDIATE=True, SG=1, SAVED_Z=False)),
-    ("bwd", "fp16", dict(RESET=2, IMMEDIATE=False, SG=3, SAVED_Z=False)),
-    ("bwd", "fp64", dict(RESET=0, IMMEDIATE=True, SG=2, SAVED_Z=False)),
-    ("bwd", "fp32", dict(RESET=1, IMMEDIATE=False, SG=4, SAVED_Z=False)),
-    ("bwd", "fp32", dict(RESET=0, IMMEDIATE=False, SG=5, SAVED_Z=False)),
-]
-
-
-@pytest.mark.skipif(INTERPRET, reason="compiles the real kernels; not under TRITON_INTERPRET")
-@pytest.mark.parametrize("prefetch", [True, False], ids=["prefetch", "no-prefetch"])
-def test_kernels_compile_for_sm90_without_fma(prefetch):
-    """Compile (without a GPU: Triton ships ptxas) every kind of kernel variant for an H100/H200
-    (sm_90), as the launchers would; the fp32 forward must contain no fused multiply-add
-    (enable_fp_fusion=False) and the immediate reset a correctly rounded division."""
-    import re
-    triton = pytest.importorskip("triton")
-    try:
-        from triton.backends.compiler import GPUTarget
-        from triton.compiler import ASTSource
-    except ImportError as err:
-        pytest.skip(f"this Triton has no ahead-of-time compile API ({err})")
-    from fastlif.kernels import lif as kernels
-
-    def jit_fn(kernel):
-        while not isinstance(kernel, triton.runtime.jit.JITFunction):
-            kernel = kernel.fn
-        return kernel
-
-    for which, xdt, flags in _AOT_VARIANTS:
-        fn = jit_fn(kernels.lif_fwd_kernel if which == "fwd" else kernels.lif_bwd_kernel)
-        cdt = "fp64" if xdt == "fp64" else "fp32"
-        saved = "bf16" if flags.get("STATE_Z") or flags.get("SAVED_Z") else cdt
-        const = dict(BETA_PN=True, THR_PN=False, G_PN=True, HAS_MEM0=True, BLOCK=512,
-                     PREFETCH=prefetch, **flags)
-        if which == "fwd":
-            const["X_CONTIG"] = True
-        else:
-            const.update(HAS_GSPK=True, HAS_GMEM=flags["SG"] != 4)
-        types = {"x_ptr": xdt, "spk_ptr": xdt, "mem_ptr": xdt, "gspk_ptr": xdt, "gmem_ptr": xdt,
-                 "gx_ptr": xdt, "state_ptr": saved, "saved_ptr": saved, "flags_ptr": "u8"}
-        sig, attrs = {}, {}
-        for i, name in enumerate(fn.arg_names):
-            if name in const:
-                sig[name] = "constexpr"
-            elif name.endswith("_ptr"):
-                sig[name] = "*" + types.get(name, cdt)
-                attrs[(i,)] = [["tt.divisibility", 16]]
-            else:
-                sig[name] = "fp32" if name.startswith("sg_") else "i32"
-                if name == "N":
-                    attrs[(i,)] = [["tt.divisibility", 16]]
-        try:
-            src = ASTSource(fn, sig, const, attrs)
-        except (TypeError, KeyError, AttributeError) as err:
-            pytest.skip(f"this Triton's ahead-of-time compile API differs ({err})")
-        compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32),
-                                  options=dict(num_warps=4, enable_fp_fusion=False))
-        ptx = compiled.asm["ptx"]
-        what = (which, xdt, flags)
-        if which == "fwd" and xdt != "fp64":
-            assert not re.search(r"\bfma\.rn\.f32", ptx), what
-        if which == "fwd" and flags["IMMEDIATE"]:
-            assert f"div.rn.f{64 if xdt == 'fp64' else 32}" in ptx, what
+    run_child_suite(Path(__file__), {"TRITON_INTERPRET": "1"}, "interpreter suite")
 
 
 if DEVICE is not None:
     import fastlif
-    from fastlif import surrogate as S
-    from fastlif.ops import RESET_CODES, saved_layout
-    from fastlif.reference import lif_sequence_reference
-    from fastlif.kernels import lif as K
+    from fastlif import surrogate as S, testing
+    from fastlif.codes import RESET_CODES
+    from fastlif.ops.lif import saved_layout
+    from fastlif.kernels import common as KC, lif as K
 
     SURROGATES = {
         "atan": S.atan(), "fast_sigmoid": S.fast_sigmoid(),
@@ -158,90 +72,44 @@ def _nan_filled_outputs(monkeypatch):
     if DEVICE is None:
         yield
         return
-    original = K._new
+    original = KC.new
 
     def nan_new(shape, dtype, device):
         t = original(shape, dtype, device)
         return t.fill_(255) if dtype == torch.uint8 else t.fill_(float("nan"))
 
-    monkeypatch.setattr(K, "_new", nan_new)
+    monkeypatch.setattr(KC, "new", nan_new)
     yield
 
 
 # ------------------------------------------------------------------------------------------
-# helpers
+# helpers: fastlif.testing's, with this suite's input scales and device
 
 
 def make_case(T, shape, *, per_neuron=(True, True, True), mem0=True, seed=0, scale=1.5):
-    """Random inputs on the CPU in fp32: x [T, *shape], params (scalar or [L]), mem0, and the
-    upstream gradients of spikes and membrane."""
-    gen = torch.Generator().manual_seed(seed)
-    L = shape[-1]
-
-    def rand(*s):
-        return torch.rand(*s, generator=gen)
-
-    x = torch.randn(T, *shape, generator=gen) * scale + 0.3
-    params = {
-        "beta": rand(L) if per_neuron[0] else rand(()),
-        "threshold": rand(L) + 0.5 if per_neuron[1] else rand(()) + 0.5,
-        "graded": rand(L) + 0.5 if per_neuron[2] else rand(()) + 0.5,
-    }
-    m0 = torch.randn(*shape, generator=gen) if mem0 else None
-    grads = (torch.randn(T, *shape, generator=gen), torch.randn(T, *shape, generator=gen))
-    return x, params, m0, grads
+    return testing.make_case(T, shape, per_neuron=per_neuron, mem0=mem0, seed=seed, scale=scale,
+                             beta_range=(0.0, 1.0), threshold_range=(0.5, 1.5))
 
 
 def run(backend, case, dtype, *, reset="subtract", delay=True, sg="atan", learn=PARAMS,
         low_memory=False, upstream=("spk", "mem")):
     """Forward and backward; returns (spk, mem, {name: grad}) with missing grads as zeros."""
-    x, params, m0, (gspk, gmem) = case
-    leaves = {"x": x.to(DEVICE, dtype).clone().requires_grad_()}
-    for name, p in params.items():
-        p = p.to(DEVICE, torch.float64 if dtype == torch.float64 else torch.float32).clone()
-        leaves[name] = p.requires_grad_(name in learn)
-    if m0 is not None:
-        leaves["mem0"] = m0.to(DEVICE, dtype).clone().requires_grad_()
-    kw = dict(mem=leaves.get("mem0"), reset_mechanism=reset, reset_delay=delay,
-              graded_spikes_factor=leaves["graded"])
-    if backend == "reference":
-        spk, mem = lif_sequence_reference(leaves["x"], leaves["beta"], leaves["threshold"],
-                                          spike_fn=SURROGATES[sg], **kw)
-    else:
-        spk, mem = fastlif.lif_sequence(leaves["x"], leaves["beta"], leaves["threshold"],
-                                        surrogate=SURROGATES[sg], backend=backend,
-                                        low_memory=low_memory, **kw)
-    outs, ups = [], []
-    if "spk" in upstream:
-        outs.append(spk)
-        ups.append(gspk.to(DEVICE, spk.dtype))
-    if "mem" in upstream:
-        outs.append(mem)
-        ups.append(gmem.to(DEVICE, mem.dtype))
-    if any(t.requires_grad for t in outs):
-        torch.autograd.backward(outs, ups)
-    grads = {k: (v.grad if v.grad is not None else torch.zeros_like(v)).detach()
-             for k, v in leaves.items() if v.requires_grad}
-    return spk.detach(), mem.detach(), grads
+    return testing.run(case, backend, dtype=dtype, device=DEVICE, learn=learn, upstream=upstream,
+                       reset_mechanism=reset, reset_delay=delay, surrogate=SURROGATES[sg],
+                       low_memory=low_memory)
 
 
 def normwise(a, b, floor=1e-6):
-    """max|a-b| / max|b|; the floor keeps gradients that are exactly zero in theory (and
-    ~1e-17 in the fp64 reference) from dividing by rounding noise."""
-    a, b = a.double().cpu(), b.double().cpu()
-    if not b.numel():
-        return 0.0
-    return (a - b).abs().max().item() / max(b.abs().max().item(), floor)
+    return testing.normwise(a, b, floor)
 
 
 def assert_grads_close(got, want, rtol=RTOL, what=""):
-    assert got.keys() == want.keys()
-    for name in want:
-        a, b = got[name], want[name]
-        assert a.shape == b.shape, (name, a.shape, b.shape)
-        assert not a.isnan().any(), f"{what} grad {name}: NaN"
-        err = normwise(a, b)
-        assert err <= rtol, f"{what} grad {name}: normwise error {err:.2e} > {rtol:.0e}"
+    testing.assert_grads_close(got, want, rtol, floor=1e-6, what=what)
+
+
+def fwd(x, mem0, beta, thr, graded, reset_mode=0, reset_delay=True, low_memory=False):
+    return K.lif_fwd(x, mem0, beta, thr, graded, steps=x.shape[0], reset_mode=reset_mode,
+                     reset_delay=reset_delay, low_memory=low_memory, mem_fp32=False)
 
 
 def check_against_reference(case, **kw):
@@ -294,7 +162,7 @@ def test_parameter_variants(variant):
 @needs_device
 def test_beta_outside_unit_interval_is_clamped():
     case = make_case(7, (2, 6), seed=3)
-    case[1]["beta"] = torch.tensor([-0.3, 0.0, 0.5, 1.0, 1.2, 0.9])
+    case.params["beta"] = torch.tensor([-0.3, 0.0, 0.5, 1.0, 1.2, 0.9])
     _, _, grads = check_against_reference(case, reset="subtract", delay=True)
     assert grads["beta"][0] == 0 and grads["beta"][4] == 0  # clamp: no gradient outside [0, 1]
 
@@ -322,39 +190,36 @@ def test_upstream_gradient_on_one_output_only():
 
 @needs_device
 def test_empty_upstream_gradient_means_zeros():
-    """The launcher reads an empty grad_spk / grad_mem as zeros without loading it."""
-    x, params, m0, (gspk, gmem) = make_case(5, (2, 9), seed=5)
-    dev = lambda t: t.to(DEVICE)  # noqa: E731
-    x3 = dev(x)
-    beta, thr, g = (dev(params[k]).reshape(-1) for k in PARAMS)
-    mem0 = dev(m0).reshape(-1)
+    """The launcher reads a missing (None) grad_spk / grad_mem as zeros without loading it."""
+    case = make_case(5, (2, 9), seed=5)
+    dev = lambda t: t.to(DEVICE, torch.float32)  # noqa: E731
+    x3 = dev(case.x)
+    beta, thr, g = (dev(case.params[k]).reshape(-1) for k in PARAMS)
+    mem0 = dev(case.mem0).reshape(-1)
     for reset_delay in (True, False):
-        spk, mem, state, flags = K.lif_fwd(x3, mem0, beta, thr, g, 0, reset_delay, False)
-        args = (mem, state, flags, mem0, beta, thr, g, 0, reset_delay, 1, 25.0)
-        full = K.lif_bwd(dev(gspk), torch.zeros_like(x3), *args)
-        empty = K.lif_bwd(dev(gspk), x3.new_empty((0,)), *args)
+        spk, mem, state, flags = fwd(x3, mem0, beta, thr, g, 0, reset_delay)
+        args = (None if state.numel() else mem, state, flags, mem0, beta, thr, g)
+        kw = dict(steps=x3.shape[0], reset_mode=0, reset_delay=reset_delay, surrogate_kind=1,
+                  surrogate_param=25.0, x_dtype=torch.float32)
+        full = K.lif_bwd(dev(case.grad_spk), torch.zeros_like(x3), *args, **kw)
+        empty = K.lif_bwd(dev(case.grad_spk), None, *args, **kw)
         for a, b in zip(full, empty):
             assert torch.equal(a, b)
 
 
 @needs_device
 def test_matches_cpp_backend():
-    """Same formulas as csrc/lif_kernel.h: forward bit for bit, gradients to rounding."""
+    """Same formulas as csrc/lif.cpp: forward bit for bit, gradients to rounding."""
     from fastlif.backends import why_unavailable
     if why_unavailable("cpp", "cpu"):
         pytest.skip(f"cpp backend unavailable: {why_unavailable('cpp', 'cpu')}")
     case = make_case(10, (3, 11), seed=21)
     for reset, delay in (("subtract", False), ("zero", True)):
         spk, mem, grads = run("triton", case, torch.float32, reset=reset, delay=delay)
-        x, params, m0, (gspk, gmem) = case
-        leaves = [t.clone().requires_grad_() for t in (x, *params.values(), m0)]
-        s2, m2 = fastlif.lif_sequence(leaves[0], leaves[1], leaves[2], mem=leaves[4],
-                                      graded_spikes_factor=leaves[3], reset_mechanism=reset,
-                                      reset_delay=delay, backend="cpp")
-        torch.autograd.backward([s2, m2], [gspk, gmem])
-        assert torch.equal(spk.cpu(), s2.detach()) and torch.equal(mem.cpu(), m2.detach())
-        cpp = dict(zip(("x", *PARAMS, "mem0"), (t.grad for t in leaves)))
-        assert_grads_close({k: v.cpu() for k, v in grads.items()}, cpp, rtol=1e-6)
+        cpp = testing.run(case, "cpp", reset_mechanism=reset, reset_delay=delay,
+                          surrogate=SURROGATES["atan"])
+        assert torch.equal(spk.cpu(), cpp.spk) and torch.equal(mem.cpu(), cpp.mem)
+        assert_grads_close({k: v.cpu() for k, v in grads.items()}, cpp.grads, rtol=1e-6)
 
 
 # ------------------------------------------------------------------------------------------
@@ -367,9 +232,8 @@ def test_half_precision_input(dtype):
     """fp16/bf16 input computes in fp32: its spikes are exactly those of the fp32 reference
     run on the same rounded input, its membrane that reference's membrane rounded once."""
     case = make_case(9, (3, 7), seed=7)
-    x, params, m0, (gspk, gmem) = case
-    rounded = (x.to(dtype).float(), params, m0.to(dtype).float(),
-               (gspk.to(dtype).float(), gmem.to(dtype).float()))
+    r = lambda t: t.to(dtype).float()  # noqa: E731 - the same inputs, rounded to dtype
+    rounded = testing.Case(r(case.x), r(case.mem0), case.params, r(case.grad_spk), r(case.grad_mem))
     for reset, delay in (("subtract", True), ("zero", False)):
         spk, mem, grads = run("triton", case, dtype, reset=reset, delay=delay)
         spk32, mem32, _ = run("reference", rounded, torch.float32, reset=reset, delay=delay)
@@ -402,7 +266,7 @@ def test_unsupported_dtype_raises():
     x = torch.zeros(2, 1, 3, dtype=torch.int32, device=DEVICE)
     p = torch.ones(1, device=DEVICE)
     with pytest.raises(TypeError, match="float32, bfloat16, float16 or float64"):
-        K.lif_fwd(x, None, p, p, p, 0, True, False)
+        fwd(x, None, p, p, p, 0, True)
 
 
 @needs_device
@@ -417,7 +281,8 @@ def test_saved_layout_is_followed():
             for delay in (True, False):
                 for low_memory in (False, True):
                     spk, mem, state, flags = torch.ops.fastlif.lif_fwd(
-                        x, None, p, p, p, reset, delay, 0, 2.0, low_memory, "triton")
+                        x, None, p, p, p, steps=3, reset_mode=reset, reset_delay=delay,
+                        low_memory=low_memory, mem_fp32=False, backend="triton")
                     shape, sdtype, fshape = saved_layout(x.shape, dtype, reset, delay, low_memory)
                     what = (dtype, reset, delay, low_memory)
                     assert spk.dtype == mem.dtype == dtype, what
@@ -448,10 +313,11 @@ def test_low_memory(dtype, reset, delay):
         assert normwise(grads_lm[k], grads[k]) < bound, k
     if dtype == torch.float32:
         assert normwise(grads_lm["graded"], grads["graded"]) <= 1e-6
-    x = case[0].to(DEVICE, dtype)
+    x = case.x.to(DEVICE, dtype)
     p = torch.full((1,), 0.5, device=DEVICE)
-    _, _, state, flags = torch.ops.fastlif.lif_fwd(x, None, p, p, p, RESET_CODES[reset], delay, 0,
-                                                   2.0, True, "triton")
+    _, _, state, flags = torch.ops.fastlif.lif_fwd(x, None, p, p, p, steps=x.shape[0],
+                                                   reset_mode=RESET_CODES[reset], reset_delay=delay,
+                                                   low_memory=True, mem_fp32=False, backend="triton")
     assert state.dtype == torch.bfloat16
     if delay:  # at most 2 bytes per neuron-step kept for backward
         assert state.numel() * state.element_size() + flags.numel() <= 2 * x.numel()
@@ -461,20 +327,12 @@ def test_low_memory(dtype, reset, delay):
 def test_every_config_gives_identical_results(monkeypatch):
     """Block size, warps and prefetching (the autotuned meta-parameters) change nothing in
     the results: each config, forced as the only one, gives the same bits."""
-    import triton
-
-    def autotuner(kernel):
-        while not isinstance(kernel, triton.runtime.autotuner.Autotuner):
-            kernel = kernel.fn
-        return kernel
-
     case = make_case(7, (5, 61), seed=19)  # 305 neurons: several blocks of 128 or 256
     want = run("triton", case, torch.float32, delay=False, sg="fast_sigmoid")
-    tuners = [autotuner(K.lif_fwd_kernel), autotuner(K.lif_bwd_kernel)]
-    for cfg in K.AUTOTUNE_CONFIGS:
-        for tuner in tuners:
-            monkeypatch.setattr(tuner, "configs", [cfg])
-            monkeypatch.setattr(tuner, "cache", {})
+    for kernel in (K.LIF_FWD, K.LIF_BWD):
+        monkeypatch.setattr(kernel, "tuned", None)  # always launch KC.FIXED_CONFIG
+    for cfg in KC.AUTOTUNE_CONFIGS:
+        monkeypatch.setattr(KC, "FIXED_CONFIG", cfg)
         got = run("triton", case, torch.float32, delay=False, sg="fast_sigmoid")
         assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]), cfg
         for k in want[2]:
@@ -500,8 +358,8 @@ def test_strided_input():
     p = torch.rand(L, device=DEVICE)
     thr = torch.full((1,), 0.8, device=DEVICE)
     for delay in (True, False):
-        got = K.lif_fwd(x, None, p, thr, thr, 0, delay, False)
-        want = K.lif_fwd(x.contiguous(), None, p, thr, thr, 0, delay, False)
+        got = fwd(x, None, p, thr, thr, 0, delay)
+        want = fwd(x.contiguous(), None, p, thr, thr, 0, delay)
         for a, b in zip(got, want):
             assert torch.equal(a, b)
 
@@ -521,8 +379,7 @@ def test_leaky_module_matches_snntorch():
     fast = fastlif.Leaky(beta=0.85, threshold=0.9, spike_grad=ssg.fast_sigmoid(slope=25),
                          learn_beta=True, reset_mechanism="subtract", backend="triton").to(DEVICE)
     xr, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
-    from fastlif.reference import run_per_step
-    spk_r, mem_r = run_per_step(ref, xr)
+    spk_r, mem_r = testing.run_per_step(ref, xr)
     spk_f, mem_f = fast.sequence(xf)
     assert torch.equal(spk_f, spk_r)
     torch.testing.assert_close(mem_f, mem_r, rtol=0, atol=1e-6)
@@ -540,10 +397,10 @@ def test_opcheck():
     p = torch.ones(1, device=DEVICE)
     mem0 = torch.randn(12, device=DEVICE)
     for reset, delay in ((0, True), (1, False)):
-        torch.library.opcheck(torch.ops.fastlif.lif_fwd.default,
-                              (x, mem0, beta, p, p, reset, delay, 0, 2.0, False, "triton"),
-                              test_utils=("test_schema", "test_faketensor",
-                                          "test_autograd_registration"))
+        torch.library.opcheck(torch.ops.fastlif.lif_fwd.default, (x, mem0, beta, p, p),
+                              kwargs=dict(steps=4, reset_mode=reset, reset_delay=delay,
+                                          low_memory=False, mem_fp32=False, backend="triton"),
+                              test_utils=("test_schema", "test_faketensor"))
 
 
 @needs_device

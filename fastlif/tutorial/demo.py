@@ -20,19 +20,19 @@ the pieces: :class:`TinySNN`, :func:`train_one_epoch`, :func:`evaluate`.
 """
 import copy
 import os
-import statistics
-import sys
 import time
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
-from . import data as data_mod
-from . import encode, losses, surrogate
-from .leaky import Leaky
+from tqdm.auto import tqdm
 
-__all__ = ["TinySNN", "DemoConfig", "train_one_epoch", "evaluate", "time_per_batch", "run"]
+from .. import backends, encode, losses, sim
+from ..timing import time_call
+from . import data as data_mod, plot
+from .model import TinySNN
+
+__all__ = ["TinySNN", "DemoConfig", "train_one_epoch", "evaluate", "time_per_batch", "run"]  # TinySNN: .model
 
 
 @dataclass
@@ -55,37 +55,6 @@ class DemoConfig:
     weight_decay: float = 1e-5
     timing_batches: int = 5
     progress: bool = True
-
-
-class TinySNN(nn.Module):
-    """The tutorial's network, Linear -> LIF -> Linear -> LIF, run over the whole window.
-
-    ``forward(x_seq)`` takes spikes ``[T, B, in_dim]`` (bool or float) and returns the output
-    spikes ``[T, B, out_dim]`` (with ``return_mem=True`` also ``(mem1, mem2)``, the membrane
-    traces), like the tutorial's ``TinySNN.forward``.
-    """
-
-    def __init__(self, in_dim=28 * 28, hidden=128, out_dim=10, beta_hidden=0.9, beta_out=0.9,
-                 backend="auto", spike_grad=None):
-        super().__init__()
-        spike_grad = spike_grad if spike_grad is not None else surrogate.fast_sigmoid()
-        self.in_dim, self.hidden, self.out_dim = in_dim, hidden, out_dim
-        self.fc1 = nn.Linear(in_dim, hidden, bias=True)
-        self.lif1 = Leaky(beta=beta_hidden, spike_grad=spike_grad, step_mode="multi", backend=backend)
-        self.fc2 = nn.Linear(hidden, out_dim, bias=True)
-        self.lif2 = Leaky(beta=beta_out, spike_grad=spike_grad, step_mode="multi", backend=backend)
-
-    def forward(self, x_seq, return_mem=False):
-        T, B, N = x_seq.shape
-        if N != self.in_dim:
-            raise ValueError(f"expected input dim {self.in_dim}, got {N}")
-        h1 = self.fc1(x_seq.to(self.fc1.weight.dtype))   # [T, B, hidden]: one matmul for all T
-        spk1, mem1 = self.lif1(h1)                        # fused over T
-        h2 = self.fc2(spk1)                               # [T, B, out_dim]
-        spk2, mem2 = self.lif2(h2)
-        if return_mem:
-            return spk2, (mem1, mem2)
-        return spk2
 
 
 def _encode(cfg, imgs, gen):
@@ -111,8 +80,6 @@ def train_one_epoch(model, optimizer, loss_fn, split, cfg, device, enc_gen, shuf
 
     Returns ``(mean loss, train accuracy, seconds)``.
     """
-    from tqdm.auto import tqdm
-
     model.train()
     n_batches = data_mod.num_batches(len(split.train_y), cfg.batch_size, drop_last=True)
     it = data_mod.batches(split.train_x, split.train_y, cfg.batch_size, shuffle=True,
@@ -160,22 +127,18 @@ def time_per_batch(model, split, cfg, device, n_batches=3, warmup=1):
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_fn = losses.ce_count_loss()
     gen = torch.Generator(device=device).manual_seed(1234)
-    times = []
     model.train()
+    available = max(data_mod.num_batches(len(split.train_y), cfg.batch_size, drop_last=True), 0)
+    n_batches, warmup = min(n_batches, available), min(warmup, max(available - n_batches, 0))
+    if n_batches == 0:
+        return float("nan")
     batches = data_mod.batches(split.train_x, split.train_y, cfg.batch_size, drop_last=True)
-    for i, (imgs, labels) in enumerate(batches):
-        if i >= warmup + n_batches:
-            break
-        imgs, labels = imgs.to(device), labels.to(device)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        train_step(model, opt, loss_fn, imgs, labels, cfg, gen)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times) if times else float("nan")
+
+    def step():
+        imgs, labels = next(batches)
+        train_step(model, opt, loss_fn, imgs.to(device), labels.to(device), cfg, gen)
+
+    return time_call(step, device=device, warmup=warmup, repeat=n_batches)[0] / 1e3
 
 
 def resolve_device(name):
@@ -193,8 +156,6 @@ def _fmt_s(s):
 
 def run(cfg: DemoConfig, log=print):
     """Run the demo; returns a summary dict (accuracies, timings, figure paths)."""
-    from . import backends, plot, sim
-
     t_start = time.perf_counter()
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -303,9 +264,3 @@ def run(cfg: DemoConfig, log=print):
             "backend": backend, "device": str(device), "batch_s_fused": t_fused,
             "batch_s_reference": t_ref, "speedup_vs_reference": ratio, "n_batches": n_batches,
             "total_s": total}
-
-
-def main(argv=None):
-    """``fastlif demo [options]``; see ``fastlif demo --help``."""
-    from .cli import main as cli_main
-    return cli_main(["demo", *(sys.argv[1:] if argv is None else argv)])

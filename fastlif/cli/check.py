@@ -1,93 +1,17 @@
-"""The ``fastlif`` command (also ``python -m fastlif``).
-
-``fastlif demo``   the tutorial end to end with fused layers (see :mod:`fastlif.demo`)
-``fastlif check``  every available backend against the reference on this machine, and a
-                   short speed table; exits 1 if a backend disagrees
-"""
-import argparse
+"""``fastlif check``: every available backend against the reference loop on this machine (a few
+shapes and options: forward spikes identical, membrane and gradients close), and a short speed
+table."""
 import platform
-import statistics
-import sys
 import time
 
-__all__ = ["main", "check"]
+import torch
 
+import fastlif
+from fastlif import backends
+from fastlif.timing import time_call
 
-def _positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+__all__ = ["check"]
 
-
-def _nonneg_int(text):
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="fastlif", description="fastlif: snnTorch's Leaky neuron run by fused CPU/GPU kernels.")
-    sub = parser.add_subparsers(dest="command", metavar="{demo,check}")
-    sub.required = True
-
-    demo = sub.add_parser(
-        "demo", help="the SNN tutorial end to end: LIF simulation, Poisson encoding, training "
-                     "TinySNN with fused layers, figures",
-        description="Runs the tutorial end to end with fused fastlif.Leaky layers and writes its "
-                    "figures as PNGs into --out.")
-    demo.add_argument("--epochs", type=_nonneg_int, default=15, help="training epochs (default 15)")
-    demo.add_argument("--subset", type=_positive_int, default=10000,
-                      help="training images drawn at random from the training set (default 10000)")
-    demo.add_argument("--num-steps", type=_positive_int, default=50, help="time steps T (default 50)")
-    demo.add_argument("--batch-size", type=_positive_int, default=64, help="batch size (default 64)")
-    demo.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda if available)")
-    demo.add_argument("--data", default="./data", help="where MNIST is cached (default ./data)")
-    demo.add_argument("--out", default="./demo_out", help="where the figures go (default ./demo_out)")
-    demo.add_argument("--dataset", choices=("auto", "mnist", "digits"), default="auto",
-                      help="mnist, digits (scikit-learn's 8x8 digits upscaled, offline), or auto "
-                           "(default: mnist, falling back to digits when it cannot be downloaded)")
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    demo.add_argument("--backend", choices=("auto", "cpp", "triton", "reference"), default="auto",
-                      help="LIF backend for training (default auto)")
-    demo.add_argument("--timing-batches", type=_nonneg_int, default=5,
-                      help="batches timed per backend for the speed comparison (default 5; 0 skips it)")
-    demo.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-    chk = sub.add_parser("check", help="check every available backend against the reference here",
-                         description="Runs every available backend against the reference loop on a "
-                                     "few shapes and options (forward spikes identical, membrane and "
-                                     "gradients close) and prints a short speed table. Exit status 1 "
-                                     "if a backend disagrees.")
-    chk.add_argument("--device", default="all", help="cpu, cuda, or all available (default)")
-    chk.add_argument("--no-speed", action="store_true", help="skip the speed table")
-    return parser
-
-
-def main(argv=None):
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    if args.command == "demo":
-        from .demo import DemoConfig, run
-        cfg = DemoConfig(epochs=args.epochs, subset=args.subset, num_steps=args.num_steps,
-                         batch_size=args.batch_size, device=args.device, data=args.data, out=args.out,
-                         dataset=args.dataset, seed=args.seed, backend=args.backend,
-                         timing_batches=args.timing_batches, progress=not args.no_progress)
-        from .data import DatasetUnavailable
-        try:
-            run(cfg)
-        except DatasetUnavailable as err:
-            print(f"fastlif demo: MNIST is not available ({err}); run with --dataset digits or "
-                  f"--dataset auto to use the offline digits.", file=sys.stderr)
-            return 2
-        return 0
-    if args.command == "check":
-        return check(args.device, speed=not args.no_speed)
-    return 2
-
-
-# --- fastlif check --------------------------------------------------------------------------
 
 # (name, T, B, N, options): shapes and options the check runs; kept small so it takes seconds.
 CASES = [
@@ -107,8 +31,6 @@ SPEED_SHAPES = [(50, 64, 128), (100, 32, 1024)]
 
 
 def _make_case(T, B, N, opts, device, seed):
-    import torch
-
     g = torch.Generator().manual_seed(seed)
     dtype = getattr(torch, opts.get("dtype", "float32"))
     shape = (T, B, 2, N) if opts.get("shape4") else (T, B, N)
@@ -130,8 +52,6 @@ def _make_case(T, B, N, opts, device, seed):
 
 def _run_case(backend, tensors, opts):
     """Forward + backward of lif_sequence on fresh leaf copies; returns outputs and gradients."""
-    import fastlif
-
     x, mem0, beta, thr, graded, g_spk, g_mem = tensors
     learn = bool(opts.get("learn"))
     leaves = {"x": x.clone().requires_grad_(True)}
@@ -151,7 +71,6 @@ def _run_case(backend, tensors, opts):
 
 
 def _rel_err(a, b):
-    import torch
 
     if a is None or b is None:
         return 0.0 if a is None and b is None else float("inf")
@@ -193,26 +112,12 @@ def _compare(backend, device, verbose_fail):
     return ok, len(CASES), worst_mem, worst_grad
 
 
-def _time_ms(fn, device, repeat=7, min_time_s=0.15):
-    import torch
-
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    fn()
-    sync()
-    samples = []
-    start = time.perf_counter()
-    while len(samples) < repeat or (time.perf_counter() - start < min_time_s and len(samples) < 200):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        samples.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(samples)
+def _time_ms(fn, device):
+    return time_call(fn, device=device, warmup=1, repeat=7, min_time_s=0.15, max_repeat=200)[0]
 
 
 def _speed(backend, device, shape):
-    import torch
 
-    import fastlif
 
     T, B, N = shape
     g = torch.Generator().manual_seed(0)
@@ -235,10 +140,7 @@ def _speed(backend, device, shape):
 
 def check(device="all", speed=True, out=print):
     """``fastlif check``: returns the exit status (0 when every backend agrees)."""
-    import torch
 
-    import fastlif
-    from fastlif import backends
 
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     if device != "all":
@@ -287,7 +189,3 @@ def check(device="all", speed=True, out=print):
     out("all backends agree with the reference" if all_ok else
         "some backend DISAGREES with the reference (see FAIL lines above)")
     return 0 if all_ok else 1
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -1,0 +1,201 @@
+// What every fused CPU op family shares: how neurons are split into work items and threads,
+// the spike and surrogate functions, the scalar-or-per-neuron parameters, and the fixed-order
+// reduction of parameter gradients. A family file (lif.cpp, ...) holds only its recurrence.
+//
+// Layout: a family's input is [T, R, L] contiguous (time, rows, the last dimension), its
+// parameters one value each or one value per position along L. Work is split into items of up
+// to kChunk contiguous neurons of one row; each item runs all T steps with its state in a small
+// local array, so the inner loop over neurons vectorises, and items run in parallel under
+// OpenMP, scheduled dynamically so that a thread the OS preempts (a busy machine) does not hold
+// up the others. Every item's arithmetic is fixed whatever the thread count, and parameter
+// gradients are reduced afterwards in a fixed order: results are bitwise deterministic.
+//
+// Exactness: forward values follow snnTorch's operation order with no contraction (the build
+// passes -ffp-contract=off), so fp32 spikes and membranes equal PyTorch eager bit for bit.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "codes.h"
+
+namespace fastlif {
+
+constexpr int64_t kChunk = 256;
+
+// Split a [R, L] neuron grid into items of at most kChunk neurons inside one row.
+struct Items {
+  int64_t per_row, count;
+  Items(int64_t R, int64_t L) : per_row((L + kChunk - 1) / kChunk), count(R * per_row) {}
+};
+
+// One work item: neurons [base, base + n) of the flattened grid, starting at l0 along L.
+struct Item {
+  int64_t row, l0, n, base;
+  Item(const Items& items, int64_t L, int64_t index)
+      : row(index / items.per_row),
+        l0((index % items.per_row) * kChunk),
+        n(std::min(kChunk, L - l0)),
+        base(row * L + l0) {}
+};
+
+// Each item reads a short run of neurons per step, M elements apart from the last step's:
+// too short a stream for the hardware prefetcher to get ahead of, so ask for the next step's
+// cache lines while this step computes.
+constexpr int64_t kLine = 64;
+template <typename T>
+inline void prefetch_run(const T* p, int64_t n, bool for_write) {
+  if (p == nullptr) return;
+  const char* c = reinterpret_cast<const char*>(p);
+  for (int64_t b = 0; b < n * static_cast<int64_t>(sizeof(T)); b += kLine) {
+    if (for_write) __builtin_prefetch(c + b, 1);
+    else __builtin_prefetch(c + b, 0);
+  }
+}
+
+// How many threads a call gets: no more than there are items, and one per kGrain
+// neuron-steps at most. Every extra thread must reach the region's closing barrier, and on a
+// busy machine a preempted one costs a scheduler tick (milliseconds): small calls (an output
+// layer of 10 neurons, one step of a per-step loop) run on one thread, as PyTorch's own
+// element-wise ops do below their grain size.
+constexpr int64_t kGrain = int64_t(1) << 17;
+inline int team_size(int threads, int64_t items, int64_t work) {
+  const int64_t by_work = std::max<int64_t>(1, work / kGrain);
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({int64_t(threads), items, by_work})));
+}
+
+// H(z) = (z > 0), strict, as snnTorch fires: the spike from mem - threshold, and the reset
+// flag from the previous membrane.
+template <typename scalar_t>
+inline scalar_t heaviside(scalar_t z) {
+  return z > scalar_t(0) ? scalar_t(1) : scalar_t(0);
+}
+
+// dS/dz of each surrogate, in snnTorch's operation order (fastlif/surrogate.py).
+template <typename scalar_t, int SG>
+inline scalar_t surrogate_grad(scalar_t z, scalar_t p) {
+  if constexpr (SG == kAtan) {
+    const scalar_t k = scalar_t(M_PI / 2) * p * z;
+    return p / scalar_t(2) / (scalar_t(1) + k * k);
+  } else if constexpr (SG == kFastSigmoid) {
+    const scalar_t d = p * std::fabs(z) + scalar_t(1);
+    return scalar_t(1) / (d * d);
+  } else if constexpr (SG == kSigmoid) {
+    const scalar_t e = std::exp(-p * z);
+    return p * e / ((e + scalar_t(1)) * (e + scalar_t(1)));
+  } else if constexpr (SG == kTriangular) {
+    return z >= scalar_t(0) ? -p : p;
+  } else if constexpr (SG == kStraightThrough) {
+    return scalar_t(1);
+  } else {
+    return scalar_t(0);
+  }
+}
+
+// The membrane after a step's immediate reset (reset_delay false), from the pre-reset membrane
+// u, the reset flag r and the spike s, in snnTorch's order: d = spk/g - r.
+template <typename scalar_t, int RESET>
+inline scalar_t immediate_reset(scalar_t u, scalar_t r, scalar_t s, scalar_t th, scalar_t g) {
+  const scalar_t d = (s * g) / g - r;
+  if constexpr (RESET == kSubtract) return u - d * th;
+  else if constexpr (RESET == kZero) return u - d * u;
+  else return u;
+}
+
+// A parameter as Python hands it over: a pointer to n values (n = 1 or L), or, with a null
+// pointer, one value given by itself (a Python float).
+struct ParamIn {
+  std::uintptr_t ptr = 0;
+  int64_t n = 1;
+  double value = 0;
+};
+
+// K parameters as the kernels read them: p[k][j] for the j-th neuron of an item when
+// per_neuron, else p[k][0]. If any parameter is per neuron, all are expanded to L values, so a
+// kernel has one code path per case; the expanded copies live here.
+template <typename scalar_t, int K>
+struct ParamSet {
+  std::array<const scalar_t*, K> p{};
+  std::array<int64_t, K> given_n{};
+  bool per_neuron = false;
+
+  ParamSet(const std::array<ParamIn, K>& in, int64_t L, const char* const (&names)[K]) {
+    for (int k = 0; k < K; ++k) {
+      if (in[k].n != 1 && in[k].n != L)
+        throw std::invalid_argument(std::string(names[k]) + ": expected 1 or " + std::to_string(L) +
+                                    " values, got " + std::to_string(in[k].n));
+      given_n[k] = in[k].n;
+      per_neuron = per_neuron || (in[k].n > 1);
+    }
+    for (int k = 0; k < K; ++k) {
+      const auto* src = reinterpret_cast<const scalar_t*>(in[k].ptr);
+      scalars_[k] = src ? src[0] : static_cast<scalar_t>(in[k].value);
+      if (per_neuron && in[k].n == 1) {
+        expanded_[k].assign(static_cast<size_t>(L), scalars_[k]);
+        p[k] = expanded_[k].data();
+      } else {
+        p[k] = (src && in[k].n > 1) ? src : &scalars_[k];
+      }
+    }
+  }
+  // Every parameter of an item starting at l0 along L: read at p[j] per neuron, else p[0].
+  std::array<const scalar_t*, K> at(int64_t l0) const {
+    std::array<const scalar_t*, K> out;
+    for (int k = 0; k < K; ++k) out[k] = per_neuron ? p[k] + l0 : p[k];
+    return out;
+  }
+
+ private:
+  std::array<std::vector<scalar_t>, K> expanded_;
+  std::array<scalar_t, K> scalars_{};
+};
+
+// Per-item, per-lane partial sums of K parameter gradients, reduced afterwards in a fixed order
+// (double accumulation), so that the result does not depend on the thread count.
+template <typename scalar_t, int K>
+struct ParamGrads {
+  int64_t items;
+  std::vector<scalar_t> partial;
+  explicit ParamGrads(int64_t items_) : items(items_), partial(static_cast<size_t>(K * items_ * kChunk)) {}
+  scalar_t* lane(int k, int64_t item) { return partial.data() + (k * items + item) * kChunk; }
+
+  // Write the gradient of parameter k into out: one value per position along L (given L
+  // values) or one value (given one, also when it was expanded because another was per neuron).
+  void reduce(int k, int64_t R, int64_t L, bool per_neuron, int64_t given_n, scalar_t* out) const {
+    if (out == nullptr) return;
+    const Items grid(R, L);
+    const scalar_t* part = partial.data() + k * items * kChunk;
+    if (!per_neuron) {
+      double acc = 0;
+      for (int64_t i = 0; i < grid.count * kChunk; ++i) acc += part[i];
+      out[0] = static_cast<scalar_t>(acc);
+      return;
+    }
+    std::vector<double> per(static_cast<size_t>(L), 0.0);
+    for (int64_t l = 0; l < L; ++l) {
+      const int64_t c = l / kChunk, j = l % kChunk;
+      double acc = 0;
+      for (int64_t row = 0; row < R; ++row) acc += part[(row * grid.per_row + c) * kChunk + j];
+      per[l] = acc;
+    }
+    if (given_n == 1) {  // an expanded scalar: its gradient sums over L
+      double acc = 0;
+      for (int64_t l = 0; l < L; ++l) acc += static_cast<double>(static_cast<scalar_t>(per[l]));
+      out[0] = static_cast<scalar_t>(acc);
+    } else {
+      for (int64_t l = 0; l < L; ++l) out[l] = static_cast<scalar_t>(per[l]);
+    }
+  }
+};
+
+template <typename T>
+inline T* as_ptr(std::uintptr_t p) {
+  return reinterpret_cast<T*>(p);
+}
+
+}  // namespace fastlif

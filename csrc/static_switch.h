@@ -1,0 +1,32 @@
+// Runtime flags to template parameters, in one line per flag instead of a hand-written
+// ladder (the idea of mamba's and flash-attention's static_switch.h, written with
+// std::integral_constant so the lambda sees a constexpr value):
+//
+//   bool_switch(per_neuron, [&](auto PN) {
+//     int_switch<kSubtract, kZero, kNone>(reset, "reset_mode", [&](auto RESET) {
+//       kernel<float, RESET(), PN()>(args);
+//     });
+//   });
+#pragma once
+
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+
+namespace fastlif {
+
+template <typename F>
+decltype(auto) bool_switch(bool value, F&& f) {
+  if (value) return f(std::true_type{});
+  return f(std::false_type{});
+}
+
+// Calls f(std::integral_constant<int, V>{}) for the V in Values equal to value; a value that is
+// none of them is a caller's bug, reported as std::invalid_argument (ValueError in Python).
+template <int... Values, typename F>
+void int_switch(int value, const char* what, F&& f) {
+  const bool hit = ((value == Values ? (f(std::integral_constant<int, Values>{}), true) : false) || ...);
+  if (!hit) throw std::invalid_argument(std::string(what) + ": unexpected value " + std::to_string(value));
+}
+
+}  // namespace fastlif

@@ -1,0 +1,122 @@
+"""What every op family shares: the dtype policy, the checks on a call's arguments, and the
+hand-over of tensors to the C++ kernels.
+
+Dtype policy (the one place it is decided):
+
+* bool and integer inputs (spike trains) compute in torch's default dtype, as snnTorch does;
+* the compute dtype is fp64 for fp64 input and fp32 for everything else: states,
+  parameters and arithmetic are never kept in fp16/bf16;
+* the C++ kernels take fp32 or fp64, so fp16/bf16 input is widened before them; the Triton
+  kernels read fp16/bf16 directly and widen in registers;
+* outputs come back in the input's dtype, except the membrane when the caller keeps it as
+  its state (``mem_fp32=True``, what the neuron modules do): then it stays in the compute
+  dtype, so a state carried from call to call is never rounded to fp16/bf16.
+"""
+import numbers
+
+import numpy as np
+import torch
+
+from ..codes import FLOAT32, FLOAT64
+
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+CPP_DTYPES = (torch.float32, torch.float64)
+TRITON_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def compute_dtype(dtype):
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def float_input(x):
+    """Spike trains (bool, integer) as floating point, as snnTorch accepts them."""
+    return x if x.is_floating_point() else x.to(torch.get_default_dtype())
+
+
+def mem_dtype(x_dtype, mem_fp32):
+    return compute_dtype(x_dtype) if mem_fp32 else x_dtype
+
+
+def cpp_dtype_code(dtype):
+    if dtype == torch.float32:
+        return FLOAT32
+    if dtype == torch.float64:
+        return FLOAT64
+    raise TypeError(f"fastlif cpp backend computes in float32 or float64, got {dtype}")
+
+
+# --- the arguments of a call ------------------------------------------------------------------
+
+def check_tensor(x, name):
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    return x
+
+
+def check_param(value, name, n_last=None):
+    """A scalar, or one value per neuron along the last dimension (``n_last`` of them), as given
+    (a number or a tensor). ``n_last=None`` checks only that it is one of those two forms."""
+    if isinstance(value, numbers.Number) and not isinstance(value, bool):
+        return value
+    if not isinstance(value, torch.Tensor):
+        value = torch.as_tensor(value)
+    if value.numel() == 1:
+        return value
+    if value.dim() != 1 or (n_last is not None and value.shape[0] != n_last):
+        want = f"({n_last})" if n_last is not None else "(a 1-D tensor)"
+        raise ValueError(f"{name} must be a scalar or hold one value per neuron along the last "
+                         f"dimension {want}; got shape {tuple(value.shape)}")
+    return value
+
+
+def check_state(state, name, shape):
+    if state is not None and tuple(state.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)} (the input without its time "
+                         f"dimension); got {tuple(state.shape)}")
+
+
+def kernel_param(value, dtype, device, clamp=False):
+    """A parameter as the launchers take it: a Python float (clamped to [0, 1] if ``clamp``), or
+    a 1-D tensor of 1 or L values in the compute dtype on ``device`` (clamped with autograd, so
+    that values outside [0, 1] get no gradient, as in snnTorch)."""
+    if isinstance(value, numbers.Number):
+        value = as_default_float(value)
+        return min(max(value, 0.0), 1.0) if clamp else value
+    value = value.to(device=device, dtype=dtype)
+    if clamp:
+        value = value.clamp(0, 1)
+    return value.reshape(-1)
+
+
+def as_default_float(value):
+    """A Python number as snnTorch and the reference hold it, ``torch.as_tensor(value)``: a float
+    in torch's default dtype (fp32 unless changed), which is what then enters fp64 arithmetic."""
+    if isinstance(value, numbers.Integral) or torch.get_default_dtype() == torch.float64:
+        return float(value)
+    return float(np.float32(value))
+
+
+def param_tensor(value, dtype, device):
+    """A launcher parameter as a tensor (Triton reads parameters from memory; custom ops take
+    tensors). A fill, not a host-to-device copy, so that CUDA graphs can capture it."""
+    if isinstance(value, torch.Tensor):
+        return value
+    return torch.full((1,), value, dtype=dtype, device=device)
+
+
+# --- C++ ------------------------------------------------------------------------------------
+
+def ptr(t):
+    """The data pointer the C++ kernels read or write (0: absent)."""
+    return 0 if t is None else t.data_ptr()
+
+
+def cpp_param(value):
+    """``(pointer, count, value)`` of a launcher parameter, for the C++ binding."""
+    if isinstance(value, torch.Tensor):
+        return value.data_ptr(), value.numel(), 0.0
+    return 0, 1, value
+
+
+def num_threads():
+    return torch.get_num_threads()

@@ -1,0 +1,313 @@
+"""The LIF op family: snnTorch's ``Leaky`` over T steps, forward in one kernel call and its
+surrogate backward in another (semantics: api.md section 1; the reference loop:
+:func:`fastlif.reference.lif_sequence_reference`).
+
+Launcher contract, the same for the C++ launchers below and the Triton ones
+(``kernels/lif.py``); every argument after ``graded`` is a keyword::
+
+    fwd(x, mem0, beta, threshold, graded, *, steps, reset_mode, reset_delay, low_memory,
+        mem_fp32) -> (spk, mem, state, flags)
+    bwd(grad_spk, grad_mem, mem, state, flags, mem0, beta, threshold, graded, *, steps,
+        reset_mode, reset_delay, surrogate_kind, surrogate_param, x_dtype)
+        -> (grad_x, grad_mem0, grad_beta, grad_threshold, grad_graded)
+
+``x`` holds ``steps`` time steps, time first: ``[T, ...]`` for a sequence, or one step's
+``[...]`` with ``steps=1``; every output of forward has x's shape (so a single step's membrane
+is no view of a larger tensor: snnTorch's helpers ``detach_()`` it in place). ``mem0`` is the
+flattened initial membrane or None (zeros). Parameters are Python floats or 1-D tensors of 1
+or L values (L = x's last dimension) in the compute dtype, beta already clamped to [0, 1].
+``spk`` comes back in x's dtype, ``mem`` too unless ``mem_fp32`` (then in the compute dtype).
+``state`` and ``flags`` are what backward needs beyond ``mem`` (:func:`saved_layout`). In
+backward a None ``grad_spk`` / ``grad_mem`` (an output that got no gradient) means zeros, and
+``mem`` is None when ``state`` holds what backward needs; a parameter gradient is None where the
+parameter was a float.
+"""
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from .. import backends, surrogate as surrogate_mod
+from ..codes import RESET_MECHANISMS, is_immediate, reset_code
+from ..reference import lif_sequence_reference, lif_step
+from .common import (CPP_DTYPES, HALF_DTYPES, check_param, check_state, check_tensor, compute_dtype,
+                     cpp_dtype_code, cpp_param, float_input, kernel_param, mem_dtype,
+                     num_threads, param_tensor, ptr)
+
+FAMILY = "lif"
+
+
+def saved_layout(shape, x_dtype, reset_mode, reset_delay, low_memory, mem_fp32=False):
+    """Shapes and dtypes of what forward keeps for backward besides its ``mem`` output.
+
+    Returns ``(state_shape, state_dtype, flags_shape)``; a shape ``(0,)`` means "nothing".
+    With the default delayed reset, backward rebuilds every step from the membrane alone, so
+    when ``mem`` is in the compute dtype nothing else is kept: 4 bytes per neuron-step in fp32.
+    An immediate reset (reset_delay=False) keeps the pre-reset membrane and one byte of reset
+    flag instead. ``low_memory`` (Triton) keeps ``z = u - threshold`` in bf16.
+    """
+    shape = tuple(shape)
+    compute = compute_dtype(x_dtype)
+    immediate = is_immediate(reset_mode, reset_delay)
+    flags_shape = shape if immediate else (0,)
+    if immediate:
+        return shape, (torch.bfloat16 if low_memory else compute), flags_shape
+    if low_memory:
+        return shape, torch.bfloat16, flags_shape
+    return ((0,) if mem_dtype(x_dtype, mem_fp32) == compute else shape), compute, flags_shape
+
+
+def grid(shape, steps):
+    """``(T, R, L)``: the kernels' view of an input of ``shape`` holding ``steps`` steps."""
+    L = shape[-1] if len(shape) else 1
+    n = 1
+    for d in shape:
+        n *= d
+    return steps, (n // (steps * L) if steps and L else 0), L
+
+
+# --- C++ launchers ------------------------------------------------------------------------------
+
+def cpp_fwd(x, mem0, beta, threshold, graded, *, steps, reset_mode, reset_delay, low_memory,
+            mem_fp32):
+    if low_memory:
+        raise ValueError("low_memory=True (membrane saved in bf16) exists on the triton backend only")
+    ext = backends.cpp_module()
+    out_dtype = x.dtype
+    if out_dtype not in CPP_DTYPES + HALF_DTYPES:
+        raise TypeError(f"fastlif cpp backend computes in float32 or float64, got {out_dtype} "
+                        f"(float16/bfloat16 input is widened to float32)")
+    xc = x.contiguous() if x.dtype in CPP_DTYPES else x.to(compute_dtype(x.dtype)).contiguous()
+    T, R, L = grid(x.shape, steps)
+    state_shape, state_dtype, flags_shape = saved_layout(x.shape, out_dtype, reset_mode, reset_delay,
+                                                         low_memory, mem_fp32)
+    immediate = is_immediate(reset_mode, reset_delay)
+    spk = torch.empty_like(xc)
+    mem = torch.empty_like(xc)
+    u = torch.empty_like(xc) if immediate else None
+    flags = torch.empty(flags_shape, dtype=torch.uint8)
+    ext.lif_fwd(cpp_dtype_code(xc.dtype), T, R, L, xc.data_ptr(), ptr(mem0),
+                *cpp_param(beta), *cpp_param(threshold), *cpp_param(graded),
+                spk.data_ptr(), mem.data_ptr(), ptr(u), ptr(flags if immediate else None),
+                reset_mode, immediate, num_threads())
+    if immediate:
+        state = u
+    elif state_shape == (0,):
+        state = torch.empty(0, dtype=state_dtype)
+    else:  # fp16/bf16 input, rounded mem output: backward needs the fp32 membrane
+        state = mem
+    if out_dtype != xc.dtype:
+        spk = spk.to(out_dtype)
+        mem = mem if mem_fp32 else mem.to(out_dtype)
+    return spk, mem, state, flags
+
+
+def cpp_bwd(grad_spk, grad_mem, mem, state, flags, mem0, beta, threshold, graded, *, steps,
+            reset_mode, reset_delay, surrogate_kind, surrogate_param, x_dtype):
+    ext = backends.cpp_module()
+    ref = state if state.numel() else mem
+    compute = ref.dtype
+    T, R, L = grid(ref.shape, steps)
+    immediate = is_immediate(reset_mode, reset_delay)
+    grad_spk = None if grad_spk is None else grad_spk.to(compute).contiguous()
+    grad_mem = None if grad_mem is None else grad_mem.to(compute).contiguous()
+    mem_saved = None if immediate else ref.contiguous()
+    grad_x = torch.empty(ref.shape, dtype=compute)
+    grad_mem0 = None if mem0 is None else torch.empty_like(mem0)
+    grads = [torch.empty_like(p) if isinstance(p, Tensor) else None for p in (beta, threshold, graded)]
+    ext.lif_bwd(cpp_dtype_code(compute), T, R, L, ptr(grad_spk), ptr(grad_mem), ptr(mem_saved),
+                ptr(state if immediate else None), ptr(flags if immediate else None), ptr(mem0),
+                *cpp_param(beta), *cpp_param(threshold), *cpp_param(graded),
+                grad_x.data_ptr(), ptr(grad_mem0), *map(ptr, grads),
+                reset_mode, immediate, surrogate_kind, surrogate_param, num_threads())
+    return (grad_x if x_dtype == compute else grad_x.to(x_dtype)), grad_mem0, *grads
+
+
+def _cpp_launchers():
+    backends.cpp_module()  # raises BackendUnavailable, saying how to build it, if it is not built
+    return cpp_fwd, cpp_bwd
+
+
+backends.register(FAMILY, "cpp", _cpp_launchers)  # the Triton ones: kernels/lif.py
+
+
+# --- custom ops: what torch.compile sees ---------------------------------------------------------
+
+@torch.library.custom_op("fastlif::lif_fwd", mutates_args=(), device_types=("cpu", "cuda"))
+def lif_fwd(x: Tensor, mem0: Optional[Tensor], beta: Tensor, threshold: Tensor, graded: Tensor,
+            steps: int, reset_mode: int, reset_delay: bool, low_memory: bool, mem_fp32: bool,
+            backend: str) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    fwd = backends.launchers(FAMILY, backend)[0]
+    return fwd(x, mem0, beta, threshold, graded, steps=steps, reset_mode=reset_mode,
+               reset_delay=reset_delay, low_memory=low_memory, mem_fp32=mem_fp32)
+
+
+@lif_fwd.register_fake
+def _(x, mem0, beta, threshold, graded, steps, reset_mode, reset_delay, low_memory, mem_fp32, backend):
+    state_shape, state_dtype, flags_shape = saved_layout(x.shape, x.dtype, reset_mode, reset_delay,
+                                                         low_memory, mem_fp32)
+    return (torch.empty_like(x), torch.empty_like(x, dtype=mem_dtype(x.dtype, mem_fp32)),
+            x.new_empty(state_shape, dtype=state_dtype), x.new_empty(flags_shape, dtype=torch.uint8))
+
+
+@torch.library.custom_op("fastlif::lif_bwd", mutates_args=(), device_types=("cpu", "cuda"))
+def lif_bwd(grad_spk: Optional[Tensor], grad_mem: Optional[Tensor], mem: Optional[Tensor],
+            state: Tensor, flags: Tensor, mem0: Optional[Tensor], beta: Tensor, threshold: Tensor,
+            graded: Tensor, steps: int, reset_mode: int, reset_delay: bool, surrogate_kind: int,
+            surrogate_param: float, x_dtype: torch.dtype,
+            backend: str) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    bwd = backends.launchers(FAMILY, backend)[1]
+    grad_x, grad_mem0, *grads = bwd(
+        grad_spk, grad_mem, mem, state, flags, mem0, beta, threshold, graded, steps=steps,
+        reset_mode=reset_mode, reset_delay=reset_delay, surrogate_kind=surrogate_kind,
+        surrogate_param=surrogate_param, x_dtype=x_dtype)
+    return (grad_x, grad_mem0 if grad_mem0 is not None else beta.new_empty((0,)), *grads)
+
+
+@lif_bwd.register_fake
+def _(grad_spk, grad_mem, mem, state, flags, mem0, beta, threshold, graded, steps, reset_mode,
+      reset_delay, surrogate_kind, surrogate_param, x_dtype, backend):
+    ref = state if state.numel() else mem
+    grad_mem0 = torch.empty_like(mem0) if mem0 is not None else beta.new_empty((0,))
+    return (ref.new_empty(ref.shape, dtype=x_dtype), grad_mem0, torch.empty_like(beta),
+            torch.empty_like(threshold), torch.empty_like(graded))
+
+
+# --- autograd -----------------------------------------------------------------------------------
+
+class LifFunction(torch.autograd.Function):
+    """The one autograd path. In eager mode it calls the backend's launchers directly (the
+    ``torch.library`` dispatch of a custom op costs ~15 us per forward+backward, a third of a small
+    call); ``torch.compile`` traces this Function, and there it calls the custom ops, which it
+    sees through their fake implementations."""
+
+    @staticmethod
+    def forward(ctx, x, mem0, beta, threshold, graded, steps, reset_mode, reset_delay, low_memory,
+                mem_fp32, surrogate_kind, surrogate_param, backend):
+        options = dict(steps=steps, reset_mode=reset_mode, reset_delay=reset_delay)
+        params = (beta, threshold, graded)
+        if torch.compiler.is_compiling():
+            compute = compute_dtype(x.dtype)
+            spk, mem, state, flags = lif_fwd(x, mem0, *(param_tensor(p, compute, x.device) for p in params),
+                                             **options, low_memory=low_memory, mem_fp32=mem_fp32,
+                                             backend=backend)
+        else:
+            fwd = backends.launchers(FAMILY, backend)[0]
+            spk, mem, state, flags = fwd(x, mem0, *params, **options, low_memory=low_memory,
+                                         mem_fp32=mem_fp32)
+        # Keep the mem output only when backward rebuilds the steps from it (state is empty):
+        # what is saved here is all the memory backward holds on to.
+        keep_mem = state.numel() == 0
+        tensor_params = [p if isinstance(p, Tensor) else None for p in params]
+        ctx.save_for_backward(mem if keep_mem else None, state, flags, mem0, *tensor_params)
+        ctx.float_params = [None if isinstance(p, Tensor) else p for p in params]
+        ctx.options = dict(options, surrogate_kind=surrogate_kind, surrogate_param=surrogate_param,
+                           x_dtype=x.dtype)
+        ctx.backend = backend
+        ctx.mark_non_differentiable(state, flags)
+        ctx.set_materialize_grads(False)
+        return spk, mem, state, flags
+
+    @staticmethod
+    def backward(ctx, grad_spk, grad_mem, _grad_state, _grad_flags):
+        mem, state, flags, mem0, *tensor_params = ctx.saved_tensors
+        params = [t if t is not None else f for t, f in zip(tensor_params, ctx.float_params)]
+        if grad_spk is None and grad_mem is None:
+            return (None,) * 13
+        if torch.compiler.is_compiling():
+            ref = state if state.numel() else mem
+            compute = compute_dtype(ref.dtype)
+            params = [param_tensor(p, compute, ref.device) for p in params]
+            grad_x, grad_mem0, *grads = lif_bwd(grad_spk, grad_mem, mem, state, flags, mem0, *params,
+                                                **ctx.options, backend=ctx.backend)
+        else:
+            bwd = backends.launchers(FAMILY, ctx.backend)[1]
+            grad_x, grad_mem0, *grads = bwd(grad_spk, grad_mem, mem, state, flags, mem0, *params,
+                                            **ctx.options)
+        grads = [g if t is not None else None for g, t in zip(grads, tensor_params)]
+        return (grad_x, grad_mem0 if mem0 is not None else None, *grads) + (None,) * 8
+
+
+# --- the call modules and lif_sequence share ----------------------------------------------------
+
+def run(x, mem, beta, threshold, graded, *, single_step, reset_mode, reset_delay, spike_fn,
+        surrogate, backend, low_memory=False, mem_fp32=False, reference_options=None):
+    """Check a call's arguments (the one place they are checked) and run it on ``backend``.
+
+    ``x`` is a sequence ``[T, ...]``, or with ``single_step`` one step's ``[...]``; ``mem`` is the
+    initial membrane (the shape of one step) or None. ``surrogate`` is the
+    :class:`fastlif.surrogate.Surrogate` of ``spike_fn``, or None when ``spike_fn`` is a callable
+    the kernels cannot run (the reference loop runs it). ``reference_options`` (snnTorch's rarer
+    options, see :func:`fastlif.reference.lif_step`) also send the call to the reference loop.
+    Returns ``(spk, mem)`` shaped like ``x``.
+    """
+    check_tensor(x, "input" if single_step else "x_seq")
+    if not single_step and x.dim() < 2:
+        raise ValueError(f"x_seq must be [T, ...neurons] with at least 2 dimensions (time first); "
+                         f"got shape {tuple(x.shape)}. For one step use Leaky(...)(x, mem).")
+    x = float_input(x)
+    check_state(mem, "mem (the initial membrane)", x.shape if single_step else x.shape[1:])
+    n_last = x.shape[-1] if x.dim() else 1
+    beta = check_param(beta, "beta", n_last)
+    threshold = check_param(threshold, "threshold", n_last)
+    graded = check_param(graded, "graded_spikes_factor", n_last)
+    if surrogate is None or reference_options:
+        if backend not in ("auto", "reference"):
+            why = (f"the surrogate {spike_fn!r}" if surrogate is None else
+                   f"the options {', '.join(sorted(reference_options))}")
+            raise backends.BackendUnavailable(
+                f"backend={backend!r} cannot run {why}: only the reference loop does "
+                f"(backend='reference' or 'auto')")
+        name = "reference"
+    else:
+        name = backends.select(backend, x.device.type, FAMILY)
+    if name == "reference":
+        return _run_reference(x, mem, beta, threshold, graded, single_step, reset_mode, reset_delay,
+                              spike_fn, mem_fp32, reference_options or {})
+    if x.numel() == 0:  # no steps, or an empty batch: nothing to run
+        return x * 0, x.to(mem_dtype(x.dtype, mem_fp32)) * 0
+    compute, dev = compute_dtype(x.dtype), x.device
+    params = (kernel_param(beta, compute, dev, clamp=True), kernel_param(threshold, compute, dev),
+              kernel_param(graded, compute, dev))
+    mem0 = None if mem is None else mem.to(compute).reshape(-1)
+    spk, mem_out, _, _ = LifFunction.apply(x, mem0, *params, 1 if single_step else x.shape[0],
+                                           reset_mode, bool(reset_delay), bool(low_memory),
+                                           bool(mem_fp32), surrogate.kind, float(surrogate.param), name)
+    return spk, mem_out
+
+
+def _run_reference(x, mem, beta, threshold, graded, single_step, reset_mode, reset_delay, spike_fn,
+                   mem_fp32, options):
+    """The reference loop, under the same dtype policy as the kernels."""
+    compute = compute_dtype(x.dtype)
+    as_param = (lambda p: torch.as_tensor(p, device=x.device).to(compute))
+    beta, threshold, graded = as_param(beta).clamp(0, 1), as_param(threshold), as_param(graded)
+    mechanism = RESET_MECHANISMS[reset_mode]
+    if single_step:  # lif_step itself: its outputs are no views of a stacked sequence
+        mem = torch.zeros_like(x, dtype=compute) if mem is None else mem.to(compute)
+        spk, mem = lif_step(x.to(compute), mem, beta, threshold, graded, spike_fn, mechanism,
+                            reset_delay, **options)
+    else:
+        spk, mem = lif_sequence_reference(
+            x.to(compute), beta, threshold, mem=None if mem is None else mem.to(compute),
+            reset_mechanism=mechanism, reset_delay=reset_delay, spike_fn=spike_fn,
+            graded_spikes_factor=graded, **options)
+    return spk.to(x.dtype), mem.to(mem_dtype(x.dtype, mem_fp32))
+
+
+def lif_sequence(x_seq, beta, threshold=1.0, *, mem=None, reset_mechanism="subtract",
+                 reset_delay=True, surrogate=None, graded_spikes_factor=1.0, backend="auto",
+                 low_memory=False):
+    """snnTorch's ``Leaky`` over the leading time dimension of ``x_seq`` ``[T, ...]``, fused.
+
+    Returns ``(spk_seq, mem_seq)``, both shaped like ``x_seq``. ``beta`` (clamped to [0, 1]),
+    ``threshold`` and ``graded_spikes_factor`` are scalars or tensors with one value per
+    neuron along the last dimension; gradients flow to them when they require grad, to
+    ``x_seq`` and to ``mem``. ``surrogate`` is a ``fastlif.surrogate`` (default atan), an
+    snnTorch surrogate, or any callable (which runs on the reference backend).
+    ``low_memory`` keeps the saved membrane in bf16 (triton backend only).
+    """
+    spike_fn, sg = surrogate_mod.resolve(surrogate)
+    return run(x_seq, mem, beta, threshold, graded_spikes_factor, single_step=False,
+               reset_mode=reset_code(reset_mechanism), reset_delay=reset_delay, spike_fn=spike_fn,
+               surrogate=sg, backend=backend, low_memory=low_memory)
