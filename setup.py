@@ -16,7 +16,9 @@ from setuptools import find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 try:
-    from pybind11.setup_helpers import Pybind11Extension
+    from pybind11.setup_helpers import ParallelCompile, Pybind11Extension
+    # one compiler per family file at once (FASTLIF_BUILD_JOBS, default: every CPU)
+    ParallelCompile("FASTLIF_BUILD_JOBS", default=0).install()
 except ImportError:  # no pybind11: the package still installs, on the reference backend
     Pybind11Extension = None
 
@@ -38,6 +40,12 @@ def _compiler_accepts(compiler, flags):
 class OptionalBuildExt(build_ext):
     """Adds OpenMP and native-arch flags when the compiler takes them, and turns a failed
     build into a clear message instead of a failed install."""
+
+    def build_extensions(self):
+        super().build_extensions()
+        # an extension that did not build is not installed (an editable install would try to
+        # copy its missing file and fail)
+        self.extensions = [ext for ext in self.extensions if os.path.exists(self.get_ext_fullpath(ext.name))]
 
     def build_extension(self, ext):
         if not _compiler_accepts(self.compiler, []):

@@ -27,7 +27,7 @@ from importlib import metadata
 
 import torch
 
-from fastlif.reference import run_per_step
+from fastlif.testing import run_per_step
 
 from bench.common import append_rows, cpu_name, extra, time_cpu, torch_version
 

@@ -11,7 +11,7 @@ backward, Adam (lr 1e-3, weight decay 1e-5). Providers:
 
 ``snntorch``           the tutorial's code: ``snn.Leaky`` called step by step in a Python loop,
                        ``snntorch.functional.ce_count_loss``, the tutorial's ``poisson_encode``
-``fastlif``            ``fastlif.demo.TinySNN``: ``fc1`` on all T*B rows at once, then
+``fastlif``            ``fastlif.tutorial.model.TinySNN``: ``fc1`` on all T*B rows at once, then
                        ``Leaky.sequence`` fused over T (backend cpp), ``fastlif.losses``
 ``fastlif-reference``  the same network on fastlif's reference loop backend
 
@@ -30,7 +30,6 @@ import sys
 import time
 
 import torch
-from torch import nn
 
 from bench.common import append_rows, cpu_name, extra, torch_version
 
@@ -56,31 +55,12 @@ def tutorial_poisson_encode(images, num_steps, max_rate_hz=100.0, dt=1e-3, rng=N
 
 
 def tutorial_model():
-    """The tutorial's TinySNN (snnTorch), verbatim in substance."""
+    """The tutorial's TinySNN with snnTorch's Leaky, stepped in its Python loop."""
     import snntorch as snn
     from snntorch import surrogate
 
-    class TinySNN(nn.Module):
-        def __init__(self, in_dim=28 * 28, hidden=128, out_dim=10, beta_hidden=0.9, beta_out=0.9):
-            super().__init__()
-            self.fc1 = nn.Linear(in_dim, hidden, bias=True)
-            self.lif1 = snn.Leaky(beta=beta_hidden, spike_grad=surrogate.fast_sigmoid())
-            self.fc2 = nn.Linear(hidden, out_dim, bias=True)
-            self.lif2 = snn.Leaky(beta=beta_out, spike_grad=surrogate.fast_sigmoid())
-
-        def forward(self, x_seq):
-            mem1 = self.lif1.init_leaky()
-            mem2 = self.lif2.init_leaky()
-            spk_rec = []
-            for t in range(x_seq.shape[0]):
-                h1 = self.fc1(x_seq[t].float())
-                spk1, mem1 = self.lif1(h1, mem1)
-                h2 = self.fc2(spk1)
-                spk2, mem2 = self.lif2(h2, mem2)
-                spk_rec.append(spk2)
-            return torch.stack(spk_rec, dim=0)
-
-    return TinySNN()
+    from fastlif.tutorial.model import TinySNN
+    return TinySNN(lif_cls=snn.Leaky, spike_grad=surrogate.fast_sigmoid(), fused=False)
 
 
 class Provider:
@@ -102,7 +82,8 @@ class Provider:
 def make_providers(names):
     import snntorch.functional as SF
 
-    from fastlif import demo, encode, losses
+    from fastlif import encode, losses
+    from fastlif.tutorial.model import TinySNN
 
     base = tutorial_model()
     state = base.state_dict()
@@ -113,7 +94,7 @@ def make_providers(names):
             out.append(Provider(name, model, SF.ce_count_loss(), tutorial_poisson_encode))
         else:
             backend = "cpp" if name == "fastlif" else "reference"
-            model = demo.TinySNN(backend=backend)
+            model = TinySNN(backend=backend)
             model.load_state_dict(state)
             out.append(Provider(name, model, losses.ce_count_loss(),
                                 lambda x, T, r, dt, g: encode.poisson(x, T, max_rate_hz=r, dt=dt, rng=g)))
@@ -139,7 +120,8 @@ def main(argv=None):
     ap.add_argument("--no-csv", action="store_true", help="print only, append nothing")
     args = ap.parse_args(argv)
 
-    from fastlif import backends, data
+    from fastlif import backends
+    from fastlif.tutorial import data
 
     split = data.load(args.dataset, "./data", args.subset, seed=0, log=print)
     n_epoch = data.num_batches(len(split.train_y), BATCH, drop_last=True)

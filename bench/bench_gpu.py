@@ -145,7 +145,7 @@ def provider_snntorch(beta):
     import snntorch as snn
     lif = snn.Leaky(beta=beta, learn_beta=True).to(DEVICE)
 
-    from fastlif.reference import run_per_step
+    from fastlif.testing import run_per_step
 
     def f(x):
         return run_per_step(lif, x)
@@ -346,37 +346,15 @@ def normwise(a, b):
 
 
 def tiny_snn(kind):
-    from torch import nn
-    import fastlif
+    """The tutorial's TinySNN (fastlif.tutorial.model): snnTorch's step loop, or fastlif fused."""
+    import functools
+
+    from fastlif.tutorial.model import TinySNN
     if kind == "snntorch":
         import snntorch as snn
         from snntorch import surrogate as ssg
-        Leaky, sg = snn.Leaky, ssg.fast_sigmoid()
-    else:
-        Leaky, sg = fastlif.Leaky, fastlif.surrogate.fast_sigmoid()
-
-    class TinySNN(nn.Module):
-        def __init__(self, in_dim=28 * 28, hidden=128, out_dim=10, beta_hidden=0.9, beta_out=0.9):
-            super().__init__()
-            self.fc1 = nn.Linear(in_dim, hidden, bias=True)
-            self.lif1 = Leaky(beta=beta_hidden, spike_grad=sg)
-            self.fc2 = nn.Linear(hidden, out_dim, bias=True)
-            self.lif2 = Leaky(beta=beta_out, spike_grad=sg)
-
-        def forward(self, x_seq):
-            if kind != "snntorch":  # fused: each Linear once over all steps, LIF over time
-                spk1, _ = self.lif1.sequence(self.fc1(x_seq.float()))
-                spk2, _ = self.lif2.sequence(self.fc2(spk1))
-                return spk2
-            mem1, mem2 = self.lif1.init_leaky(), self.lif2.init_leaky()
-            spk_rec = []
-            for t in range(x_seq.shape[0]):  # the tutorial's loop
-                spk1, mem1 = self.lif1(self.fc1(x_seq[t].float()), mem1)
-                spk2, mem2 = self.lif2(self.fc2(spk1), mem2)
-                spk_rec.append(spk2)
-            return torch.stack(spk_rec, dim=0)
-
-    return TinySNN
+        return functools.partial(TinySNN, lif_cls=snn.Leaky, spike_grad=ssg.fast_sigmoid(), fused=False)
+    return functools.partial(TinySNN, fused=True)
 
 
 def count_ce(spk_out, targets):
@@ -517,12 +495,15 @@ def main(argv=None):
                      [("torch.compile(reference)", lambda: provider_reference(0.9, compiled=True))],
                      copy_gbs)
 
-    section("lif", lif)
-    section("sj", sj_setting)
-    section("tinysnn", lambda: tinysnn_section(*((50, 64) if not SMOKE else (4, 8))))
-    section("lowmem", lambda: low_memory_section(*big))
-    section("compile", compiled)
-
+    try:
+        section("lif", lif)
+        section("sj", sj_setting)
+        section("tinysnn", lambda: tinysnn_section(*((50, 64) if not SMOKE else (4, 8))))
+        section("lowmem", lambda: low_memory_section(*big))
+        section("compile", compiled)
+    except KeyboardInterrupt:  # cut at the time budget (gpu_check.sh sends SIGINT): keep the rows
+        print("\ninterrupted: keeping the rows measured so far", flush=True)
+        flush()
     print_table()
     if SMOKE:
         print("\n--smoke: nothing written")

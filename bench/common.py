@@ -7,11 +7,11 @@ rendered from those files by ``bench/report.py``.
 import csv
 import os
 import platform
-import statistics
 import subprocess
-import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+from fastlif.timing import time_call
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -39,22 +39,9 @@ def cpu_name():
 
 
 def time_cpu(fn, *, warmup=2, repeat=10, min_time_s=0.0):
-    """Median and 20/80 % quantiles of ``fn()``'s wall time in milliseconds.
-
-    Runs at least ``repeat`` times after ``warmup`` calls, and keeps going until
-    ``min_time_s`` of measurement has passed, so fast cases get enough samples.
-    """
-    for _ in range(warmup):
-        fn()
-    samples = []
-    start = time.perf_counter()
-    while len(samples) < repeat or time.perf_counter() - start < min_time_s:
-        t0 = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - t0) * 1e3)
-    samples.sort()
-    q = statistics.quantiles(samples, n=5) if len(samples) > 1 else samples * 4
-    return statistics.median(samples), q[0], q[3]
+    """Median and 20/80 % quantiles of ``fn()``'s wall time in milliseconds (fastlif's one
+    timer, :func:`fastlif.timing.time_call`)."""
+    return time_call(fn, warmup=warmup, repeat=repeat, min_time_s=min_time_s)
 
 
 def append_rows(csv_name, rows):

@@ -12,8 +12,12 @@ import zlib
 import numpy as np
 import pytest
 
-import fastlif.sim as fastlif_sim
 from fastlif.sim import simulate_lif, tutorial_current_step
+
+try:  # the module with the simulator's internals (_MIN_PARALLEL)
+    from fastlif.sim import lif as fastlif_sim  # fastlif/sim/ a package
+except ImportError:
+    import fastlif.sim as fastlif_sim           # fastlif/sim.py a module
 
 # Brian2 2.9 still calls pyparsing's camelCase API, which pyparsing 3.2 deprecates.
 pytestmark = pytest.mark.filterwarnings("ignore:.*deprecated.*:DeprecationWarning")
@@ -68,6 +72,13 @@ def test_tutorial_current_step():
 
 # --------------------------------------------------------------------------- Brian2
 
+def _b2_copy(values):
+    """An owned copy of an array read from a Brian2 object. Brian2 2.10 (Python 3.12) hands
+    out views into memory that its monitors free once they are collected, so a view kept
+    past the network reads garbage (denormals such as 6.9e-310)."""
+    return np.array(values, copy=True)
+
+
 def run_brian2(I, dt, tau, *, R, E_L, v_th, v_reset, v0, refractory, clamp, method,
                spikes_in=None, weights=None):
     """The same model in Brian2 (numpy target): v [T, N], spikes [T, N], t [T]."""
@@ -92,16 +103,21 @@ def run_brian2(I, dt, tau, *, R, E_L, v_th, v_reset, v0, refractory, clamp, meth
         P = b2.SpikeGeneratorGroup(spikes_in.shape[1], inputs, steps * dt * b2.second)
         S = b2.Synapses(P, G, "w_syn : 1", on_pre="v += w_syn")
         S.connect()
-        S.w_syn[:] = weights[S.i[:], S.j[:]]
+        S.w_syn[:] = weights[_b2_copy(S.i[:]), _b2_copy(S.j[:])]
         objects += [P, S]
     state = b2.StateMonitor(G, "v", record=True)  # when='start': v at the start of a step
     spikes = b2.SpikeMonitor(G)
-    b2.Network(*objects, state, spikes).run(T * dt * b2.second)
-    k = np.round(spikes.t_[:] / dt).astype(int)
+    net = b2.Network(*objects, state, spikes)
+    net.run(T * dt * b2.second)
+    # Copied while the network and its monitors are alive (see _b2_copy).
+    v, t = _b2_copy(state.v[:]), _b2_copy(state.t_[:])
+    spike_t, spike_i = _b2_copy(spikes.t_[:]), _b2_copy(spikes.i[:])
+    del net, state, spikes, objects, G
+    k = np.round(spike_t / dt).astype(int)
     raster = np.zeros((T, N), bool)
-    raster[k, spikes.i[:]] = True
+    raster[k, spike_i] = True
     assert raster.sum() == len(k)  # at most one spike per neuron and step
-    return state.v[:].T, raster, state.t_[:], spikes.t_[:], k
+    return v.T, raster, t, spike_t, k
 
 
 # method, dt, refractory, clamp, inputs, shared current
