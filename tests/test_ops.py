@@ -44,9 +44,8 @@ def test_gradcheck_fp64(reset, delay, per_neuron):
     off = sg.no_grad()
 
     def f(x, mem0, beta, thr, graded):
-        spk, mem, _, _ = LifFunction.apply(x, mem0, beta, thr, graded, 5, RESET_CODES[reset], delay,
-                                           False, False, off.kind, off.param, "cpp")
-        return spk, mem
+        return LifFunction.apply(x, mem0, beta, thr, graded, 5, RESET_CODES[reset], delay,
+                                 False, False, off.kind, off.param, "cpp")
 
     assert torch.autograd.gradcheck(f, tensors, eps=1e-6, atol=1e-6)
 

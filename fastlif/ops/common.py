@@ -53,10 +53,15 @@ def check_tensor(x, name):
     return x
 
 
+def _is_number(value):
+    # type() first: isinstance against numbers.Number goes through the ABC machinery (slow)
+    return type(value) in (float, int) or (isinstance(value, numbers.Number) and not isinstance(value, bool))
+
+
 def check_param(value, name, n_last=None):
     """A scalar, or one value per neuron along the last dimension (``n_last`` of them), as given
     (a number or a tensor). ``n_last=None`` checks only that it is one of those two forms."""
-    if isinstance(value, numbers.Number) and not isinstance(value, bool):
+    if _is_number(value):
         return value
     if not isinstance(value, torch.Tensor):
         value = torch.as_tensor(value)
@@ -70,7 +75,7 @@ def check_param(value, name, n_last=None):
 
 
 def check_state(state, name, shape):
-    if state is not None and tuple(state.shape) != tuple(shape):
+    if state is not None and state.shape != shape:
         raise ValueError(f"{name} must have shape {tuple(shape)} (the input without its time "
                          f"dimension); got {tuple(state.shape)}")
 
@@ -78,22 +83,34 @@ def check_state(state, name, shape):
 def kernel_param(value, dtype, device, clamp=False):
     """A parameter as the launchers take it: a Python float (clamped to [0, 1] if ``clamp``), or
     a 1-D tensor of 1 or L values in the compute dtype on ``device`` (clamped with autograd, so
-    that values outside [0, 1] get no gradient, as in snnTorch)."""
-    if isinstance(value, numbers.Number):
+    that values outside [0, 1] get no gradient, as in snnTorch). A single value on the CPU that
+    needs no gradient (a module's fixed beta, say) becomes a float: no tensor op on the way."""
+    if not isinstance(value, torch.Tensor):
         value = as_default_float(value)
-        return min(max(value, 0.0), 1.0) if clamp else value
-    value = value.to(device=device, dtype=dtype)
-    if clamp:
-        value = value.clamp(0, 1)
-    return value.reshape(-1)
+    elif not value.requires_grad and value.device.type == "cpu" and value.numel() == 1 \
+            and device.type == "cpu" and not torch.compiler.is_compiling():
+        value = value.item() if value.dtype in (torch.float32, torch.float64) else \
+            value.to(dtype).item()
+    else:
+        value = value.to(device=device, dtype=dtype)
+        return (value.clamp(0, 1) if clamp else value).reshape(-1)
+    return min(max(value, 0.0), 1.0) if clamp else value
+
+
+_default_floats = {}
 
 
 def as_default_float(value):
     """A Python number as snnTorch and the reference hold it, ``torch.as_tensor(value)``: a float
     in torch's default dtype (fp32 unless changed), which is what then enters fp64 arithmetic."""
-    if isinstance(value, numbers.Integral) or torch.get_default_dtype() == torch.float64:
+    if type(value) is int or torch.get_default_dtype() == torch.float64:
         return float(value)
-    return float(np.float32(value))
+    rounded = _default_floats.get(value)
+    if rounded is None:
+        if len(_default_floats) > 1024:
+            _default_floats.clear()
+        rounded = _default_floats[value] = float(np.float32(value))
+    return rounded
 
 
 def param_tensor(value, dtype, device):

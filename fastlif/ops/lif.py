@@ -60,9 +60,7 @@ def saved_layout(shape, x_dtype, reset_mode, reset_delay, low_memory, mem_fp32=F
 def grid(shape, steps):
     """``(T, R, L)``: the kernels' view of an input of ``shape`` holding ``steps`` steps."""
     L = shape[-1] if len(shape) else 1
-    n = 1
-    for d in shape:
-        n *= d
+    n = shape.numel() if isinstance(shape, torch.Size) else torch.Size(shape).numel()
     return steps, (n // (steps * L) if steps and L else 0), L
 
 
@@ -72,30 +70,30 @@ def cpp_fwd(x, mem0, beta, threshold, graded, *, steps, reset_mode, reset_delay,
             mem_fp32):
     if low_memory:
         raise ValueError("low_memory=True (membrane saved in bf16) exists on the triton backend only")
-    ext = backends.cpp_module()
     out_dtype = x.dtype
-    if out_dtype not in CPP_DTYPES + HALF_DTYPES:
+    if out_dtype in CPP_DTYPES:
+        xc = x.contiguous()
+    elif out_dtype in HALF_DTYPES:
+        xc = x.to(torch.float32).contiguous()
+    else:
         raise TypeError(f"fastlif cpp backend computes in float32 or float64, got {out_dtype} "
                         f"(float16/bfloat16 input is widened to float32)")
-    xc = x.contiguous() if x.dtype in CPP_DTYPES else x.to(compute_dtype(x.dtype)).contiguous()
     T, R, L = grid(x.shape, steps)
-    state_shape, state_dtype, flags_shape = saved_layout(x.shape, out_dtype, reset_mode, reset_delay,
-                                                         low_memory, mem_fp32)
     immediate = is_immediate(reset_mode, reset_delay)
     spk = torch.empty_like(xc)
     mem = torch.empty_like(xc)
     u = torch.empty_like(xc) if immediate else None
-    flags = torch.empty(flags_shape, dtype=torch.uint8)
-    ext.lif_fwd(cpp_dtype_code(xc.dtype), T, R, L, xc.data_ptr(), ptr(mem0),
-                *cpp_param(beta), *cpp_param(threshold), *cpp_param(graded),
-                spk.data_ptr(), mem.data_ptr(), ptr(u), ptr(flags if immediate else None),
-                reset_mode, immediate, num_threads())
+    flags = torch.empty(x.shape if immediate else (0,), dtype=torch.uint8)
+    _C().lif_fwd(cpp_dtype_code(xc.dtype), T, R, L, xc.data_ptr(), ptr(mem0),
+                 *cpp_param(beta), *cpp_param(threshold), *cpp_param(graded),
+                 spk.data_ptr(), mem.data_ptr(), ptr(u), ptr(flags if immediate else None),
+                 reset_mode, immediate, num_threads())
     if immediate:
-        state = u
-    elif state_shape == (0,):
-        state = torch.empty(0, dtype=state_dtype)
-    else:  # fp16/bf16 input, rounded mem output: backward needs the fp32 membrane
-        state = mem
+        state = u  # what saved_layout says: the pre-reset membrane, and the flags
+    elif out_dtype != xc.dtype and not mem_fp32:
+        state = mem  # fp16/bf16 input, rounded mem output: backward needs the fp32 membrane
+    else:
+        state = xc.new_empty((0,))
     if out_dtype != xc.dtype:
         spk = spk.to(out_dtype)
         mem = mem if mem_fp32 else mem.to(out_dtype)
@@ -104,23 +102,27 @@ def cpp_fwd(x, mem0, beta, threshold, graded, *, steps, reset_mode, reset_delay,
 
 def cpp_bwd(grad_spk, grad_mem, mem, state, flags, mem0, beta, threshold, graded, *, steps,
             reset_mode, reset_delay, surrogate_kind, surrogate_param, x_dtype):
-    ext = backends.cpp_module()
     ref = state if state.numel() else mem
     compute = ref.dtype
     T, R, L = grid(ref.shape, steps)
     immediate = is_immediate(reset_mode, reset_delay)
-    grad_spk = None if grad_spk is None else grad_spk.to(compute).contiguous()
-    grad_mem = None if grad_mem is None else grad_mem.to(compute).contiguous()
+    if grad_spk is not None:
+        grad_spk = grad_spk.to(compute).contiguous()
+    if grad_mem is not None:
+        grad_mem = grad_mem.to(compute).contiguous()
     mem_saved = None if immediate else ref.contiguous()
     grad_x = torch.empty(ref.shape, dtype=compute)
     grad_mem0 = None if mem0 is None else torch.empty_like(mem0)
     grads = [torch.empty_like(p) if isinstance(p, Tensor) else None for p in (beta, threshold, graded)]
-    ext.lif_bwd(cpp_dtype_code(compute), T, R, L, ptr(grad_spk), ptr(grad_mem), ptr(mem_saved),
-                ptr(state if immediate else None), ptr(flags if immediate else None), ptr(mem0),
-                *cpp_param(beta), *cpp_param(threshold), *cpp_param(graded),
-                grad_x.data_ptr(), ptr(grad_mem0), *map(ptr, grads),
-                reset_mode, immediate, surrogate_kind, surrogate_param, num_threads())
+    _C().lif_bwd(cpp_dtype_code(compute), T, R, L, ptr(grad_spk), ptr(grad_mem), ptr(mem_saved),
+                 ptr(state if immediate else None), ptr(flags if immediate else None), ptr(mem0),
+                 *cpp_param(beta), *cpp_param(threshold), *cpp_param(graded),
+                 grad_x.data_ptr(), ptr(grad_mem0), *map(ptr, grads),
+                 reset_mode, immediate, surrogate_kind, surrogate_param, num_threads())
     return (grad_x if x_dtype == compute else grad_x.to(x_dtype)), grad_mem0, *grads
+
+
+_C = backends.cpp_module  # memoised: the extension, or BackendUnavailable saying how to build it
 
 
 def _cpp_launchers():
@@ -184,46 +186,44 @@ class LifFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, mem0, beta, threshold, graded, steps, reset_mode, reset_delay, low_memory,
                 mem_fp32, surrogate_kind, surrogate_param, backend):
-        options = dict(steps=steps, reset_mode=reset_mode, reset_delay=reset_delay)
         params = (beta, threshold, graded)
         if torch.compiler.is_compiling():
             compute = compute_dtype(x.dtype)
             spk, mem, state, flags = lif_fwd(x, mem0, *(param_tensor(p, compute, x.device) for p in params),
-                                             **options, low_memory=low_memory, mem_fp32=mem_fp32,
-                                             backend=backend)
+                                             steps=steps, reset_mode=reset_mode, reset_delay=reset_delay,
+                                             low_memory=low_memory, mem_fp32=mem_fp32, backend=backend)
         else:
-            fwd = backends.launchers(FAMILY, backend)[0]
-            spk, mem, state, flags = fwd(x, mem0, *params, **options, low_memory=low_memory,
-                                         mem_fp32=mem_fp32)
+            spk, mem, state, flags = backends.launchers(FAMILY, backend)[0](
+                x, mem0, beta, threshold, graded, steps=steps, reset_mode=reset_mode,
+                reset_delay=reset_delay, low_memory=low_memory, mem_fp32=mem_fp32)
         # Keep the mem output only when backward rebuilds the steps from it (state is empty):
         # what is saved here is all the memory backward holds on to.
-        keep_mem = state.numel() == 0
         tensor_params = [p if isinstance(p, Tensor) else None for p in params]
-        ctx.save_for_backward(mem if keep_mem else None, state, flags, mem0, *tensor_params)
+        ctx.save_for_backward(mem if state.numel() == 0 else None, state, flags, mem0, *tensor_params)
         ctx.float_params = [None if isinstance(p, Tensor) else p for p in params]
-        ctx.options = dict(options, surrogate_kind=surrogate_kind, surrogate_param=surrogate_param,
-                           x_dtype=x.dtype)
+        ctx.options = (steps, reset_mode, reset_delay, surrogate_kind, surrogate_param, x.dtype)
         ctx.backend = backend
-        ctx.mark_non_differentiable(state, flags)
         ctx.set_materialize_grads(False)
-        return spk, mem, state, flags
+        return spk, mem  # state and flags are saved, not returned: nothing differentiates them
 
     @staticmethod
-    def backward(ctx, grad_spk, grad_mem, _grad_state, _grad_flags):
+    def backward(ctx, grad_spk, grad_mem):
         mem, state, flags, mem0, *tensor_params = ctx.saved_tensors
         params = [t if t is not None else f for t, f in zip(tensor_params, ctx.float_params)]
         if grad_spk is None and grad_mem is None:
             return (None,) * 13
+        steps, reset_mode, reset_delay, surrogate_kind, surrogate_param, x_dtype = ctx.options
+        options = dict(steps=steps, reset_mode=reset_mode, reset_delay=reset_delay,
+                       surrogate_kind=surrogate_kind, surrogate_param=surrogate_param, x_dtype=x_dtype)
         if torch.compiler.is_compiling():
             ref = state if state.numel() else mem
             compute = compute_dtype(ref.dtype)
             params = [param_tensor(p, compute, ref.device) for p in params]
             grad_x, grad_mem0, *grads = lif_bwd(grad_spk, grad_mem, mem, state, flags, mem0, *params,
-                                                **ctx.options, backend=ctx.backend)
+                                                **options, backend=ctx.backend)
         else:
             bwd = backends.launchers(FAMILY, ctx.backend)[1]
-            grad_x, grad_mem0, *grads = bwd(grad_spk, grad_mem, mem, state, flags, mem0, *params,
-                                            **ctx.options)
+            grad_x, grad_mem0, *grads = bwd(grad_spk, grad_mem, mem, state, flags, mem0, *params, **options)
         grads = [g if t is not None else None for g, t in zip(grads, tensor_params)]
         return (grad_x, grad_mem0 if mem0 is not None else None, *grads) + (None,) * 8
 
@@ -245,12 +245,13 @@ def run(x, mem, beta, threshold, graded, *, single_step, reset_mode, reset_delay
     if not single_step and x.dim() < 2:
         raise ValueError(f"x_seq must be [T, ...neurons] with at least 2 dimensions (time first); "
                          f"got shape {tuple(x.shape)}. For one step use Leaky(...)(x, mem).")
-    x = float_input(x)
-    check_state(mem, "mem (the initial membrane)", x.shape if single_step else x.shape[1:])
+    if not x.is_floating_point():
+        x = float_input(x)
+    if mem is not None:
+        check_state(mem, "mem (the initial membrane)", x.shape if single_step else x.shape[1:])
     n_last = x.shape[-1] if x.dim() else 1
-    beta = check_param(beta, "beta", n_last)
-    threshold = check_param(threshold, "threshold", n_last)
-    graded = check_param(graded, "graded_spikes_factor", n_last)
+    beta, threshold, graded = (check_param(beta, "beta", n_last), check_param(threshold, "threshold", n_last),
+                               check_param(graded, "graded_spikes_factor", n_last))
     if surrogate is None or reference_options:
         if backend not in ("auto", "reference"):
             why = (f"the surrogate {spike_fn!r}" if surrogate is None else
@@ -270,10 +271,24 @@ def run(x, mem, beta, threshold, graded, *, single_step, reset_mode, reset_delay
     params = (kernel_param(beta, compute, dev, clamp=True), kernel_param(threshold, compute, dev),
               kernel_param(graded, compute, dev))
     mem0 = None if mem is None else mem.to(compute).reshape(-1)
-    spk, mem_out, _, _ = LifFunction.apply(x, mem0, *params, 1 if single_step else x.shape[0],
-                                           reset_mode, bool(reset_delay), bool(low_memory),
-                                           bool(mem_fp32), surrogate.kind, float(surrogate.param), name)
-    return spk, mem_out
+    steps = 1 if single_step else x.shape[0]
+    if not (torch.is_grad_enabled() and (x.requires_grad or (mem0 is not None and mem0.requires_grad)
+                                         or _any_requires_grad(params))) \
+            and not torch.compiler.is_compiling():
+        # nothing to differentiate: the launcher itself, without the autograd Function around it
+        spk, mem_out, _, _ = backends.launchers(FAMILY, name)[0](
+            x, mem0, *params, steps=steps, reset_mode=reset_mode, reset_delay=bool(reset_delay),
+            low_memory=bool(low_memory), mem_fp32=bool(mem_fp32))
+        return spk, mem_out
+    return LifFunction.apply(x, mem0, *params, steps, reset_mode, bool(reset_delay), bool(low_memory),
+                             bool(mem_fp32), surrogate.kind, float(surrogate.param), name)
+
+
+def _any_requires_grad(params):
+    for p in params:
+        if type(p) is not float and p.requires_grad:
+            return True
+    return False
 
 
 def _run_reference(x, mem, beta, threshold, graded, single_step, reset_mode, reset_delay, spike_fn,
