@@ -12,7 +12,7 @@ TRITON_OLD_DIR   := .triton-3.6
 TRITON_OLD_STAMP := $(TRITON_OLD_DIR)/.installed
 
 .PHONY: install test demo bench bench-sim bench-gpu check clean sanitize
-.PHONY: compat-install test-compat triton-3.6
+.PHONY: compat-install test-compat triton-3.6 test-snntorch-0.9.4
 
 $(STAMP): setup.py pyproject.toml csrc/*.cpp csrc/*.h
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,7 +53,7 @@ bench-gpu: $(STAMP)
 	bash bench/gpu_check.sh
 
 clean:
-	rm -rf build *.egg-info fastlif/_C*.so
+	rm -rf build build-sanitize *.egg-info fastlif/_C*.so
 
 # --- the GPU machine's versions ------------------------------------------------------------
 # `make test-compat`: the whole CPU suite in .venv-compat (git-ignored) with the versions the
@@ -100,3 +100,19 @@ $(TRITON_OLD_STAMP): | $(STAMP)
 	touch $(TRITON_OLD_STAMP)
 
 triton-3.6: $(TRITON_OLD_STAMP)
+
+# snnTorch 0.9.4 (the tutorial's pin) beside the venv's current release, for the snnTorch
+# equivalence and interop tests: a pure-Python package, so a --target folder on PYTHONPATH
+# serves as the second environment (no second torch).
+SNN_OLD_DIR   := .snntorch-0.9.4
+SNN_OLD_STAMP := $(SNN_OLD_DIR)/.installed
+SNN_TESTS     := tests/test_snntorch.py tests/test_interop.py tests/test_losses.py
+
+$(SNN_OLD_STAMP): | $(STAMP)
+	rm -rf $(SNN_OLD_DIR)
+	$(PIP) install -q --no-deps --target $(SNN_OLD_DIR) snntorch==0.9.4
+	PYTHONPATH=$(SNN_OLD_DIR) $(PY) -c "import snntorch; assert snntorch.__version__ == '0.9.4', snntorch.__file__"
+	touch $(SNN_OLD_STAMP)
+
+test-snntorch-0.9.4: $(STAMP) $(SNN_OLD_STAMP)
+	PYTHONPATH=$(SNN_OLD_DIR) $(PY) -m pytest -q -n 2 $(SNN_TESTS)

@@ -217,15 +217,51 @@ class SpikingNeuron(nn.Module):
     def _surrogate_bypass(input_):
         return (input_ > 0).float()
 
+    # --- from snnTorch -------------------------------------------------------------------------
+    _STATE_FUNCTIONS = {"_base_sub": "subtract", "_base_zero": "zero", "_base_int": "none"}
+
+    @classmethod
+    def from_snntorch(cls, layer):
+        """This class's equivalent of an snnTorch neuron: the same constructor settings, then its
+        parameters and buffers (``load_state_dict``), hidden state and reset mechanism value."""
+        kwargs = cls._snntorch_settings(layer)
+        state_function = getattr(getattr(layer, "state_function", None), "__name__", None)
+        kwargs["reset_mechanism"] = cls._STATE_FUNCTIONS.get(state_function, layer.reset_mechanism)
+        new = cls(**kwargs)
+        new.load_state_dict(layer.state_dict())  # also reset_mechanism_val, as a loaded value
+        new._reset_mechanism = layer.reset_mechanism
+        for name in cls._state_names:
+            state = getattr(layer, name, None)
+            if state is not None:
+                setattr(new, name, state)
+        return new.to(next(iter(layer.buffers()), new.threshold).device)
+
+    @staticmethod
+    def _common_settings(layer):
+        """The SpikingNeuron-level constructor settings of an snnTorch neuron."""
+        disabled = getattr(layer, "surrogate_disable", False)
+        return dict(threshold=layer.threshold.detach().clone(),
+                    spike_grad=None if disabled else layer.spike_grad, surrogate_disable=disabled,
+                    init_hidden=layer.init_hidden, inhibition=layer.inhibition,
+                    learn_threshold=isinstance(layer.threshold, nn.Parameter),
+                    state_quant=layer.state_quant, output=layer.output,
+                    reset_delay=getattr(layer, "reset_delay", True))
+
     # --- hidden state --------------------------------------------------------------------------
     @classmethod
     def detach_hidden(cls):
-        """Detach every layer's hidden state from the graph, in place, as snnTorch does."""
+        """Detach every layer's hidden state from the graph, in place, as snnTorch does (a state
+        that is a view, which ``detach_()`` refuses, e.g. what a ``state_quant`` returns, is
+        replaced by a detached copy instead: snnTorch raises there)."""
         for layer in list(_registry().instances):
             if isinstance(layer, cls):
                 for name in layer._state_names:
                     state = getattr(layer, name, None)  # None: a constructor that raised later
-                    if state is not None:
+                    if state is None:
+                        continue
+                    if state._is_view():
+                        setattr(layer, name, state.detach())
+                    else:
                         state.detach_()
 
     @classmethod

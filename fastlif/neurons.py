@@ -3,6 +3,7 @@ one fused op (``fastlif/ops/``) over a step or a whole sequence. What they share
 :mod:`fastlif.neuron_base`.
 """
 import torch
+from torch import nn
 
 from .neuron_base import SpikingNeuron, snntorch_bases
 from .ops import lif
@@ -31,6 +32,13 @@ class Leaky(SpikingNeuron, *snntorch_bases("Leaky")):
                          learn_graded_spikes_factor, reset_delay, step_mode, backend)
         self._register("beta", beta, learn_beta)
         self.state_function = {0: self._base_sub, 1: self._base_zero, 2: self._base_int}[self._state_reset_mode]
+
+    @classmethod
+    def _snntorch_settings(cls, layer):
+        return dict(cls._common_settings(layer), beta=layer.beta.detach().clone(),
+                    learn_beta=isinstance(layer.beta, nn.Parameter),
+                    graded_spikes_factor=layer.graded_spikes_factor.detach().clone(),
+                    learn_graded_spikes_factor=isinstance(layer.graded_spikes_factor, nn.Parameter))
 
     # --- state, as snnTorch ----------------------------------------------------------------------
     def reset_mem(self):
