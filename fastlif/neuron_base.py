@@ -286,6 +286,53 @@ class SpikingNeuron(nn.Module):
             states.append(state)
         return states
 
+    # --- one step, or a whole sequence: what every neuron's forward does ------------------------
+    # A subclass implements ``_fused(x, *states, single_step) -> (spk, *new states)`` (states in
+    # ``_state_names`` order) and lists in ``_returned_states`` the states its calls return.
+    _returned_states = ("mem",)
+    _init_hidden_error = "`mem` should not be passed as an argument while `init_hidden=True`"
+
+    def _forward(self, input_, given):
+        if self.init_hidden and any(state is not None for state in given):
+            raise TypeError(self._init_hidden_error)
+        if not isinstance(input_, torch.Tensor):
+            raise TypeError(f"input must be a torch.Tensor, got {type(input_).__name__}")
+        if self.step_mode == "multi":
+            return self._forward_multi(input_, given)
+        states = self._states_for(input_, given)
+        spk, *new_states = self._fused(input_, *states, single_step=True)
+        self._reset_source = (states[self._state_names.index("mem")],)
+        for name, value in zip(self._state_names, new_states):
+            setattr(self, name, value)  # only once the step succeeded: a rejected call changes nothing
+        returned = [getattr(self, name) for name in self._returned_states]
+        if self.output or not self.init_hidden:
+            return (spk, *returned)
+        return spk
+
+    def _forward_multi(self, x_seq, given):
+        if self.init_hidden:
+            given = [getattr(self, name) if getattr(self, name).shape == x_seq.shape[1:] else None
+                     for name in self._state_names]
+        spk_seq, *seqs = self._fused(x_seq, *given, single_step=False)
+        returned = [seqs[self._state_names.index(name)] for name in self._returned_states]
+        if not self.init_hidden:
+            return (spk_seq, *returned)
+        if len(spk_seq):  # copies, not views: snnTorch's helpers detach states in place
+            mem_seq = seqs[self._state_names.index("mem")]
+            mem0 = given[self._state_names.index("mem")]
+            self._reset_source = (mem_seq[-2] if len(mem_seq) > 1 else
+                                  (mem0 if mem0 is not None else torch.zeros_like(mem_seq[0])),)
+            for name, seq in zip(self._state_names, seqs):
+                setattr(self, name, seq[-1].clone())
+        return (spk_seq, *returned) if self.output else spk_seq
+
+    def _clear_states(self):
+        for name in self._state_names:
+            state = getattr(self, name)
+            setattr(self, name, torch.zeros_like(state, device=state.device))
+        states = tuple(getattr(self, name) for name in self._state_names)
+        return states if len(states) > 1 else states[0]
+
     def extra_repr(self):
         return (f"reset_mechanism={self._reset_mechanism!r}, reset_delay={self.reset_delay}, "
                 f"spike_grad={self.spike_grad!r}, step_mode={self.step_mode!r}, "

@@ -1,14 +1,14 @@
 """The neurons: snnTorch's constructors, per-step behaviour and ``state_dict`` names, each run by
-one fused op (``fastlif/ops/``) over a step or a whole sequence. What they share is in
-:mod:`fastlif.neuron_base`.
+one fused op (``fastlif/ops/``) over a step or a whole sequence. What they share (hidden
+states, ``init_hidden``, ``step_mode``, snnTorch's helpers) is in :mod:`fastlif.neuron_base`.
 """
 import torch
 from torch import nn
 
 from .neuron_base import SpikingNeuron, snntorch_bases
-from .ops import lif
+from .ops import lif, synaptic
 
-__all__ = ["Leaky"]
+__all__ = ["Leaky", "Synaptic"]
 
 
 class Leaky(SpikingNeuron, *snntorch_bases("Leaky")):
@@ -40,10 +40,8 @@ class Leaky(SpikingNeuron, *snntorch_bases("Leaky")):
                     graded_spikes_factor=layer.graded_spikes_factor.detach().clone(),
                     learn_graded_spikes_factor=isinstance(layer.graded_spikes_factor, nn.Parameter))
 
-    # --- state, as snnTorch ----------------------------------------------------------------------
     def reset_mem(self):
-        self.mem = torch.zeros_like(self.mem, device=self.mem.device)
-        return self.mem
+        return self._clear_states()
 
     def init_leaky(self):
         """Zeros whose shape is taken from the first input (snnTorch's behaviour)."""
@@ -63,7 +61,6 @@ class Leaky(SpikingNeuron, *snntorch_bases("Leaky")):
     def _base_int(self, input_):
         return self._base_state_function(input_)
 
-    # --- computation -----------------------------------------------------------------------------
     def _fused(self, x, mem, single_step):
         spike_fn, sg = self._surrogate()
         return lif.run(x, mem, self.beta, self.threshold, self.graded_spikes_factor,
@@ -77,30 +74,80 @@ class Leaky(SpikingNeuron, *snntorch_bases("Leaky")):
         return self._fused(x_seq, mem, single_step=False)
 
     def forward(self, input_, mem=None):
-        if self.init_hidden and mem is not None:
-            raise TypeError("`mem` should not be passed as an argument while `init_hidden=True`")
-        if not isinstance(input_, torch.Tensor):
-            raise TypeError(f"input must be a torch.Tensor, got {type(input_).__name__}")
-        if self.step_mode == "multi":
-            return self._forward_multi(input_, mem)
-        (state,) = self._states_for(input_, (mem,))
-        spk, new_mem = self._fused(input_, state, single_step=True)
-        self._reset_source = (state,)
-        self.mem = new_mem  # only once the step succeeded: a rejected call leaves the state alone
-        if self.output:
-            return spk, self.mem
-        if self.init_hidden:
-            return spk
-        return spk, self.mem
+        return self._forward(input_, (mem,))
 
-    def _forward_multi(self, x_seq, mem):
-        if self.init_hidden:
-            mem = self.mem if self.mem.shape == x_seq.shape[1:] else None
-        spk_seq, mem_seq = self._fused(x_seq, mem, single_step=False)
-        if self.init_hidden:
-            if len(mem_seq):  # a copy, not a view: snnTorch's helpers detach states in place
-                self._reset_source = (mem_seq[-2] if len(mem_seq) > 1 else
-                                      (mem if mem is not None else torch.zeros_like(mem_seq[0])),)
-                self.mem = mem_seq[-1].clone()
-            return (spk_seq, mem_seq) if self.output else spk_seq
-        return spk_seq, mem_seq
+
+class Synaptic(SpikingNeuron, *snntorch_bases("Synaptic")):
+    """Second-order integrate-and-fire neuron: a synaptic current ``syn`` decaying with
+    ``alpha`` feeds the membrane ``mem`` decaying with ``beta`` (snnTorch's ``Synaptic``).
+
+    ``spk, syn, mem = lif(x_t, syn, mem)`` is one step; ``lif.sequence(x_seq, syn, mem)`` runs
+    ``[T, B, ...]`` fused and returns ``(spk_seq, syn_seq, mem_seq)``; ``step_mode="multi"``
+    as for :class:`Leaky`. snnTorch's Synaptic takes no graded-spike arguments (its factor is a
+    buffer equal to 1); fastlif accepts them too.
+    """
+
+    _state_names = ("syn", "mem")
+    _returned_states = ("syn", "mem")
+    _init_hidden_error = "`mem` or `syn` should not be passed as an argument while `init_hidden=True`"
+
+    def __init__(self, alpha, beta, threshold=1.0, spike_grad=None, surrogate_disable=False,
+                 init_hidden=False, inhibition=False, learn_alpha=False, learn_beta=False,
+                 learn_threshold=False, reset_mechanism="subtract", state_quant=False, output=False,
+                 reset_delay=True, step_mode="single", backend="auto", graded_spikes_factor=1.0,
+                 learn_graded_spikes_factor=False):
+        super().__init__(threshold, spike_grad, surrogate_disable, init_hidden, inhibition,
+                         learn_threshold, reset_mechanism, state_quant, output, graded_spikes_factor,
+                         learn_graded_spikes_factor, reset_delay, step_mode, backend)
+        self._register("beta", beta, learn_beta)
+        self._register("alpha", alpha, learn_alpha)
+        self.state_function = {0: self._base_sub, 1: self._base_zero, 2: self._base_int}[self._state_reset_mode]
+
+    @classmethod
+    def _snntorch_settings(cls, layer):
+        return dict(cls._common_settings(layer), alpha=layer.alpha.detach().clone(),
+                    beta=layer.beta.detach().clone(), learn_alpha=isinstance(layer.alpha, nn.Parameter),
+                    learn_beta=isinstance(layer.beta, nn.Parameter),
+                    graded_spikes_factor=layer.graded_spikes_factor.detach().clone(),
+                    learn_graded_spikes_factor=isinstance(layer.graded_spikes_factor, nn.Parameter))
+
+    def reset_mem(self):
+        return self._clear_states()
+
+    def init_synaptic(self):
+        """``(syn, mem)``: zeros whose shape is taken from the first input."""
+        return self.reset_mem()
+
+    # snnTorch's state functions (one step, from self.syn, self.mem and self.reset)
+    def _base_state_function(self, input_):
+        base_fn_syn = self.alpha.clamp(0, 1) * self.syn + input_
+        return base_fn_syn, self.beta.clamp(0, 1) * self.mem + base_fn_syn
+
+    def _base_state_reset_zero(self, input_):
+        return 0, self._base_state_function(input_)[1]
+
+    def _base_sub(self, input_):
+        syn, mem = self._base_state_function(input_)
+        return syn, mem - self.reset * self.threshold
+
+    def _base_zero(self, input_):
+        syn, mem = self._base_state_function(input_)
+        syn2, mem2 = self._base_state_reset_zero(input_)
+        return syn - syn2 * self.reset, mem - mem2 * self.reset
+
+    def _base_int(self, input_):
+        return self._base_state_function(input_)
+
+    def _fused(self, x, syn, mem, single_step):
+        spike_fn, sg = self._surrogate()
+        return synaptic.run(x, syn, mem, self.alpha, self.beta, self.threshold, self.graded_spikes_factor,
+                            single_step=single_step, reset_mode=self._state_reset_mode,
+                            reset_delay=self.reset_delay, spike_fn=spike_fn, surrogate=sg,
+                            backend=self.backend, reference_options=self._reference_options())
+
+    def sequence(self, x_seq, syn=None, mem=None):
+        """Fused over the leading time dimension: ``x_seq [T, B, ...] -> (spk, syn, mem) seqs``."""
+        return self._fused(x_seq, syn, mem, single_step=False)
+
+    def forward(self, input_, syn=None, mem=None):
+        return self._forward(input_, (syn, mem))

@@ -81,3 +81,66 @@ def lif_sequence_reference(x_seq, beta, threshold=1.0, *, mem=None, reset_mechan
     if not spikes:  # T == 0
         return torch.empty_like(x_seq), torch.empty_like(x_seq)
     return torch.stack(spikes), torch.stack(mems)
+
+
+# --- Synaptic (snnTorch's Synaptic: a synaptic current feeding the membrane) ---------------------
+
+def synaptic_step(x, syn, mem, alpha, beta, threshold, graded_spikes_factor, spike_fn,
+                  reset_mechanism="subtract", reset_delay=True, *, immediate_reset_mechanism=None,
+                  state_quant=None, inhibition=False):
+    """One Synaptic step: returns ``(spk, syn, mem)``. ``alpha`` and ``beta`` must already be
+    clamped to [0, 1]. The reset to zero acts on the membrane after it integrated this step's
+    current (snnTorch's ``_base_zero``), unlike Leaky's."""
+    reset = spike_fn(mem - threshold).detach()
+    syn = alpha * syn + x
+    new_mem = beta * mem + syn
+    if reset_mechanism == "subtract":
+        mem = new_mem - reset * threshold
+    elif reset_mechanism == "zero":
+        mem = new_mem - new_mem * reset
+    else:
+        mem = new_mem
+    if state_quant:
+        mem, syn = state_quant(mem), state_quant(syn)
+    if inhibition:
+        shifted = mem - threshold
+        mask = torch.zeros_like(shifted)
+        mask[torch.arange(mem.size(0)), torch.argmax(shifted, dim=1)] = 1
+        spk = spike_fn(shifted) * mask
+    else:
+        spk = spike_fn((state_quant(mem) if state_quant else mem) - threshold) * graded_spikes_factor
+    if not reset_delay:
+        do_reset = spk / graded_spikes_factor - reset
+        mechanism = immediate_reset_mechanism or reset_mechanism
+        if mechanism == "subtract":
+            mem = mem - do_reset * threshold
+        elif mechanism == "zero":
+            mem = mem - do_reset * mem
+    return spk, syn, mem
+
+
+def synaptic_sequence_reference(x_seq, alpha, beta, threshold=1.0, *, syn=None, mem=None,
+                                reset_mechanism="subtract", reset_delay=True, spike_fn=None,
+                                graded_spikes_factor=1.0, **options):
+    """Run :func:`synaptic_step` over the leading time dimension: ``(spk_seq, syn_seq, mem_seq)``."""
+    if spike_fn is None:
+        from .surrogate import atan
+        spike_fn = atan()
+    if isinstance(reset_mechanism, int):
+        reset_mechanism = RESET_MECHANISMS[reset_mechanism]
+    alpha = _as_tensor(alpha, x_seq.device).clamp(0, 1)
+    beta = _as_tensor(beta, x_seq.device).clamp(0, 1)
+    threshold = _as_tensor(threshold, x_seq.device)
+    graded_spikes_factor = _as_tensor(graded_spikes_factor, x_seq.device)
+    syn = torch.zeros_like(x_seq[0]) if syn is None else syn
+    mem = torch.zeros_like(x_seq[0]) if mem is None else mem
+    out = [], [], []
+    for x in x_seq:
+        for seq, value in zip(out, synaptic_step(x, syn, mem, alpha, beta, threshold,
+                                                 graded_spikes_factor, spike_fn, reset_mechanism,
+                                                 reset_delay, **options)):
+            seq.append(value)
+        _, syn, mem = (seq[-1] for seq in out)
+    if not out[0]:
+        return tuple(torch.empty_like(x_seq) for _ in range(3))
+    return tuple(torch.stack(seq) for seq in out)

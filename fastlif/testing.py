@@ -147,3 +147,35 @@ def assert_grads_close(got, want, rtol=1e-5, *, floor=1e-6, param_floor=None, wh
         f = sum_floor(want, name) if param_floor == "sum" and name in PARAMS else floor
         err = normwise(a, b, f)
         assert err <= rtol, f"{what} grad {name}: normwise error {err:.2e} > {rtol:.0e}"
+
+
+def forward_backward(fn, leaves, upstream):
+    """A family-generic run: ``fn(**leaves)`` returns a tuple of outputs; backpropagate
+    ``upstream`` (one tensor or None per output) and return ``(outputs, {name: grad})`` for
+    every leaf that requires grad (zeros where no gradient arrived)."""
+    outputs = fn(**leaves)
+    pairs = [(out, up.to(out.device, out.dtype)) for out, up in zip(outputs, upstream)
+             if up is not None and out.requires_grad]
+    if pairs:
+        torch.autograd.backward([p[0] for p in pairs], [p[1] for p in pairs])
+    grads = {k: (v.grad if v.grad is not None else torch.zeros_like(v)).detach()
+             for k, v in leaves.items() if isinstance(v, torch.Tensor) and v.requires_grad}
+    return tuple(o.detach() for o in outputs), grads
+
+
+def leaves_of(tensors, dtype=torch.float32, device="cpu", learn=()):
+    """Fresh leaves of named tensors (None stays None): inputs and states in ``dtype``, requiring
+    grad; parameters (:data:`PARAMS_ALL`) in the compute dtype, requiring grad if in ``learn``."""
+    compute = torch.float64 if dtype == torch.float64 else torch.float32
+    out = {}
+    for name, t in tensors.items():
+        if t is None or not isinstance(t, torch.Tensor):
+            out[name] = t
+            continue
+        is_param = name in PARAMS_ALL
+        t = t.detach().to(device, compute if is_param else dtype).clone()
+        out[name] = t.requires_grad_(name in learn or not is_param)
+    return out
+
+
+PARAMS_ALL = ("alpha", "beta", "threshold", "graded", "V")

@@ -36,7 +36,8 @@ import triton.language as tl
 
 from fastlif import backends
 from fastlif.codes import NO_GRAD, RESET_CODES, is_immediate
-from fastlif.ops.lif import grid as lif_grid, saved_layout
+from fastlif.ops.common import grid as step_grid
+from fastlif.ops.lif import saved_layout
 
 from . import common as C
 from .common import RESET_SUBTRACT, RESET_ZERO, cast, heaviside, immediate_reset, load_param
@@ -269,7 +270,7 @@ def lif_fwd(x, mem0, beta, threshold, graded, *, steps, reset_mode, reset_delay,
             mem_fp32):
     C.check_dtype(x.dtype, "x")
     _check_options(reset_mode)
-    T, R, L = lif_grid(x.shape, steps)
+    T, R, L = step_grid(x.shape, steps)
     N = R * L
     compute = torch.float64 if x.dtype == torch.float64 else torch.float32
     dev = x.device
@@ -303,7 +304,7 @@ def lif_bwd(grad_spk, grad_mem, mem, state, flags, mem0, beta, threshold, graded
     _check_options(reset_mode)
     immediate = is_immediate(reset_mode, reset_delay)
     saved = state if (immediate or state.numel()) else mem
-    T, R, L = lif_grid(saved.shape, steps)
+    T, R, L = step_grid(saved.shape, steps)
     N = R * L
     compute = torch.float64 if x_dtype == torch.float64 else torch.float32
     dev = saved.device

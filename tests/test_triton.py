@@ -422,3 +422,67 @@ def test_torch_compile_fullgraph():
     out.backward()
     torch.testing.assert_close(out.detach(), f(x, beta).detach(), rtol=1e-6, atol=1e-6)
     assert normwise(xc.grad, xe.grad) <= 1e-6 and normwise(bc.grad, be.grad) <= 1e-6
+
+
+# ------------------------------------------------------------------------------------------
+# the other families: Synaptic
+
+
+def synaptic_case(T, neurons, per_neuron=True, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    L = neurons[-1]
+    rand = lambda lo, hi: torch.rand(L if per_neuron else (), generator=g) * (hi - lo) + lo  # noqa: E731
+    tensors = {"x": torch.randn(T, *neurons, generator=g) * 0.8 + 0.3,
+               "syn": torch.randn(*neurons, generator=g) * 0.5, "mem": torch.randn(*neurons, generator=g),
+               "alpha": rand(0.0, 1.0), "beta": rand(0.0, 1.0), "threshold": rand(0.75, 1.25),
+               "graded": rand(0.5, 1.5)}
+    return tensors, [torch.randn(T, *neurons, generator=g) for _ in range(3)]
+
+
+def run_synaptic(backend, tensors, upstream, dtype, sg, **options):
+    from fastlif.reference import synaptic_sequence_reference
+    leaves = testing.leaves_of(tensors, dtype, DEVICE, learn=("alpha", "beta", "threshold", "graded"))
+    if backend == "reference":
+        fn = lambda x, syn, mem, alpha, beta, threshold, graded: synaptic_sequence_reference(  # noqa: E731
+            x, alpha, beta, threshold, syn=syn, mem=mem, spike_fn=SURROGATES[sg], graded_spikes_factor=graded,
+            **options)
+    else:
+        fn = lambda x, syn, mem, alpha, beta, threshold, graded: fastlif.synaptic_sequence(  # noqa: E731
+            x, alpha, beta, threshold, syn=syn, mem=mem, surrogate=SURROGATES[sg], graded_spikes_factor=graded,
+            backend=backend, **options)
+    return testing.forward_backward(fn, leaves, upstream)
+
+
+@needs_device
+@pytest.mark.parametrize("sg", ["atan", "fast_sigmoid", "sigmoid", "triangular"])
+@pytest.mark.parametrize("delay", [True, False], ids=["delay", "immediate"])
+@pytest.mark.parametrize("reset", ["subtract", "zero", "none"])
+def test_synaptic_matches_reference(reset, delay, sg):
+    tensors, upstream = synaptic_case(9, (3, 7), seed=zlib.crc32(f"{reset}{delay}{sg}".encode()))
+    options = dict(reset_mechanism=reset, reset_delay=delay)
+    outs, grads = run_synaptic("triton", tensors, upstream, torch.float32, sg, **options)
+    want32, _ = run_synaptic("reference", tensors, upstream, torch.float32, sg, **options)
+    want64, grads64 = run_synaptic("reference", tensors, upstream, torch.float64, sg, **options)
+    assert torch.equal(outs[0], want32[0]), "fp32 spikes differ from the fp32 reference"
+    for a, b in zip(outs[1:], want32[1:]):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    assert torch.equal(want32[0].double(), want64[0]), "fp64 reference flips a spike: pick another seed"
+    assert_grads_close(grads, grads64)
+
+
+@needs_device
+def test_synaptic_matches_cpp_and_half_input():
+    from fastlif.backends import why_unavailable
+    tensors, upstream = synaptic_case(8, (2, 13), seed=3)
+    outs, grads = run_synaptic("triton", tensors, upstream, torch.float32, "atan", reset_delay=False)
+    if not why_unavailable("cpp", "cpu"):
+        cpp, cpp_grads = run_synaptic("cpp", {k: v for k, v in tensors.items()}, upstream, torch.float32, "atan",
+                                      reset_delay=False) if DEVICE == "cpu" else (None, None)
+        if cpp is not None:
+            assert all(torch.equal(a, b) for a, b in zip(outs, cpp))
+            assert_grads_close(grads, cpp_grads, rtol=1e-6)
+    rounded = dict(tensors, x=tensors["x"].to(torch.bfloat16).float())
+    half, _ = run_synaptic("triton", rounded, upstream, torch.bfloat16, "atan")
+    want, _ = run_synaptic("reference", rounded, upstream, torch.float32, "atan")
+    assert half[0].dtype == torch.bfloat16 and half[1].dtype == half[2].dtype == torch.float32
+    assert torch.equal(half[0], want[0].to(torch.bfloat16))  # the graded spike value, rounded once

@@ -8,15 +8,17 @@ Dtype policy (the one place it is decided):
   parameters and arithmetic are never kept in fp16/bf16;
 * the C++ kernels take fp32 or fp64, so fp16/bf16 input is widened before them; the Triton
   kernels read fp16/bf16 directly and widen in registers;
-* outputs come back in the input's dtype, except the membrane when the caller keeps it as
-  its state (``mem_fp32=True``, what the neuron modules do): then it stays in the compute
-  dtype, so a state carried from call to call is never rounded to fp16/bf16.
+* outputs come back in the input's dtype, except the states: LIF's membrane when the caller
+  keeps it as its state (``mem_fp32=True``, what the neuron modules do), and the states of
+  the families added since (Synaptic, RLeaky) always, stay in the compute dtype, so a state
+  carried from call to call is never rounded to fp16/bf16.
 """
 import numbers
 
 import numpy as np
 import torch
 
+from .. import backends
 from ..codes import FLOAT32, FLOAT64
 
 HALF_DTYPES = (torch.float16, torch.bfloat16)
@@ -35,6 +37,13 @@ def float_input(x):
 
 def mem_dtype(x_dtype, mem_fp32):
     return compute_dtype(x_dtype) if mem_fp32 else x_dtype
+
+
+def grid(shape, steps):
+    """``(T, R, L)``: the kernels' view of an input of ``shape`` holding ``steps`` steps."""
+    L = shape[-1] if len(shape) else 1
+    n = shape.numel() if isinstance(shape, torch.Size) else torch.Size(shape).numel()
+    return steps, (n // (steps * L) if steps and L else 0), L
 
 
 def cpp_dtype_code(dtype):
@@ -72,6 +81,59 @@ def check_param(value, name, n_last=None):
         raise ValueError(f"{name} must be a scalar or hold one value per neuron along the last "
                          f"dimension {want}; got shape {tuple(value.shape)}")
     return value
+
+
+def check_input(x, single_step):
+    """A call's input, checked, as floating point: a sequence ``[T, ...]`` or one step."""
+    check_tensor(x, "input" if single_step else "x_seq")
+    if not single_step and x.dim() < 2:
+        raise ValueError(f"x_seq must be [T, ...neurons] with at least 2 dimensions (time first); "
+                         f"got shape {tuple(x.shape)}. For one step call the neuron module.")
+    return x if x.is_floating_point() else float_input(x)
+
+
+def check_states(x, single_step, **states):
+    """Every initial state given (not None) has the shape of one step of ``x``."""
+    shape = x.shape if single_step else x.shape[1:]
+    for name, state in states.items():
+        if state is not None:
+            check_state(state, f"{name} (the initial {'membrane' if name == 'mem' else name})", shape)
+
+
+def choose_backend(family, backend, device_type, surrogate, spike_fn, reference_options):
+    """The backend a call runs on: the reference loop for a surrogate the kernels cannot run or
+    for snnTorch's rarer options (an error if another backend was asked for explicitly), else
+    :func:`fastlif.backends.select`'s choice."""
+    if surrogate is None or reference_options:
+        if backend not in ("auto", "reference"):
+            why = (f"the surrogate {spike_fn!r}" if surrogate is None else
+                   f"the options {', '.join(sorted(reference_options))}")
+            raise backends.BackendUnavailable(
+                f"backend={backend!r} cannot run {why}: only the reference loop does "
+                f"(backend='reference' or 'auto')")
+        return "reference"
+    return backends.select(backend, device_type, family)
+
+
+def kernel_params(x, values, names, clamped):
+    """A call's parameters (checked against x's last dimension) as the launchers take them."""
+    n_last = x.shape[-1] if x.dim() else 1
+    compute, dev = compute_dtype(x.dtype), x.device
+    return tuple(kernel_param(check_param(v, name, n_last), compute, dev, clamp=name in clamped)
+                 for v, name in zip(values, names))
+
+
+def needs_autograd(*tensors):
+    """Whether a call must record a graph: grad mode is on and something requires grad (floats,
+    None: never). Under torch.compile the autograd Function is always used (it is traced)."""
+    if torch.compiler.is_compiling():
+        return True
+    if not torch.is_grad_enabled():
+        return False
+    for t in tensors:
+        if t is not None and type(t) is not float and t.requires_grad:
+            return True
+    return False
 
 
 def check_state(state, name, shape):

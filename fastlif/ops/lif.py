@@ -30,9 +30,9 @@ from torch import Tensor
 from .. import backends, surrogate as surrogate_mod
 from ..codes import RESET_MECHANISMS, is_immediate, reset_code
 from ..reference import lif_sequence_reference, lif_step
-from .common import (CPP_DTYPES, HALF_DTYPES, check_param, check_state, check_tensor, compute_dtype,
-                     cpp_dtype_code, cpp_param, float_input, kernel_param, mem_dtype,
-                     num_threads, param_tensor, ptr)
+from .common import (CPP_DTYPES, HALF_DTYPES, check_input, check_param, check_states, choose_backend,
+                     compute_dtype, cpp_dtype_code, cpp_param, grid, kernel_params, mem_dtype,
+                     needs_autograd, num_threads, param_tensor, ptr)
 
 FAMILY = "lif"
 
@@ -55,13 +55,6 @@ def saved_layout(shape, x_dtype, reset_mode, reset_delay, low_memory, mem_fp32=F
     if low_memory:
         return shape, torch.bfloat16, flags_shape
     return ((0,) if mem_dtype(x_dtype, mem_fp32) == compute else shape), compute, flags_shape
-
-
-def grid(shape, steps):
-    """``(T, R, L)``: the kernels' view of an input of ``shape`` holding ``steps`` steps."""
-    L = shape[-1] if len(shape) else 1
-    n = shape.numel() if isinstance(shape, torch.Size) else torch.Size(shape).numel()
-    return steps, (n // (steps * L) if steps and L else 0), L
 
 
 # --- C++ launchers ------------------------------------------------------------------------------
@@ -241,54 +234,28 @@ def run(x, mem, beta, threshold, graded, *, single_step, reset_mode, reset_delay
     options, see :func:`fastlif.reference.lif_step`) also send the call to the reference loop.
     Returns ``(spk, mem)`` shaped like ``x``.
     """
-    check_tensor(x, "input" if single_step else "x_seq")
-    if not single_step and x.dim() < 2:
-        raise ValueError(f"x_seq must be [T, ...neurons] with at least 2 dimensions (time first); "
-                         f"got shape {tuple(x.shape)}. For one step use Leaky(...)(x, mem).")
-    if not x.is_floating_point():
-        x = float_input(x)
-    if mem is not None:
-        check_state(mem, "mem (the initial membrane)", x.shape if single_step else x.shape[1:])
+    x = check_input(x, single_step)
+    check_states(x, single_step, mem=mem)
     n_last = x.shape[-1] if x.dim() else 1
     beta, threshold, graded = (check_param(beta, "beta", n_last), check_param(threshold, "threshold", n_last),
                                check_param(graded, "graded_spikes_factor", n_last))
-    if surrogate is None or reference_options:
-        if backend not in ("auto", "reference"):
-            why = (f"the surrogate {spike_fn!r}" if surrogate is None else
-                   f"the options {', '.join(sorted(reference_options))}")
-            raise backends.BackendUnavailable(
-                f"backend={backend!r} cannot run {why}: only the reference loop does "
-                f"(backend='reference' or 'auto')")
-        name = "reference"
-    else:
-        name = backends.select(backend, x.device.type, FAMILY)
+    name = choose_backend(FAMILY, backend, x.device.type, surrogate, spike_fn, reference_options)
     if name == "reference":
         return _run_reference(x, mem, beta, threshold, graded, single_step, reset_mode, reset_delay,
                               spike_fn, mem_fp32, reference_options or {})
     if x.numel() == 0:  # no steps, or an empty batch: nothing to run
         return x * 0, x.to(mem_dtype(x.dtype, mem_fp32)) * 0
-    compute, dev = compute_dtype(x.dtype), x.device
-    params = (kernel_param(beta, compute, dev, clamp=True), kernel_param(threshold, compute, dev),
-              kernel_param(graded, compute, dev))
-    mem0 = None if mem is None else mem.to(compute).reshape(-1)
+    params = kernel_params(x, (beta, threshold, graded), ("beta", "threshold", "graded_spikes_factor"),
+                           clamped=("beta",))
+    mem0 = None if mem is None else mem.to(compute_dtype(x.dtype)).reshape(-1)
     steps = 1 if single_step else x.shape[0]
-    if not (torch.is_grad_enabled() and (x.requires_grad or (mem0 is not None and mem0.requires_grad)
-                                         or _any_requires_grad(params))) \
-            and not torch.compiler.is_compiling():
-        # nothing to differentiate: the launcher itself, without the autograd Function around it
+    if not needs_autograd(x, mem0, *params):  # the launcher itself, no autograd Function around it
         spk, mem_out, _, _ = backends.launchers(FAMILY, name)[0](
             x, mem0, *params, steps=steps, reset_mode=reset_mode, reset_delay=bool(reset_delay),
             low_memory=bool(low_memory), mem_fp32=bool(mem_fp32))
         return spk, mem_out
     return LifFunction.apply(x, mem0, *params, steps, reset_mode, bool(reset_delay), bool(low_memory),
                              bool(mem_fp32), surrogate.kind, float(surrogate.param), name)
-
-
-def _any_requires_grad(params):
-    for p in params:
-        if type(p) is not float and p.requires_grad:
-            return True
-    return False
 
 
 def _run_reference(x, mem, beta, threshold, graded, single_step, reset_mode, reset_delay, spike_fn,
