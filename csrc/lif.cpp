@@ -192,11 +192,6 @@ void lif_bwd_cpu(const LifArgs<scalar_t>& a, const ParamSet<scalar_t, 3>& params
 // as NumPy views cost a microsecond and more per tensor, most of a small call. What only this
 // side can see is checked here.
 
-void check_grid(int64_t T, int64_t R, int64_t L) {
-  if (T < 0 || R < 0 || L < 1) throw std::invalid_argument("lif: bad grid T=" + std::to_string(T) +
-                                                            " R=" + std::to_string(R) + " L=" + std::to_string(L));
-}
-
 template <typename scalar_t>
 void fwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t x, std::uintptr_t mem0,
                const std::array<ParamIn, 3>& pin, std::uintptr_t spk, std::uintptr_t mem,
@@ -272,7 +267,7 @@ void lif_fwd(int dtype, int64_t T, int64_t R, int64_t L, std::uintptr_t x, std::
              double thr_value, std::uintptr_t graded, int64_t graded_n, double graded_value, std::uintptr_t spk,
              std::uintptr_t mem, std::uintptr_t u_saved, std::uintptr_t r_saved, int reset, bool immediate,
              int threads) {
-  check_grid(T, R, L);
+  check_grid("lif", T, R, L);
   const std::array<ParamIn, 3> pin{ParamIn{beta, beta_n, beta_value}, ParamIn{thr, thr_n, thr_value},
                                    ParamIn{graded, graded_n, graded_value}};
   int_switch<kFloat32, kFloat64>(dtype, "dtype", [&](auto DT) {
@@ -287,7 +282,7 @@ void lif_bwd(int dtype, int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk
              double thr_value, std::uintptr_t graded, int64_t graded_n, double graded_value, std::uintptr_t grad_x,
              std::uintptr_t grad_mem0, std::uintptr_t grad_beta, std::uintptr_t grad_thr, std::uintptr_t grad_graded,
              int reset, bool immediate, int sg, double sg_param, int threads) {
-  check_grid(T, R, L);
+  check_grid("lif", T, R, L);
   const std::array<ParamIn, 3> pin{ParamIn{beta, beta_n, beta_value}, ParamIn{thr, thr_n, thr_value},
                                    ParamIn{graded, graded_n, graded_value}};
   int_switch<kFloat32, kFloat64>(dtype, "dtype", [&](auto DT) {

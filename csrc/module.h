@@ -4,7 +4,12 @@
 
 #include <pybind11/pybind11.h>
 
+#include <array>
+#include <stdexcept>
+#include <string>
 #include <vector>
+
+#include "common.h"
 
 namespace fastlif {
 
@@ -19,6 +24,34 @@ inline std::vector<Registrar>& registrars() {
 struct Register {
   explicit Register(Registrar r) { registrars().push_back(r); }
 };
+
+// What the family bindings share: the grid check, and K parameters handed over as one tuple of
+// (pointer, count, value) triples (see fastlif.ops.common.cpp_param).
+inline void check_grid(const char* family, int64_t T, int64_t R, int64_t L) {
+  if (T < 0 || R < 0 || L < 1)
+    throw std::invalid_argument(std::string(family) + ": bad grid T=" + std::to_string(T) + " R=" +
+                                std::to_string(R) + " L=" + std::to_string(L));
+}
+
+template <int K>
+std::array<ParamIn, K> param_ins(const char* family, const pybind11::tuple& p) {
+  if (p.size() != 3 * K)
+    throw std::invalid_argument(std::string(family) + ": expected (pointer, count, value) for " +
+                                std::to_string(K) + " parameters");
+  std::array<ParamIn, K> out;
+  for (int k = 0; k < K; ++k)
+    out[k] = ParamIn{p[3 * k].cast<std::uintptr_t>(), p[3 * k + 1].cast<int64_t>(), p[3 * k + 2].cast<double>()};
+  return out;
+}
+
+template <int K>
+std::array<std::uintptr_t, K> pointers(const char* family, const pybind11::tuple& p) {
+  if (p.size() != K)
+    throw std::invalid_argument(std::string(family) + ": expected " + std::to_string(K) + " pointers");
+  std::array<std::uintptr_t, K> out;
+  for (int k = 0; k < K; ++k) out[k] = p[k].cast<std::uintptr_t>();
+  return out;
+}
 
 }  // namespace fastlif
 

@@ -289,26 +289,12 @@ void bwd_typed(int64_t T, int64_t R, int64_t L, const std::array<std::uintptr_t,
     pgrads.reduce(k, a.R, a.L, params.per_neuron, params.given_n[k], as_ptr<scalar_t>(grad_params[k]));
 }
 
-std::array<ParamIn, 4> param_ins(const pybind11::tuple& p) {
-  if (p.size() != 12) throw std::invalid_argument("synaptic: expected (pointer, count, value) for 4 parameters");
-  std::array<ParamIn, 4> out;
-  for (int k = 0; k < 4; ++k)
-    out[k] = ParamIn{p[3 * k].cast<std::uintptr_t>(), p[3 * k + 1].cast<int64_t>(), p[3 * k + 2].cast<double>()};
-  return out;
-}
-
-void check_grid(int64_t T, int64_t R, int64_t L) {
-  if (T < 0 || R < 0 || L < 1)
-    throw std::invalid_argument("synaptic: bad grid T=" + std::to_string(T) + " R=" + std::to_string(R) +
-                                " L=" + std::to_string(L));
-}
-
 void synaptic_fwd(int dtype, int64_t T, int64_t R, int64_t L, std::uintptr_t x, std::uintptr_t syn0,
                   std::uintptr_t mem0, const pybind11::tuple& params, std::uintptr_t spk, std::uintptr_t syn,
                   std::uintptr_t mem, std::uintptr_t u_saved, std::uintptr_t r_saved, int reset, bool immediate,
                   int threads) {
-  check_grid(T, R, L);
-  const auto pin = param_ins(params);
+  check_grid("synaptic", T, R, L);
+  const auto pin = param_ins<4>("synaptic", params);
   int_switch<kFloat32, kFloat64>(dtype, "dtype", [&](auto DT) {
     using scalar_t = std::conditional_t<DT() == kFloat64, double, float>;
     fwd_typed<scalar_t>(T, R, L, x, syn0, mem0, pin, spk, syn, mem, u_saved, r_saved, reset, immediate, threads);
@@ -321,11 +307,9 @@ void synaptic_bwd(int dtype, int64_t T, int64_t R, int64_t L, std::uintptr_t gra
                   const pybind11::tuple& params, std::uintptr_t grad_x, std::uintptr_t grad_syn0,
                   std::uintptr_t grad_mem0, const pybind11::tuple& grad_params, int reset, bool immediate, int sg,
                   double sg_param, int threads) {
-  check_grid(T, R, L);
-  const auto pin = param_ins(params);
-  if (grad_params.size() != 4) throw std::invalid_argument("synaptic_bwd: expected 4 parameter gradients");
-  std::array<std::uintptr_t, 4> gp;
-  for (int k = 0; k < 4; ++k) gp[k] = grad_params[k].cast<std::uintptr_t>();
+  check_grid("synaptic", T, R, L);
+  const auto pin = param_ins<4>("synaptic", params);
+  const auto gp = pointers<4>("synaptic_bwd", grad_params);
   int_switch<kFloat32, kFloat64>(dtype, "dtype", [&](auto DT) {
     using scalar_t = std::conditional_t<DT() == kFloat64, double, float>;
     bwd_typed<scalar_t>(T, R, L, {grad_spk, grad_syn, grad_mem}, syn_saved, mem_saved, u_saved, r_saved, syn0,

@@ -5,10 +5,10 @@ states, ``init_hidden``, ``step_mode``, snnTorch's helpers) is in :mod:`fastlif.
 import torch
 from torch import nn
 
-from .neuron_base import SpikingNeuron, snntorch_bases
-from .ops import lif, synaptic
+from .neuron_base import SpikingNeuron, snntorch_bases, warn_once
+from .ops import lif, rleaky, synaptic
 
-__all__ = ["Leaky", "Synaptic"]
+__all__ = ["Leaky", "Synaptic", "RLeaky"]
 
 
 class Leaky(SpikingNeuron, *snntorch_bases("Leaky")):
@@ -151,3 +151,133 @@ class Synaptic(SpikingNeuron, *snntorch_bases("Synaptic")):
 
     def forward(self, input_, syn=None, mem=None):
         return self._forward(input_, (syn, mem))
+
+
+class RecurrentOneToOne(nn.Module):
+    """RLeaky's one-to-one feedback, as snnTorch's: ``spk * V`` (V: one value, or one per neuron)."""
+
+    def __init__(self, V):
+        super().__init__()
+        self.V = V
+
+    def forward(self, x):
+        return x * self.V
+
+
+class RLeaky(SpikingNeuron, *snntorch_bases("RLeaky")):
+    """Recurrent leaky integrate-and-fire neuron (snnTorch's ``RLeaky``): each step's spikes feed
+    back into the next step's membrane through ``recurrent``: one weight per neuron
+    (``all_to_all=False``: ``spk * V``; fused on CPU and GPU), a dense ``nn.Linear``
+    (``linear_features``; fused and event-driven on the CPU, a per-step loop on GPUs) or an
+    ``nn.Conv2d`` (``conv2d_channels``, ``kernel_size``; the reference loop, with one warning).
+
+    ``spk, mem = lif(x_t, spk, mem)`` is one step; ``lif.sequence(x_seq, spk, mem)`` runs
+    ``[T, B, ...]`` and returns ``(spk_seq, mem_seq)``; ``step_mode="multi"`` as for :class:`Leaky`.
+    """
+
+    _state_names = ("spk", "mem")
+    _returned_states = ("mem",)
+    _init_hidden_error = "When `init_hidden=True`,RLeaky expects 1 input argument."
+
+    def __init__(self, beta, V=1.0, all_to_all=True, linear_features=None, conv2d_channels=None,
+                 kernel_size=None, threshold=1.0, spike_grad=None, surrogate_disable=False,
+                 init_hidden=False, inhibition=False, learn_beta=False, learn_threshold=False,
+                 learn_recurrent=True, reset_mechanism="subtract", state_quant=False, output=False,
+                 reset_delay=True, step_mode="single", backend="auto"):
+        super().__init__(threshold, spike_grad, surrogate_disable, init_hidden, inhibition,
+                         learn_threshold, reset_mechanism, state_quant, output, 1.0, False, reset_delay,
+                         step_mode, backend)
+        self._register("beta", beta, learn_beta)
+        self.all_to_all, self.learn_recurrent = all_to_all, learn_recurrent
+        self.linear_features, self.kernel_size, self.conv2d_channels = linear_features, kernel_size, conv2d_channels
+        self._rleaky_init_cases()
+        if all_to_all:
+            self._init_recurrent_net()
+        else:
+            self._register("V", V, learn_recurrent)
+            self.recurrent = RecurrentOneToOne(self.V)
+        if not learn_recurrent:
+            for param in self.recurrent.parameters():
+                param.requires_grad = False
+        self.state_function = {0: self._base_sub, 1: self._base_zero, 2: self._base_int}[self._state_reset_mode]
+        if isinstance(self.recurrent, nn.Conv2d):
+            warn_once(("RLeaky", "conv2d"), "fastlif.RLeaky: a Conv2d recurrent layer is not fused; layers "
+                      "that use it run the reference loop (exact, as snnTorch computes it, but a plain "
+                      "PyTorch loop).")
+
+    def _rleaky_init_cases(self):
+        """snnTorch's checks of the recurrent layer's arguments, with its messages."""
+        conv = bool(self.conv2d_channels) or bool(self.kernel_size)
+        if self.all_to_all:
+            if not self.linear_features:
+                if not conv:
+                    raise TypeError("When `all_to_all=True`, RLeaky requires either `linear_features` or "
+                                    "(`conv2d_channels` and `kernel_size`) to be specified. The shape should "
+                                    "match the shape of the output spike of the layer.")
+                if bool(self.conv2d_channels) ^ bool(self.kernel_size):
+                    raise TypeError("`conv2d_channels` and `kernel_size` must both be specified. The shape "
+                                    "of `conv2d_channels` should match the shape of the output spikes.")
+            elif conv:
+                raise TypeError("`linear_features` cannot be specified at the same time as `conv2d_channels` "
+                                "or `kernel_size`. A linear layer and conv2d layer cannot both be specified "
+                                "at the same time.")
+        elif self.linear_features or conv:
+            raise TypeError("When `all_to_all`=False, none of `linear_features`, `conv2d_channels`, or "
+                            "`kernel_size` should be specified. The weight `V` is used instead.")
+
+    def _init_recurrent_net(self):
+        if self.linear_features:
+            self.recurrent = nn.Linear(self.linear_features, self.linear_features)
+        else:
+            k = self.kernel_size
+            self.padding = (k // 2, k // 2) if isinstance(k, int) else (k[0] // 2, k[1] // 2)
+            self.recurrent = nn.Conv2d(self.conv2d_channels, self.conv2d_channels, kernel_size=k,
+                                       padding=self.padding)
+
+    @classmethod
+    def _snntorch_settings(cls, layer):
+        settings = dict(cls._common_settings(layer), beta=layer.beta.detach().clone(),
+                        learn_beta=isinstance(layer.beta, nn.Parameter), all_to_all=layer.all_to_all,
+                        linear_features=layer.linear_features, conv2d_channels=layer.conv2d_channels,
+                        kernel_size=layer.kernel_size, learn_recurrent=layer.learn_recurrent)
+        if not layer.all_to_all:
+            settings["V"] = layer.V.detach().clone()
+        return settings
+
+    def reset_mem(self):
+        return self._clear_states()
+
+    def init_rleaky(self):
+        """``(spk, mem)``: zeros whose shape is taken from the first input."""
+        return self.reset_mem()
+
+    # snnTorch's state functions (one step, from self.spk, self.mem and self.reset)
+    def _base_state_function(self, input_):
+        return self.beta.clamp(0, 1) * self.mem + input_ + self.recurrent(self.spk)
+
+    def _base_sub(self, input_):
+        return self._base_state_function(input_) - self.reset * self.threshold
+
+    def _base_zero(self, input_):
+        return self._base_state_function(input_) - self.reset * self._base_state_function(input_)
+
+    def _base_int(self, input_):
+        return self._base_state_function(input_)
+
+    def _fused(self, x, spk, mem, single_step):
+        spike_fn, sg = self._surrogate()
+        recurrent = self.recurrent if self.all_to_all else self.V
+        spk_out, mem_out = rleaky.run(x, spk, mem, self.beta, recurrent, self.threshold,
+                                      self.graded_spikes_factor, single_step=single_step,
+                                      reset_mode=self._state_reset_mode, reset_delay=self.reset_delay,
+                                      spike_fn=spike_fn, surrogate=sg, backend=self.backend,
+                                      reference_options=self._reference_options())
+        return spk_out, spk_out, mem_out  # the spikes are also the next step's state
+
+    def sequence(self, x_seq, spk=None, mem=None):
+        """Fused over the leading time dimension: ``x_seq [T, B, ...] -> (spk_seq, mem_seq)``."""
+        spk_seq, _, mem_seq = self._fused(x_seq, spk, mem, single_step=False)
+        return spk_seq, mem_seq
+
+    def forward(self, input_, spk=None, mem=None):
+        return self._forward(input_, (spk, mem))

@@ -144,3 +144,63 @@ def synaptic_sequence_reference(x_seq, alpha, beta, threshold=1.0, *, syn=None, 
     if not out[0]:
         return tuple(torch.empty_like(x_seq) for _ in range(3))
     return tuple(torch.stack(seq) for seq in out)
+
+
+# --- RLeaky (snnTorch's recurrent Leaky: the last step's spikes feed back) ----------------------
+
+def rleaky_step(x, spk, mem, beta, recurrent, threshold, graded_spikes_factor, spike_fn,
+                reset_mechanism="subtract", reset_delay=True, *, immediate_reset_mechanism=None,
+                state_quant=None, inhibition=False):
+    """One RLeaky step: returns ``(spk, mem)`` from the input, the previous step's spikes and
+    membrane. ``recurrent(spk)`` is the feedback: ``spk * V`` (one-to-one), or an ``nn.Linear``
+    / ``nn.Conv2d`` (all-to-all). ``beta`` must already be clamped to [0, 1]."""
+    reset = spike_fn(mem - threshold).detach()
+    base = beta * mem + x + recurrent(spk)
+    if reset_mechanism == "subtract":
+        mem = base - reset * threshold
+    elif reset_mechanism == "zero":
+        mem = base - reset * base
+    else:
+        mem = base
+    if state_quant:
+        mem = state_quant(mem)
+    if inhibition:
+        shifted = mem - threshold
+        mask = torch.zeros_like(shifted)
+        mask[torch.arange(mem.size(0)), torch.argmax(shifted, dim=1)] = 1
+        spk = spike_fn(shifted) * mask
+    else:
+        spk = spike_fn((state_quant(mem) if state_quant else mem) - threshold) * graded_spikes_factor
+    if not reset_delay:
+        do_reset = spk / graded_spikes_factor - reset
+        mechanism = immediate_reset_mechanism or reset_mechanism
+        if mechanism == "subtract":
+            mem = mem - do_reset * threshold
+        elif mechanism == "zero":
+            mem = mem - do_reset * mem
+    return spk, mem
+
+
+def rleaky_sequence_reference(x_seq, beta, recurrent, threshold=1.0, *, spk=None, mem=None,
+                              reset_mechanism="subtract", reset_delay=True, spike_fn=None,
+                              graded_spikes_factor=1.0, **options):
+    """Run :func:`rleaky_step` over the leading time dimension: ``(spk_seq, mem_seq)``."""
+    if spike_fn is None:
+        from .surrogate import atan
+        spike_fn = atan()
+    if isinstance(reset_mechanism, int):
+        reset_mechanism = RESET_MECHANISMS[reset_mechanism]
+    beta = _as_tensor(beta, x_seq.device).clamp(0, 1)
+    threshold = _as_tensor(threshold, x_seq.device)
+    graded_spikes_factor = _as_tensor(graded_spikes_factor, x_seq.device)
+    spk = torch.zeros_like(x_seq[0]) if spk is None else spk
+    mem = torch.zeros_like(x_seq[0]) if mem is None else mem
+    spikes, mems = [], []
+    for x in x_seq:
+        spk, mem = rleaky_step(x, spk, mem, beta, recurrent, threshold, graded_spikes_factor, spike_fn,
+                               reset_mechanism, reset_delay, **options)
+        spikes.append(spk)
+        mems.append(mem)
+    if not spikes:
+        return torch.empty_like(x_seq), torch.empty_like(x_seq)
+    return torch.stack(spikes), torch.stack(mems)

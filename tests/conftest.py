@@ -24,6 +24,18 @@ def restore_threads():
     torch.set_num_threads(before)
 
 
+@pytest.fixture
+def own_instances():
+    """An empty snnTorch instance registry for one test: the class-wide helpers (reset_hidden,
+    detach_hidden, utils.reset) walk all of it, and snnTorch registers a neuron before checking
+    its arguments, so one whose constructor raised stays there, half built."""
+    snn = pytest.importorskip("snntorch")
+    saved = snn.SpikingNeuron.instances
+    snn.SpikingNeuron.instances = []
+    yield
+    snn.SpikingNeuron.instances = saved
+
+
 def run_child_suite(test_file, env, what, *args, timeout=900):
     """Run ``test_file`` in a child ``python -m pytest`` with ``env`` added to this environment
     (for settings a process cannot change once it has imported Triton: the interpreter, another

@@ -410,15 +410,6 @@ def test_registered_in_snntorch_instances():
     assert any(layer is lif for layer in snn.SpikingNeuron.instances)
 
 
-@pytest.fixture
-def own_instances():
-    """An empty snnTorch instance registry for one test (the class-wide helpers walk it all)."""
-    saved = snn.SpikingNeuron.instances
-    snn.SpikingNeuron.instances = []
-    yield
-    snn.SpikingNeuron.instances = saved
-
-
 @pytest.mark.parametrize("step_mode", ["single", "multi"])
 def test_detach_hidden_in_place(step_mode, own_instances):
     """snnTorch detaches the state in place: a reference kept to it stops requiring grad too."""

@@ -90,7 +90,8 @@ def lif_variants():
 EVERY_CONFIG = {"fwd-bf16-fp32-r0d", "fwd-fp16-fp16-r1i-lm", "fwd-fp32-fp32-r0i", "fwd-bf16-bf16-r0i-lm",
                 "bwd-bf16-fp32-r0d-sg0", "bwd-fp16-fp16-r1i-sg0-lm", "bwd-fp32-fp32-r0i-sg0",
                 "bwd-bf16-bf16-r0i-sg0-lm", "fwd-fp64-fp64-r1i", "bwd-fp64-fp64-r1i-sg2",
-                "synfwd-bf16-r0i", "synbwd-bf16-r1i-sg0-ga", "synbwd-fp32-r0i-sg0-ga"}
+                "synfwd-bf16-r0i", "synbwd-bf16-r1i-sg0-ga", "synbwd-fp32-r0i-sg0-ga",
+                "rlkfwd-bf16-r0i", "rlkbwd-fp16-r1i-sg0", "rlkbwd-fp32-r0i-sg1"}
 
 
 def synaptic_variants():
@@ -113,6 +114,21 @@ def synaptic_variants():
                         GRAD_ALPHA=grad_alpha))
 
 
+def rleaky_variants():
+    """RLeaky with one-to-one feedback: the previous spikes rebuilt from the saved membrane."""
+    from fastlif.kernels import rleaky as K
+    loads = dict(BETA_PN=True, V_PN=True, THR_PN=False, G_PN=False, HAS_SPK0=True, HAS_MEM0=True)
+    for xdt, (reset, imm) in itertools.product(("fp32", "fp64", "fp16", "bf16"), RESETS):
+        cdt = compute(xdt)
+        tag = f"{xdt}-r{reset}{'i' if imm else 'd'}"
+        types = {"x_ptr": xdt, "spk_ptr": xdt, "mem_ptr": cdt, "state_ptr": cdt, "flags_ptr": "u8"}
+        yield f"rlkfwd-{tag}", K.RLEAKY_FWD, types, dict(loads, RESET=reset, IMMEDIATE=imm)
+        bwd_types = {"gspk_ptr": xdt, "gmem_ptr": cdt, "saved_ptr": cdt, "flags_ptr": "u8", "gx_ptr": xdt}
+        for sg in SURROGATE_KINDS if (FULL or xdt in ("fp32", "fp64")) else (0,):
+            yield (f"rlkbwd-{tag}-sg{sg}", K.RLEAKY_BWD, bwd_types,
+                   dict(loads, RESET=reset, IMMEDIATE=imm, SG=sg, HAS_GSPK=True, HAS_GMEM=True))
+
+
 def configs_for(name):
     import torch
     from fastlif.kernels import common as KC
@@ -123,7 +139,7 @@ def configs_for(name):
 
 def variants():
     out = []
-    for name, kernel, types, const in itertools.chain(lif_variants(), synaptic_variants()):
+    for name, kernel, types, const in itertools.chain(lif_variants(), synaptic_variants(), rleaky_variants()):
         for block, prefetch, warps in configs_for(name):
             out.append((f"{name}-b{block}w{warps}{'p' if prefetch else ''}", kernel, types,
                         dict(const, BLOCK=block, PREFETCH=prefetch), warps))

@@ -486,3 +486,57 @@ def test_synaptic_matches_cpp_and_half_input():
     want, _ = run_synaptic("reference", rounded, upstream, torch.float32, "atan")
     assert half[0].dtype == torch.bfloat16 and half[1].dtype == half[2].dtype == torch.float32
     assert torch.equal(half[0], want[0].to(torch.bfloat16))  # the graded spike value, rounded once
+
+
+# ------------------------------------------------------------------------------------------
+# the other families: RLeaky with one-to-one feedback
+
+
+def run_rleaky(backend, tensors, upstream, dtype, sg, reset="subtract", delay=True):
+    from fastlif.codes import reset_code
+    from fastlif.ops import rleaky
+    from fastlif.reference import rleaky_sequence_reference
+    leaves = testing.leaves_of(tensors, dtype, DEVICE, learn=("beta", "V", "threshold", "graded"))
+    if backend == "reference":
+        fn = lambda x, spk, mem, beta, V, threshold, graded: rleaky_sequence_reference(  # noqa: E731
+            x, beta, lambda s: s * V, threshold, spk=spk, mem=mem, spike_fn=SURROGATES[sg],
+            graded_spikes_factor=graded, reset_mechanism=reset, reset_delay=delay)
+    else:
+        fn = lambda x, spk, mem, beta, V, threshold, graded: rleaky.run(  # noqa: E731
+            x, spk, mem, beta, V, threshold, graded, single_step=False, reset_mode=reset_code(reset),
+            reset_delay=delay, spike_fn=SURROGATES[sg], surrogate=SURROGATES[sg], backend=backend)
+    return testing.forward_backward(fn, leaves, upstream)
+
+
+def rleaky_case(T, neurons, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    L = neurons[-1]
+    tensors = {"x": torch.randn(T, *neurons, generator=g) * 0.8 + 0.3,
+               "spk": (torch.rand(*neurons, generator=g) < 0.3).float(), "mem": torch.randn(*neurons, generator=g),
+               "beta": torch.rand(L, generator=g), "V": torch.rand(L, generator=g) - 0.5,
+               "threshold": torch.rand(L, generator=g) * 0.5 + 0.75, "graded": torch.rand(L, generator=g) + 0.5}
+    return tensors, [torch.randn(T, *neurons, generator=g) for _ in range(2)]
+
+
+@needs_device
+@pytest.mark.parametrize("sg", ["atan", "fast_sigmoid", "sigmoid", "straight_through"])
+@pytest.mark.parametrize("delay", [True, False], ids=["delay", "immediate"])
+@pytest.mark.parametrize("reset", ["subtract", "zero", "none"])
+def test_rleaky_matches_reference(reset, delay, sg):
+    tensors, upstream = rleaky_case(9, (3, 7), seed=zlib.crc32(f"r{reset}{delay}{sg}".encode()))
+    outs, grads = run_rleaky("triton", tensors, upstream, torch.float32, sg, reset, delay)
+    want32, _ = run_rleaky("reference", tensors, upstream, torch.float32, sg, reset, delay)
+    want64, grads64 = run_rleaky("reference", tensors, upstream, torch.float64, sg, reset, delay)
+    assert torch.equal(outs[0], want32[0]), "fp32 spikes differ from the fp32 reference"
+    torch.testing.assert_close(outs[1], want32[1], rtol=0, atol=1e-6)
+    assert torch.equal(want32[0].double(), want64[0]), "fp64 reference flips a spike: pick another seed"
+    assert_grads_close(grads, grads64)
+
+
+@needs_device
+def test_rleaky_dense_layer_is_refused_by_triton():
+    from fastlif.ops import rleaky
+    x = torch.rand(3, 2, 4, device=DEVICE)
+    with pytest.raises(fastlif.backends.BackendUnavailable, match="dense recurrent layer|cannot run"):
+        rleaky.run(x, None, None, 0.9, torch.nn.Linear(4, 4).to(DEVICE), 1.0, 1.0, single_step=False, reset_mode=0,
+                   reset_delay=True, spike_fn=S.atan(), surrogate=S.atan(), backend="triton")

@@ -1,0 +1,461 @@
+// The RLeaky family (snnTorch's recurrent Leaky) on the CPU: each step's spikes feed back into
+// the next step's membrane, through one weight per neuron (all_to_all=False: spk * V), or
+// through a dense layer (all_to_all=True: W @ spk + bias, event-driven: only the neurons that
+// spiked add their weight column). Forward over T steps and surrogate backward in reverse.
+//
+//   r     = H(m[t-1] - thr)                                 reset flag, no gradient
+//   base  = b*m[t-1] + x + rec(spk[t-1])                    rec: spk*V, or W @ spk + bias
+//   u     = base - r*thr | base - r*base | base             subtract | zero | none
+//   spk   = H(u - thr) * g
+//   m[t]  = u, or with an immediate reset: u - d*thr | u - d*u,  d = spk/g - r
+//
+// Backward rebuilds each step from the saved membrane (or the pre-reset membrane and flags),
+// the previous step's spikes from the previous membrane (spk = H(u - thr) * g), and carries the
+// gradient reaching spk[t-1] back through rec: V * g_base, or W^T @ g_base.
+//
+// One-to-one: element-wise, work items as csrc/common.h. All-to-all: the neurons of a row are
+// coupled, so a work item is one row (batch entry) and all its T steps; rows run in parallel;
+// the weight gradient is left to the caller (it is the event-driven linear layer's, from the
+// same spikes: fastlif/ops/rleaky.py).
+#include <pybind11/pybind11.h>
+
+#include "common.h"
+#include "module.h"
+#include "static_switch.h"
+
+namespace fastlif {
+namespace {
+
+constexpr int kBeta = 0, kV = 1, kThr = 2, kGraded = 3;
+constexpr const char* kParamNames[4] = {"beta", "V", "threshold", "graded_spikes_factor"};
+
+template <typename scalar_t>
+struct RLeakyArgs {
+  int64_t T = 0, R = 0, L = 0;
+  const scalar_t* x = nullptr;
+  const scalar_t* spk0 = nullptr;  // [R*L] or null (zeros)
+  const scalar_t* mem0 = nullptr;
+  const scalar_t* wt = nullptr;    // all-to-all: W transposed, [L_in, L_out] row-major
+  const scalar_t* w = nullptr;     // all-to-all: W, [L_out, L_in] row-major (backward)
+  const scalar_t* bias = nullptr;  // all-to-all: [L] or null
+  scalar_t* spk = nullptr;
+  scalar_t* mem = nullptr;
+  scalar_t* u_saved = nullptr;
+  uint8_t* r_saved = nullptr;
+  const scalar_t* grad_spk = nullptr;
+  const scalar_t* grad_mem = nullptr;
+  const scalar_t* mem_saved = nullptr;
+  const scalar_t* u_in = nullptr;
+  const uint8_t* r_in = nullptr;
+  scalar_t* grad_x = nullptr;
+  scalar_t* grad_spk0 = nullptr;
+  scalar_t* grad_mem0 = nullptr;
+  scalar_t sg_param = 0;
+  int num_threads = 1;
+};
+
+template <typename scalar_t, int RESET>
+inline scalar_t rleaky_reset(scalar_t base, scalar_t r, scalar_t th) {
+  if constexpr (RESET == kSubtract) return base - r * th;
+  else if constexpr (RESET == kZero) return base - r * base;
+  else return base;
+}
+
+// One step of the element-wise part for neuron j, given the recurrent input rec: returns the new
+// membrane and writes spk (and u, r for an immediate reset).
+template <typename scalar_t, int RESET, bool IMMEDIATE>
+inline scalar_t rleaky_update(scalar_t m0, scalar_t x, scalar_t rec, scalar_t b, scalar_t th, scalar_t g,
+                              scalar_t& spk, scalar_t* u_out, uint8_t* r_out) {
+  const scalar_t r = heaviside(m0 - th);
+  const scalar_t u = rleaky_reset<scalar_t, RESET>(b * m0 + x + rec, r, th);
+  const scalar_t s = heaviside(u - th);
+  spk = s * g;
+  if constexpr (IMMEDIATE) {
+    *u_out = u;
+    *r_out = static_cast<uint8_t>(r);
+    return immediate_reset<scalar_t, RESET>(u, r, s, th, g);
+  }
+  return u;
+}
+
+// The gradient of one neuron's step: from what reaches its membrane (gm) and its spike (gsp),
+// the gradient reaching base (returned), and the threshold and graded-factor sums.
+template <typename scalar_t, int RESET, bool IMMEDIATE, int SG>
+inline scalar_t rleaky_grad(scalar_t m0, scalar_t u, scalar_t gm, scalar_t gsp, scalar_t th, scalar_t g,
+                            scalar_t p, scalar_t& gth, scalar_t& gg) {
+  const scalar_t r = heaviside(m0 - th);
+  const scalar_t z = u - th;
+  const scalar_t s = heaviside(z);
+  scalar_t gs = gsp * g;
+  scalar_t gu = gm;
+  if constexpr (IMMEDIATE && RESET == kSubtract) {
+    gs -= gm * th;
+    gth -= gm * (s - r);
+  } else if constexpr (IMMEDIATE && RESET == kZero) {
+    gs -= gm * u;
+    gu = gm * (scalar_t(1) - (s - r));
+  }
+  const scalar_t gz = gs * surrogate_grad<scalar_t, SG>(z, p);
+  gu += gz;
+  gth -= gz;
+  gg += gsp * s;
+  if constexpr (RESET == kSubtract) {
+    gth -= r * gu;
+    return gu;
+  } else if constexpr (RESET == kZero) {
+    return gu * (scalar_t(1) - r);
+  } else {
+    return gu;
+  }
+}
+
+// The membrane and the spikes step t-1 left (t > 0), rebuilt from what forward saved.
+template <typename scalar_t, int RESET, bool IMMEDIATE>
+inline void previous_step(const RLeakyArgs<scalar_t>& a, int64_t prev, scalar_t th, scalar_t g, scalar_t& m0,
+                          scalar_t& sp0) {
+  if constexpr (IMMEDIATE) {
+    const scalar_t up = a.u_in[prev];
+    const scalar_t s = heaviside(up - th);
+    m0 = immediate_reset<scalar_t, RESET>(up, scalar_t(a.r_in[prev]), s, th, g);
+    sp0 = s * g;
+  } else {
+    m0 = a.mem_saved[prev];
+    sp0 = heaviside(m0 - th) * g;
+  }
+}
+
+// --- one-to-one ------------------------------------------------------------------------------
+
+template <typename scalar_t, int RESET, bool IMMEDIATE, bool PER_NEURON>
+void rleaky_fwd_cpu(const RLeakyArgs<scalar_t>& a, const ParamSet<scalar_t, 4>& params) {
+  const Items items(a.R, a.L);
+  const int64_t M = a.R * a.L;
+#pragma omp parallel for schedule(dynamic) num_threads(team_size(a.num_threads, items.count, a.T * M))
+  for (int64_t index = 0; index < items.count; ++index) {
+    const Item it(items, a.L, index);
+    const auto [beta, V, thr, graded] = params.at(it.l0);
+    scalar_t m[kChunk], sp[kChunk];
+    for (int64_t j = 0; j < it.n; ++j) {
+      m[j] = a.mem0 ? a.mem0[it.base + j] : scalar_t(0);
+      sp[j] = a.spk0 ? a.spk0[it.base + j] : scalar_t(0);
+    }
+    for (int64_t t = 0; t < a.T; ++t) {
+      const int64_t off = t * M + it.base;
+      if (t + 1 < a.T) {
+        prefetch_run(a.x + off + M, it.n, false);
+        prefetch_run(a.spk + off + M, it.n, true);
+        prefetch_run(a.mem + off + M, it.n, true);
+      }
+#pragma omp simd
+      for (int64_t j = 0; j < it.n; ++j) {
+        const int64_t k = PER_NEURON ? j : 0;
+        m[j] = rleaky_update<scalar_t, RESET, IMMEDIATE>(m[j], a.x[off + j], sp[j] * V[k], beta[k], thr[k],
+                                                         graded[k], sp[j], IMMEDIATE ? a.u_saved + off + j : nullptr,
+                                                         IMMEDIATE ? a.r_saved + off + j : nullptr);
+        a.spk[off + j] = sp[j];
+        a.mem[off + j] = m[j];
+      }
+    }
+  }
+}
+
+template <typename scalar_t, int RESET, bool IMMEDIATE, bool PER_NEURON, int SG>
+void rleaky_bwd_cpu(const RLeakyArgs<scalar_t>& a, const ParamSet<scalar_t, 4>& params,
+                    ParamGrads<scalar_t, 4>& pgrads) {
+  const Items items(a.R, a.L);
+  const int64_t M = a.R * a.L;
+  const scalar_t p = a.sg_param;
+  const scalar_t* saved = IMMEDIATE ? a.u_in : a.mem_saved;
+#pragma omp parallel for schedule(dynamic) num_threads(team_size(a.num_threads, items.count, a.T * M))
+  for (int64_t index = 0; index < items.count; ++index) {
+    const Item it(items, a.L, index);
+    const auto [beta, V, thr, graded] = params.at(it.l0);
+    scalar_t carry_m[kChunk], carry_s[kChunk], gb[kChunk], gv[kChunk], gth[kChunk], gg[kChunk];
+    for (int64_t j = 0; j < kChunk; ++j) carry_m[j] = carry_s[j] = gb[j] = gv[j] = gth[j] = gg[j] = scalar_t(0);
+    for (int64_t t = a.T - 1; t >= 0; --t) {
+      const int64_t off = t * M + it.base;
+      if (t > 0) {
+        prefetch_run(a.grad_spk ? a.grad_spk + off - M : nullptr, it.n, false);
+        prefetch_run(a.grad_mem ? a.grad_mem + off - M : nullptr, it.n, false);
+        prefetch_run(a.grad_x + off - M, it.n, true);
+        if (t > 1) prefetch_run(saved + off - 2 * M, it.n, false);
+      }
+#pragma omp simd
+      for (int64_t j = 0; j < it.n; ++j) {
+        const int64_t k = PER_NEURON ? j : 0;
+        scalar_t m0, sp0;
+        if (t > 0) {
+          previous_step<scalar_t, RESET, IMMEDIATE>(a, off - M + j, thr[k], graded[k], m0, sp0);
+        } else {
+          m0 = a.mem0 ? a.mem0[it.base + j] : scalar_t(0);
+          sp0 = a.spk0 ? a.spk0[it.base + j] : scalar_t(0);
+        }
+        const scalar_t gm = (a.grad_mem ? a.grad_mem[off + j] : scalar_t(0)) + carry_m[j];
+        const scalar_t gsp = (a.grad_spk ? a.grad_spk[off + j] : scalar_t(0)) + carry_s[j];
+        const scalar_t gbase =
+            rleaky_grad<scalar_t, RESET, IMMEDIATE, SG>(m0, saved[off + j], gm, gsp, thr[k], graded[k], p, gth[j], gg[j]);
+        a.grad_x[off + j] = gbase;
+        gb[j] += gbase * m0;
+        carry_m[j] = gbase * beta[k];
+        gv[j] += gbase * sp0;
+        carry_s[j] = gbase * V[k];
+      }
+    }
+    for (int64_t j = 0; j < it.n; ++j) {
+      if (a.grad_mem0) a.grad_mem0[it.base + j] = carry_m[j];
+      if (a.grad_spk0) a.grad_spk0[it.base + j] = carry_s[j];
+    }
+    const scalar_t* sums[4] = {gb, gv, gth, gg};
+    for (int k = 0; k < 4; ++k) {
+      scalar_t* lane = pgrads.lane(k, index);
+      for (int64_t j = 0; j < kChunk; ++j) lane[j] = j < it.n ? sums[k][j] : scalar_t(0);
+    }
+  }
+}
+
+// --- all-to-all (a dense recurrent layer) ------------------------------------------------------
+// V is unused (the layer replaces it); the other parameters as above. A row's work per step is
+// the element-wise update plus, forward, one weight column per neuron that spiked, backward, the
+// dense W^T @ g_base (every neuron's surrogate gradient reaches every spike).
+
+template <typename scalar_t, int RESET, bool IMMEDIATE, bool PER_NEURON>
+void rleaky_linear_fwd_cpu(const RLeakyArgs<scalar_t>& a, const ParamSet<scalar_t, 4>& params) {
+  const int64_t L = a.L, M = a.R * a.L;
+#pragma omp parallel for schedule(dynamic) num_threads(team_size(a.num_threads, a.R, a.T * M * 8))
+  for (int64_t row = 0; row < a.R; ++row) {
+    const auto [beta, V, thr, graded] = params.at(0);
+    std::vector<scalar_t> m(L), sp(L), rec(L);
+    for (int64_t j = 0; j < L; ++j) {
+      m[j] = a.mem0 ? a.mem0[row * L + j] : scalar_t(0);
+      sp[j] = a.spk0 ? a.spk0[row * L + j] : scalar_t(0);
+    }
+    for (int64_t t = 0; t < a.T; ++t) {
+      const int64_t off = t * M + row * L;
+      for (int64_t i = 0; i < L; ++i) rec[i] = a.bias ? a.bias[i] : scalar_t(0);
+      for (int64_t j = 0; j < L; ++j) {  // event-driven: the columns of the neurons that spiked
+        const scalar_t s = sp[j];
+        if (s == scalar_t(0)) continue;
+        const scalar_t* col = a.wt + j * L;
+#pragma omp simd
+        for (int64_t i = 0; i < L; ++i) rec[i] += s * col[i];
+      }
+#pragma omp simd
+      for (int64_t i = 0; i < L; ++i) {
+        const int64_t k = PER_NEURON ? i : 0;
+        m[i] = rleaky_update<scalar_t, RESET, IMMEDIATE>(m[i], a.x[off + i], rec[i], beta[k], thr[k], graded[k],
+                                                         sp[i], IMMEDIATE ? a.u_saved + off + i : nullptr,
+                                                         IMMEDIATE ? a.r_saved + off + i : nullptr);
+        a.spk[off + i] = sp[i];
+        a.mem[off + i] = m[i];
+      }
+    }
+  }
+}
+
+template <typename scalar_t, int RESET, bool IMMEDIATE, bool PER_NEURON, int SG>
+void rleaky_linear_bwd_cpu(const RLeakyArgs<scalar_t>& a, const ParamSet<scalar_t, 4>& params,
+                           std::vector<scalar_t>& row_partials) {
+  const int64_t L = a.L, M = a.R * a.L;
+  const scalar_t p = a.sg_param;
+  const scalar_t* saved = IMMEDIATE ? a.u_in : a.mem_saved;
+#pragma omp parallel for schedule(dynamic) num_threads(team_size(a.num_threads, a.R, a.T * M * 8))
+  for (int64_t row = 0; row < a.R; ++row) {
+    const auto [beta, V, thr, graded] = params.at(0);
+    std::vector<scalar_t> carry_m(L, 0), carry_s(L, 0), gbase(L), gb(L, 0), gth(L, 0), gg(L, 0);
+    for (int64_t t = a.T - 1; t >= 0; --t) {
+      const int64_t off = t * M + row * L;
+#pragma omp simd
+      for (int64_t i = 0; i < L; ++i) {
+        const int64_t k = PER_NEURON ? i : 0;
+        scalar_t m0 = a.mem0 ? a.mem0[row * L + i] : scalar_t(0), sp0 = 0;  // sp0: the caller's (weights)
+        if (t > 0) previous_step<scalar_t, RESET, IMMEDIATE>(a, off - M + i, thr[k], graded[k], m0, sp0);
+        const scalar_t gm = (a.grad_mem ? a.grad_mem[off + i] : scalar_t(0)) + carry_m[i];
+        const scalar_t gsp = (a.grad_spk ? a.grad_spk[off + i] : scalar_t(0)) + carry_s[i];
+        gbase[i] = rleaky_grad<scalar_t, RESET, IMMEDIATE, SG>(m0, saved[off + i], gm, gsp, thr[k], graded[k], p,
+                                                                gth[i], gg[i]);
+        a.grad_x[off + i] = gbase[i];
+        gb[i] += gbase[i] * m0;
+        carry_m[i] = gbase[i] * beta[k];
+        carry_s[i] = scalar_t(0);
+      }
+      for (int64_t o = 0; o < L; ++o) {  // carry_s = W^T @ gbase, row o of W at a time
+        const scalar_t go = gbase[o];
+        const scalar_t* w_row = a.w + o * L;
+#pragma omp simd
+        for (int64_t j = 0; j < L; ++j) carry_s[j] += go * w_row[j];
+      }
+    }
+    for (int64_t i = 0; i < L; ++i) {
+      if (a.grad_mem0) a.grad_mem0[row * L + i] = carry_m[i];
+      if (a.grad_spk0) a.grad_spk0[row * L + i] = carry_s[i];
+    }
+    scalar_t* part = row_partials.data() + row * 3 * L;  // beta, threshold, graded: per row, per neuron
+    for (int64_t i = 0; i < L; ++i) {
+      part[i] = gb[i];
+      part[L + i] = gth[i];
+      part[2 * L + i] = gg[i];
+    }
+  }
+}
+
+// --- bindings (pointers; fastlif/ops/rleaky.py checks and allocates) --------------------------
+
+template <typename scalar_t>
+void fill_common(RLeakyArgs<scalar_t>& a, int64_t T, int64_t R, int64_t L, bool per_neuron, bool all_to_all,
+                 int threads) {
+  a.T = T;
+  a.R = (per_neuron || all_to_all) ? R : 1;  // scalar parameters, one-to-one: one long row
+  a.L = (per_neuron || all_to_all) ? L : R * L;
+  a.num_threads = threads > 0 ? threads : 1;
+}
+
+template <typename scalar_t>
+void fwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t x, std::uintptr_t spk0, std::uintptr_t mem0,
+               const std::array<ParamIn, 4>& pin, std::uintptr_t wt, std::uintptr_t bias, std::uintptr_t spk,
+               std::uintptr_t mem, std::uintptr_t u_saved, std::uintptr_t r_saved, int reset, bool immediate,
+               int threads) {
+  if (!x || !spk || !mem) throw std::invalid_argument("rleaky_fwd: x, spk and mem are required");
+  immediate = immediate && reset != kNone;
+  if (immediate && (!u_saved || !r_saved))
+    throw std::invalid_argument("rleaky_fwd: an immediate reset needs u_saved and r_saved");
+  const ParamSet<scalar_t, 4> params(pin, L, kParamNames);
+  const bool all_to_all = wt != 0;
+  RLeakyArgs<scalar_t> a;
+  fill_common(a, T, R, L, params.per_neuron, all_to_all, threads);
+  a.x = as_ptr<const scalar_t>(x);
+  a.spk0 = as_ptr<const scalar_t>(spk0);
+  a.mem0 = as_ptr<const scalar_t>(mem0);
+  a.wt = as_ptr<const scalar_t>(wt);
+  a.bias = as_ptr<const scalar_t>(bias);
+  a.spk = as_ptr<scalar_t>(spk);
+  a.mem = as_ptr<scalar_t>(mem);
+  a.u_saved = as_ptr<scalar_t>(u_saved);
+  a.r_saved = as_ptr<uint8_t>(r_saved);
+  pybind11::gil_scoped_release release;
+  int_switch<kSubtract, kZero, kNone>(reset, "reset_mode", [&](auto RESET) {
+    bool_switch(immediate, [&](auto IMM) {
+      bool_switch(params.per_neuron, [&](auto PN) {
+        if constexpr (!(IMM() && RESET() == kNone)) {
+          if (all_to_all) rleaky_linear_fwd_cpu<scalar_t, RESET(), IMM(), PN()>(a, params);
+          else rleaky_fwd_cpu<scalar_t, RESET(), IMM(), PN()>(a, params);
+        }
+      });
+    });
+  });
+}
+
+template <typename scalar_t>
+void bwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk, std::uintptr_t grad_mem,
+               std::uintptr_t mem_saved, std::uintptr_t u_saved, std::uintptr_t r_saved, std::uintptr_t spk0,
+               std::uintptr_t mem0, const std::array<ParamIn, 4>& pin, std::uintptr_t w, std::uintptr_t grad_x,
+               std::uintptr_t grad_spk0, std::uintptr_t grad_mem0, const std::array<std::uintptr_t, 4>& grad_params,
+               int reset, bool immediate, int sg, double sg_param, int threads) {
+  if (!grad_x) throw std::invalid_argument("rleaky_bwd: grad_x is required");
+  immediate = immediate && reset != kNone;
+  if (immediate ? (!u_saved || !r_saved) : !mem_saved)
+    throw std::invalid_argument(immediate ? "rleaky_bwd: an immediate reset needs u_saved and r_saved"
+                                          : "rleaky_bwd: a delayed reset needs mem_saved");
+  const ParamSet<scalar_t, 4> params(pin, L, kParamNames);
+  const bool all_to_all = w != 0;
+  RLeakyArgs<scalar_t> a;
+  fill_common(a, T, R, L, params.per_neuron, all_to_all, threads);
+  a.grad_spk = as_ptr<const scalar_t>(grad_spk);
+  a.grad_mem = as_ptr<const scalar_t>(grad_mem);
+  a.mem_saved = as_ptr<const scalar_t>(mem_saved);
+  a.u_in = as_ptr<const scalar_t>(u_saved);
+  a.r_in = as_ptr<const uint8_t>(r_saved);
+  a.spk0 = as_ptr<const scalar_t>(spk0);
+  a.mem0 = as_ptr<const scalar_t>(mem0);
+  a.w = as_ptr<const scalar_t>(w);
+  a.grad_x = as_ptr<scalar_t>(grad_x);
+  a.grad_spk0 = as_ptr<scalar_t>(grad_spk0);
+  a.grad_mem0 = as_ptr<scalar_t>(grad_mem0);
+  a.sg_param = static_cast<scalar_t>(sg_param);
+  ParamGrads<scalar_t, 4> pgrads(all_to_all ? 0 : Items(a.R, a.L).count);
+  std::vector<scalar_t> row_partials(all_to_all ? static_cast<size_t>(3 * a.R * a.L) : 0);
+  {
+    pybind11::gil_scoped_release release;
+    int_switch<kSubtract, kZero, kNone>(reset, "reset_mode", [&](auto RESET) {
+      bool_switch(immediate, [&](auto IMM) {
+        bool_switch(params.per_neuron, [&](auto PN) {
+          int_switch<kAtan, kFastSigmoid, kSigmoid, kTriangular, kStraightThrough, kNoGrad>(
+              sg, "surrogate_kind", [&](auto SG) {
+                if constexpr (!(IMM() && RESET() == kNone)) {
+                  if (all_to_all) rleaky_linear_bwd_cpu<scalar_t, RESET(), IMM(), PN(), SG()>(a, params, row_partials);
+                  else rleaky_bwd_cpu<scalar_t, RESET(), IMM(), PN(), SG()>(a, params, pgrads);
+                }
+              });
+        });
+      });
+    });
+  }
+  if (!all_to_all) {
+    for (int k = 0; k < 4; ++k)
+      pgrads.reduce(k, a.R, a.L, params.per_neuron, params.given_n[k], as_ptr<scalar_t>(grad_params[k]));
+    return;
+  }
+  // all-to-all: per-row partials of beta, threshold and graded, summed over rows in a fixed order
+  const int which[3] = {kBeta, kThr, kGraded};
+  for (int q = 0; q < 3; ++q) {
+    scalar_t* out = as_ptr<scalar_t>(grad_params[which[q]]);
+    if (!out) continue;
+    std::vector<double> per(static_cast<size_t>(a.L), 0.0);
+    for (int64_t row = 0; row < a.R; ++row)
+      for (int64_t i = 0; i < a.L; ++i) per[i] += row_partials[(row * 3 + q) * a.L + i];
+    if (params.given_n[which[q]] == 1) {
+      double acc = 0;
+      for (int64_t i = 0; i < a.L; ++i) acc += per[i];
+      out[0] = static_cast<scalar_t>(acc);
+    } else {
+      for (int64_t i = 0; i < a.L; ++i) out[i] = static_cast<scalar_t>(per[i]);
+    }
+  }
+}
+
+void rleaky_fwd(int dtype, int64_t T, int64_t R, int64_t L, std::uintptr_t x, std::uintptr_t spk0,
+                std::uintptr_t mem0, const pybind11::tuple& params, std::uintptr_t wt, std::uintptr_t bias,
+                std::uintptr_t spk, std::uintptr_t mem, std::uintptr_t u_saved, std::uintptr_t r_saved, int reset,
+                bool immediate, int threads) {
+  check_grid("rleaky", T, R, L);
+  const auto pin = param_ins<4>("rleaky", params);
+  int_switch<kFloat32, kFloat64>(dtype, "dtype", [&](auto DT) {
+    using scalar_t = std::conditional_t<DT() == kFloat64, double, float>;
+    fwd_typed<scalar_t>(T, R, L, x, spk0, mem0, pin, wt, bias, spk, mem, u_saved, r_saved, reset, immediate,
+                        threads);
+  });
+}
+
+void rleaky_bwd(int dtype, int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk, std::uintptr_t grad_mem,
+                std::uintptr_t mem_saved, std::uintptr_t u_saved, std::uintptr_t r_saved, std::uintptr_t spk0,
+                std::uintptr_t mem0, const pybind11::tuple& params, std::uintptr_t w, std::uintptr_t grad_x,
+                std::uintptr_t grad_spk0, std::uintptr_t grad_mem0, const pybind11::tuple& grad_params, int reset,
+                bool immediate, int sg, double sg_param, int threads) {
+  check_grid("rleaky", T, R, L);
+  const auto pin = param_ins<4>("rleaky", params);
+  const auto gp = pointers<4>("rleaky_bwd", grad_params);
+  int_switch<kFloat32, kFloat64>(dtype, "dtype", [&](auto DT) {
+    using scalar_t = std::conditional_t<DT() == kFloat64, double, float>;
+    bwd_typed<scalar_t>(T, R, L, grad_spk, grad_mem, mem_saved, u_saved, r_saved, spk0, mem0, pin, w, grad_x,
+                        grad_spk0, grad_mem0, gp, reset, immediate, sg, sg_param, threads);
+  });
+}
+
+void register_rleaky(pybind11::module_& m) {
+  namespace py = pybind11;
+  m.def("rleaky_fwd", &rleaky_fwd, "RLeaky forward over T steps (pointers; see fastlif/ops/rleaky.py)",
+        py::arg("dtype"), py::arg("T"), py::arg("R"), py::arg("L"), py::arg("x"), py::arg("spk0"), py::arg("mem0"),
+        py::arg("params"), py::arg("wt"), py::arg("bias"), py::arg("spk"), py::arg("mem"), py::arg("u_saved"),
+        py::arg("r_saved"), py::arg("reset_mode"), py::arg("immediate"), py::arg("num_threads"));
+  m.def("rleaky_bwd", &rleaky_bwd, "RLeaky surrogate backward (pointers; see fastlif/ops/rleaky.py)",
+        py::arg("dtype"), py::arg("T"), py::arg("R"), py::arg("L"), py::arg("grad_spk"), py::arg("grad_mem"),
+        py::arg("mem_saved"), py::arg("u_saved"), py::arg("r_saved"), py::arg("spk0"), py::arg("mem0"),
+        py::arg("params"), py::arg("w"), py::arg("grad_x"), py::arg("grad_spk0"), py::arg("grad_mem0"),
+        py::arg("grad_params"), py::arg("reset_mode"), py::arg("immediate"), py::arg("surrogate_kind"),
+        py::arg("surrogate_param"), py::arg("num_threads"));
+}
+
+}  // namespace
+
+FASTLIF_REGISTER(register_rleaky);
+
+}  // namespace fastlif

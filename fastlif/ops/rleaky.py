@@ -1,0 +1,264 @@
+"""The RLeaky op family: snnTorch's ``RLeaky`` (a Leaky whose spikes feed back into the next
+step) over T steps, forward in one kernel call and its surrogate backward in another. The
+feedback is one weight per neuron (``all_to_all=False``: ``spk * V``), fused on the CPU (C++)
+and GPU (Triton), or a dense ``nn.Linear`` (``all_to_all=True``), fused on the CPU, where each
+step adds only the weight columns of the neurons that spiked. The reference loop:
+:func:`fastlif.reference.rleaky_sequence_reference`. Same shape as :mod:`fastlif.ops.lif`.
+
+Launcher contract (C++ below; Triton, one-to-one only, in ``kernels/rleaky.py``)::
+
+    fwd(x, spk0, mem0, beta, V, threshold, graded, weight, bias, *, steps, reset_mode,
+        reset_delay) -> (spk, mem, state, flags)
+    bwd(grad_spk, grad_mem, mem, state, flags, spk0, mem0, beta, V, threshold, graded, weight,
+        *, steps, reset_mode, reset_delay, surrogate_kind, surrogate_param, x_dtype)
+        -> (grad_x, grad_spk0, grad_mem0, grad_beta, grad_V, grad_threshold, grad_graded)
+
+``weight`` [N, N] and ``bias`` [N] are the dense layer's (None: one-to-one, and then ``V`` is
+used); with the dense layer, ``grad_x`` is also the gradient reaching each step's recurrent
+input, from which :class:`RLeakyFunction` forms the layer's weight and bias gradients. Spikes
+come back in x's dtype, the membrane in the compute dtype.
+"""
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from .. import backends
+from ..codes import RESET_MECHANISMS, is_immediate
+from ..reference import rleaky_sequence_reference, rleaky_step
+from .common import (CPP_DTYPES, HALF_DTYPES, check_input, check_param, check_states, choose_backend,
+                     compute_dtype, cpp_dtype_code, cpp_param, grid, kernel_params, needs_autograd,
+                     num_threads, param_tensor, ptr)
+
+FAMILY = "rleaky"
+PARAM_NAMES = ("beta", "V", "threshold", "graded_spikes_factor")
+
+
+# --- C++ launchers ------------------------------------------------------------------------------
+
+def cpp_fwd(x, spk0, mem0, beta, V, threshold, graded, weight, bias, *, steps, reset_mode, reset_delay):
+    if x.dtype not in CPP_DTYPES + HALF_DTYPES:
+        raise TypeError(f"fastlif cpp backend computes in float32 or float64, got {x.dtype}")
+    xc = x.contiguous() if x.dtype in CPP_DTYPES else x.to(torch.float32).contiguous()
+    T, R, L = grid(x.shape, steps)
+    immediate = is_immediate(reset_mode, reset_delay)
+    spk, mem = torch.empty_like(xc), torch.empty_like(xc)
+    state = torch.empty_like(xc) if immediate else xc.new_empty((0,))
+    flags = torch.empty(x.shape if immediate else (0,), dtype=torch.uint8)
+    wt = None if weight is None else weight.detach().to(xc.dtype).t().contiguous()
+    bias = None if bias is None else bias.detach().to(xc.dtype).contiguous()
+    params = (*cpp_param(beta), *cpp_param(V), *cpp_param(threshold), *cpp_param(graded))
+    _C().rleaky_fwd(cpp_dtype_code(xc.dtype), T, R, L, xc.data_ptr(), ptr(spk0), ptr(mem0), params, ptr(wt),
+                    ptr(bias), spk.data_ptr(), mem.data_ptr(), ptr(state if immediate else None),
+                    ptr(flags if immediate else None), reset_mode, immediate, num_threads())
+    return (spk if spk.dtype == x.dtype else spk.to(x.dtype)), mem, state, flags
+
+
+def cpp_bwd(grad_spk, grad_mem, mem, state, flags, spk0, mem0, beta, V, threshold, graded, weight, *, steps,
+            reset_mode, reset_delay, surrogate_kind, surrogate_param, x_dtype):
+    immediate = is_immediate(reset_mode, reset_delay)
+    ref = state if immediate else mem
+    compute = ref.dtype
+    T, R, L = grid(ref.shape, steps)
+    grads_in = [None if g is None else g.to(compute).contiguous() for g in (grad_spk, grad_mem)]
+    grad_x = torch.empty(ref.shape, dtype=compute)
+    grad_spk0 = None if spk0 is None else torch.empty_like(spk0)
+    grad_mem0 = None if mem0 is None else torch.empty_like(mem0)
+    params = (beta, V, threshold, graded)
+    grads = [torch.empty_like(p) if isinstance(p, Tensor) else None for p in params]
+    if weight is not None:
+        grads[1] = None  # V is not used with the dense layer
+    w = None if weight is None else weight.detach().to(compute).contiguous()
+    _C().rleaky_bwd(cpp_dtype_code(compute), T, R, L, *map(ptr, grads_in), ptr(None if immediate else ref),
+                    ptr(state if immediate else None), ptr(flags if immediate else None), ptr(spk0), ptr(mem0),
+                    tuple(v for p in params for v in cpp_param(p)), ptr(w), grad_x.data_ptr(), ptr(grad_spk0),
+                    ptr(grad_mem0), tuple(map(ptr, grads)), reset_mode, immediate, surrogate_kind,
+                    surrogate_param, num_threads())
+    return (grad_x if x_dtype == compute else grad_x.to(x_dtype)), grad_spk0, grad_mem0, *grads
+
+
+_C = backends.cpp_module
+
+
+def _cpp_launchers():
+    backends.cpp_module()  # raises BackendUnavailable, saying how to build it, if it is not built
+    return cpp_fwd, cpp_bwd
+
+
+backends.register(FAMILY, "cpp", _cpp_launchers)  # the Triton ones (one-to-one): kernels/rleaky.py
+
+
+# --- custom ops: what torch.compile sees ---------------------------------------------------------
+
+@torch.library.custom_op("fastlif::rleaky_fwd", mutates_args=(), device_types=("cpu", "cuda"))
+def rleaky_fwd(x: Tensor, spk0: Optional[Tensor], mem0: Optional[Tensor], beta: Tensor, V: Tensor,
+               threshold: Tensor, graded: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], steps: int,
+               reset_mode: int, reset_delay: bool, backend: str) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    return backends.launchers(FAMILY, backend)[0](x, spk0, mem0, beta, V, threshold, graded, weight, bias,
+                                                   steps=steps, reset_mode=reset_mode, reset_delay=reset_delay)
+
+
+@rleaky_fwd.register_fake
+def _(x, spk0, mem0, beta, V, threshold, graded, weight, bias, steps, reset_mode, reset_delay, backend):
+    compute = compute_dtype(x.dtype)
+    immediate = is_immediate(reset_mode, reset_delay)
+    return (torch.empty_like(x), torch.empty_like(x, dtype=compute),
+            x.new_empty(x.shape if immediate else (0,), dtype=compute),
+            x.new_empty(x.shape if immediate else (0,), dtype=torch.uint8))
+
+
+@torch.library.custom_op("fastlif::rleaky_bwd", mutates_args=(), device_types=("cpu", "cuda"))
+def rleaky_bwd(grad_spk: Optional[Tensor], grad_mem: Optional[Tensor], mem: Optional[Tensor], state: Tensor,
+               flags: Tensor, spk0: Optional[Tensor], mem0: Optional[Tensor], beta: Tensor, V: Tensor,
+               threshold: Tensor, graded: Tensor, weight: Optional[Tensor], steps: int, reset_mode: int,
+               reset_delay: bool, surrogate_kind: int, surrogate_param: float, x_dtype: torch.dtype,
+               backend: str) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    outs = backends.launchers(FAMILY, backend)[1](
+        grad_spk, grad_mem, mem, state, flags, spk0, mem0, beta, V, threshold, graded, weight, steps=steps,
+        reset_mode=reset_mode, reset_delay=reset_delay, surrogate_kind=surrogate_kind,
+        surrogate_param=surrogate_param, x_dtype=x_dtype)
+    return tuple(beta.new_empty((0,)) if t is None else t for t in outs)  # distinct: no aliasing
+
+
+@rleaky_bwd.register_fake
+def _(grad_spk, grad_mem, mem, state, flags, spk0, mem0, beta, V, threshold, graded, weight, steps, reset_mode,
+      reset_delay, surrogate_kind, surrogate_param, x_dtype, backend):
+    ref = state if state.numel() else mem
+    like = (lambda t: torch.empty_like(t) if t is not None else beta.new_empty((0,)))  # noqa: E731
+    return (ref.new_empty(ref.shape, dtype=x_dtype), like(spk0), like(mem0), like(beta),
+            like(V if weight is None else None), like(threshold), like(graded))
+
+
+# --- autograd -----------------------------------------------------------------------------------
+
+def _previous_spikes(spk, spk0, steps):
+    """``[steps * rows, N]``: the spikes each step received, the initial ones then each step's
+    output (``spk`` holds ``steps`` steps, time first)."""
+    spk = spk.reshape(steps, -1, spk.shape[-1])
+    first = torch.zeros_like(spk[:1]) if spk0 is None else spk0.reshape(spk[:1].shape).to(spk.dtype)
+    return torch.cat([first, spk[:-1]]).reshape(-1, spk.shape[-1])
+
+
+class RLeakyFunction(torch.autograd.Function):
+    """The one autograd path (as :class:`fastlif.ops.lif.LifFunction`). With the dense layer,
+    its weight and bias gradients come from the gradient reaching each step's recurrent input
+    (grad x) and the spikes that fed it: ``sum_t,b g[t,b] (x) spk[t-1,b]``."""
+
+    @staticmethod
+    def forward(ctx, x, spk0, mem0, beta, V, threshold, graded, weight, bias, steps, reset_mode, reset_delay,
+                surrogate_kind, surrogate_param, backend):
+        params = (beta, V, threshold, graded)
+        options = dict(steps=steps, reset_mode=reset_mode, reset_delay=reset_delay)
+        if torch.compiler.is_compiling():
+            compute = compute_dtype(x.dtype)
+            spk, mem, state, flags = rleaky_fwd(x, spk0, mem0, *(param_tensor(p, compute, x.device) for p in params),
+                                                weight, bias, **options, backend=backend)
+        else:
+            spk, mem, state, flags = backends.launchers(FAMILY, backend)[0](x, spk0, mem0, *params, weight, bias,
+                                                                            **options)
+        tensor_params = [p if isinstance(p, Tensor) else None for p in params]
+        keep_spk = weight is not None and (weight.requires_grad or (bias is not None and bias.requires_grad))
+        ctx.save_for_backward(None if state.numel() else mem, state, flags, spk0, mem0, weight,
+                              spk if keep_spk else None, *tensor_params)
+        ctx.float_params = [None if isinstance(p, Tensor) else p for p in params]
+        ctx.options = (steps, reset_mode, reset_delay, surrogate_kind, surrogate_param, x.dtype)
+        ctx.backend = backend
+        ctx.has_bias = bias is not None
+        ctx.set_materialize_grads(False)
+        return spk, mem
+
+    @staticmethod
+    def backward(ctx, grad_spk, grad_mem):
+        mem, state, flags, spk0, mem0, weight, spk, *tensor_params = ctx.saved_tensors
+        if grad_spk is None and grad_mem is None:
+            return (None,) * 15
+        params = [t if t is not None else f for t, f in zip(tensor_params, ctx.float_params)]
+        steps, reset_mode, reset_delay, surrogate_kind, surrogate_param, x_dtype = ctx.options
+        options = dict(steps=steps, reset_mode=reset_mode, reset_delay=reset_delay,
+                       surrogate_kind=surrogate_kind, surrogate_param=surrogate_param, x_dtype=x_dtype)
+        if torch.compiler.is_compiling():
+            ref = state if state.numel() else mem
+            params = [param_tensor(p, compute_dtype(ref.dtype), ref.device) for p in params]
+            grads = rleaky_bwd(grad_spk, grad_mem, mem, state, flags, spk0, mem0, *params, weight, **options,
+                               backend=ctx.backend)
+        else:
+            grads = backends.launchers(FAMILY, ctx.backend)[1](grad_spk, grad_mem, mem, state, flags, spk0, mem0,
+                                                               *params, weight, **options)
+        grad_x, grad_spk0, grad_mem0, *param_grads = grads
+        param_grads = [g if t is not None and g is not None and g.numel() else None
+                       for g, t in zip(param_grads, tensor_params)]
+        grad_w = grad_b = None
+        if spk is not None:  # the dense layer's gradients: g[t] (x) spk[t-1], summed over t and batch
+            g = grad_x.reshape(-1, grad_x.shape[-1]).to(weight.dtype)
+            grad_w = g.t() @ _previous_spikes(spk, spk0, steps).to(weight.dtype)
+            grad_b = g.sum(0) if ctx.has_bias else None
+        return (grad_x, grad_spk0 if spk0 is not None else None, grad_mem0 if mem0 is not None else None,
+                *param_grads, grad_w, grad_b) + (None,) * 6
+
+
+# --- the call modules and rleaky_sequence share -------------------------------------------------
+
+def run(x, spk, mem, beta, recurrent, threshold, graded, *, single_step, reset_mode, reset_delay, spike_fn,
+        surrogate, backend, reference_options=None):
+    """Check a call's arguments and run it (as :func:`fastlif.ops.lif.run`); returns
+    ``(spk, mem)`` shaped like ``x``, the membrane in the compute dtype. ``recurrent`` is a
+    number or tensor V (one-to-one) or an ``nn.Linear`` (all-to-all; any other module, e.g. a
+    Conv2d, runs on the reference loop)."""
+    x = check_input(x, single_step)
+    check_states(x, single_step, spk=spk, mem=mem)
+    n_last = x.shape[-1] if x.dim() else 1
+    dense = isinstance(recurrent, torch.nn.Module)
+    V = 1.0 if dense else check_param(recurrent, "V", n_last)
+    beta, threshold, graded = (check_param(v, n, n_last) for v, n in
+                               zip((beta, threshold, graded), ("beta", "threshold", "graded_spikes_factor")))
+    unfused = dict(reference_options or {})  # what sends the call to the reference loop
+    if dense and not isinstance(recurrent, torch.nn.Linear):
+        unfused[f"a {type(recurrent).__name__} recurrent layer"] = True
+    elif dense and (recurrent.in_features != n_last or recurrent.out_features != n_last):
+        raise ValueError(f"the recurrent layer must map the {n_last} neurons to themselves; it is "
+                         f"Linear({recurrent.in_features}, {recurrent.out_features})")
+    elif dense and (x.device.type != "cpu" or backend == "triton"):
+        unfused["a dense recurrent layer (fused on the CPU, by the cpp backend, only)"] = True
+    name = choose_backend(FAMILY, backend, x.device.type, surrogate, spike_fn, unfused)
+    if name == "reference":
+        options = {k: v for k, v in unfused.items() if k in (reference_options or {})}
+        return _run_reference(x, spk, mem, beta, recurrent if dense else V, threshold, graded, single_step,
+                              reset_mode, reset_delay, spike_fn, options)
+    compute = compute_dtype(x.dtype)
+    if x.numel() == 0:
+        return x * 0, x.to(compute) * 0
+    params = kernel_params(x, (beta, V, threshold, graded), PARAM_NAMES, clamped=("beta",))
+    weight, bias = (recurrent.weight, recurrent.bias) if dense else (None, None)
+    if dense:
+        weight = weight.to(compute)
+        bias = None if bias is None else bias.to(compute)
+    spk0, mem0 = (None if s is None else s.to(compute).reshape(-1) for s in (spk, mem))
+    steps = 1 if single_step else x.shape[0]
+    if not needs_autograd(x, spk0, mem0, *params, weight, bias):
+        return backends.launchers(FAMILY, name)[0](x, spk0, mem0, *params, weight, bias, steps=steps,
+                                                   reset_mode=reset_mode, reset_delay=bool(reset_delay))[:2]
+    return RLeakyFunction.apply(x, spk0, mem0, *params, weight, bias, steps, reset_mode, bool(reset_delay),
+                                surrogate.kind, float(surrogate.param), name)
+
+
+def _run_reference(x, spk, mem, beta, recurrent, threshold, graded, single_step, reset_mode, reset_delay,
+                   spike_fn, options):
+    compute = compute_dtype(x.dtype)
+    as_param = (lambda p: torch.as_tensor(p, device=x.device).to(compute))  # noqa: E731
+    beta, threshold, graded = as_param(beta).clamp(0, 1), as_param(threshold), as_param(graded)
+    if not isinstance(recurrent, torch.nn.Module):
+        V = as_param(recurrent)
+        recurrent = (lambda s: s * V)  # noqa: E731 - snnTorch's RecurrentOneToOne
+    mechanism = RESET_MECHANISMS[reset_mode]
+    xc = x.to(compute)
+    if single_step:
+        zeros = torch.zeros_like(xc)
+        spk_out, mem = rleaky_step(xc, zeros if spk is None else spk.to(compute),
+                                   zeros if mem is None else mem.to(compute), beta, recurrent, threshold, graded,
+                                   spike_fn, mechanism, reset_delay, **options)
+    else:
+        spk_out, mem = rleaky_sequence_reference(
+            xc, beta, recurrent, threshold, spk=None if spk is None else spk.to(compute),
+            mem=None if mem is None else mem.to(compute), reset_mechanism=mechanism, reset_delay=reset_delay,
+            spike_fn=spike_fn, graded_spikes_factor=graded, **options)
+    return spk_out.to(x.dtype), mem
