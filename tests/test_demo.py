@@ -58,6 +58,22 @@ def test_check_reports_a_disagreeing_backend(monkeypatch):
     assert any("FAIL" in line and "spikes differ" in line for line in lines)
 
 
+def test_check_reports_a_disagreeing_synaptic_backend(monkeypatch):
+    from fastlif.ops import synaptic
+
+    real = synaptic.run
+
+    def broken(*args, backend="auto", **kwargs):
+        spk, syn, mem = real(*args, backend=backend, **kwargs)
+        return (spk if backend == "reference" else 1 - spk), syn, mem
+
+    monkeypatch.setattr(synaptic, "run", broken)
+    lines = []
+    assert cli.check("cpu", speed=False, out=lines.append) == 1
+    assert any("case 'Synaptic" in line and "spikes differ" in line for line in lines)
+    assert not any("case 'RLeaky" in line for line in lines)
+
+
 def test_cli_errors(capsys):
     with pytest.raises(SystemExit):
         cli.main(["demo", "--epochs", "-1"])
