@@ -1,6 +1,6 @@
-"""CPU benchmark of the fused LIF (fp32, forward and forward+backward), side by side with
-snnTorch's Python loop, SpikingJelly 2.0's multi-step LIF, fastlif's reference loop and
-``torch.compile`` of that reference.
+"""CPU benchmark of the fused LIF family (fp32, forward and forward+backward), side by side
+with snnTorch's Python loop, SpikingJelly 2.0's multi-step LIF (Leaky only), fastlif's
+reference loop and ``torch.compile`` of that reference (Leaky only).
 
 Run from the repository root:  ``python -m bench.bench_cpu``  (``make bench`` runs exactly that).
 Rows go to ``bench/results/cpu.csv`` (columns: ``bench.common.FIELDS``); ``python -m bench.report
@@ -11,6 +11,13 @@ subtract reset, delayed reset, atan surrogate (alpha=2), on the same inputs
 x ~ N(0.1, 0.5^2) ``[T, B, N]`` and the same random upstream gradients on spikes and
 membrane. The fastlif and reference spikes are asserted bit-identical to snnTorch's in every
 run where snnTorch is timed.
+
+The other families run the same layout (snnTorch's loop, the reference, fastlif; tutorial
+and large sizes): ``Synaptic`` (alpha=0.9, beta=0.95 learnable; upstream gradients on spikes,
+current and membrane), ``RLeaky(all_to_all=False)`` (beta=0.95 learnable, V=0.5 learnable per
+layer) and ``RLeaky(linear_features=N)`` (the dense recurrent layer: fastlif's is event-driven,
+its sums run in another order than snnTorch's GEMM, so its spikes are compared and reported,
+not asserted).
 """
 import argparse
 import json
@@ -37,7 +44,14 @@ SEED = 0
 # Bytes that must move per neuron-step in fp32 (csrc/lif_kernel.h): forward reads x and writes
 # spk and mem; backward reads grad_spk, grad_mem and the saved mem (mem[t-1] is the previous
 # iteration's mem[t], still in cache) and writes grad_x.
+# Synaptic adds the current: forward writes syn too, backward reads its upstream gradient
+# (36). RLeaky's one-to-one feedback needs nothing more than Leaky (the previous spikes are
+# recomputed from the saved membrane). The dense RLeaky is dominated by its matrix work: no
+# byte count, no roofline.
 BYTES_PER_NS = {"forward": 12, "forward+backward": 28}
+FAMILY_BYTES = {"leaky": BYTES_PER_NS, "synaptic": {"forward": 16, "forward+backward": 36},
+                "rleaky": BYTES_PER_NS, "rleaky_dense": None}
+ALPHA, V = 0.9, 0.5
 COPY_MB = 256
 FB, FWD = "forward+backward", "forward"
 
@@ -122,16 +136,15 @@ def wait_idle(max_s, busy_below=0.15):
 
 
 def make_inputs(T, B, N, seed=SEED):
+    """x and one upstream gradient per output (spikes, then the states: at most three)."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(T, B, N, generator=g) * 0.5 + 0.1
-    grad_spk = torch.randn(T, B, N, generator=g)
-    grad_mem = torch.randn(T, B, N, generator=g)
-    return x, grad_spk, grad_mem
+    return x, [torch.randn(T, B, N, generator=g) for _ in range(3)]
 
 
-# --- providers: each is a callable x_seq -> (spk_seq, mem_seq) with learnable decay -----------
+# --- providers: each, given N, is a callable x_seq -> (spk_seq, *state_seqs) -----------------
 
-def provider_snntorch():
+def provider_snntorch(N=None):
     import snntorch as snn
     lif = snn.Leaky(beta=BETA, threshold=THRESHOLD, learn_beta=True)
 
@@ -140,14 +153,80 @@ def provider_snntorch():
     return run, "snn.Leaky(beta 0.95 learn_beta) stepped in Python; spk/mem stacked"
 
 
-def provider_fastlif():
+def provider_fastlif(N=None):
     import fastlif
     lif = fastlif.Leaky(BETA, threshold=THRESHOLD, learn_beta=True)
     lif.sequence(torch.zeros(1, 1, 1))  # fail early if the C++ backend is missing
     return lif.sequence, "fastlif.Leaky(0.95 learn_beta).sequence backend auto (cpp)"
 
 
-def provider_reference():
+def step_loop(layer, init_states, x_seq, spikes_are_state=False):
+    """snnTorch's way: step ``layer(x_t, *states) -> (spk, *new states)`` over time, stack.
+    ``spikes_are_state``: RLeaky's, whose spikes are its first state (``spk, mem = lif(x, spk, mem)``)."""
+    states, outs = list(init_states), []
+    for x in x_seq:
+        out = layer(x, *states)
+        states = list(out) if spikes_are_state else list(out[1:])
+        outs.append(out)
+    return tuple(torch.stack(seq) for seq in zip(*outs))
+
+
+def dense_recurrent(N):
+    """The dense providers' common recurrent weights (nn.Linear's initialisation, seeded)."""
+    gen = torch.Generator().manual_seed(SEED + 1)
+    bound = 1.0 / N ** 0.5
+    return ((torch.rand(N, N, generator=gen) * 2 - 1) * bound, (torch.rand(N, generator=gen) * 2 - 1) * bound)
+
+
+def _set_dense(layer, N):
+    weight, bias = dense_recurrent(N)
+    with torch.no_grad():
+        layer.recurrent.weight.copy_(weight)
+        layer.recurrent.bias.copy_(bias)
+    return layer
+
+
+def family_layer(lib, family, N):
+    """The same layer built by snnTorch (``lib`` = snntorch) or fastlif."""
+    if family == "synaptic":
+        return lib.Synaptic(alpha=ALPHA, beta=BETA, threshold=THRESHOLD, learn_beta=True)
+    if family == "rleaky":
+        return lib.RLeaky(beta=BETA, V=V, all_to_all=False, threshold=THRESHOLD, learn_beta=True)
+    return _set_dense(lib.RLeaky(beta=BETA, linear_features=N, threshold=THRESHOLD, learn_beta=True), N)
+
+
+FAMILY_WHAT = {"synaptic": "Synaptic(alpha 0.9, beta 0.95 learn_beta)",
+               "rleaky": "RLeaky(beta 0.95 learn_beta, V 0.5 learnable, all_to_all False)",
+               "rleaky_dense": "RLeaky(beta 0.95 learn_beta, linear_features N: dense nn.Linear recurrent)"}
+
+
+def family_snntorch(family, N):
+    import snntorch as snn
+    layer = family_layer(snn, family, N)
+    init = layer.init_synaptic if family == "synaptic" else layer.init_rleaky
+    return (lambda x: step_loop(layer, init(), x, family != "synaptic")), f"snn.{FAMILY_WHAT[family]} stepped in Python; stacked"
+
+
+def family_fastlif(family, N):
+    import fastlif
+    layer = family_layer(fastlif, family, N)
+    layer.sequence(torch.zeros(1, 1, N))  # fail early if the C++ backend is missing
+    return layer.sequence, f"fastlif.{FAMILY_WHAT[family]}.sequence backend auto (cpp)"
+
+
+def family_reference(family, N):
+    import fastlif
+    layer = family_layer(fastlif, family, N)
+    layer.backend = "reference"
+    return layer.sequence, f"fastlif.{FAMILY_WHAT[family]}.sequence backend reference (the plain loop)"
+
+
+def family_providers(family):
+    return {"fastlif": lambda N: family_fastlif(family, N), "snntorch_loop": lambda N: family_snntorch(family, N),
+            "reference": lambda N: family_reference(family, N)}
+
+
+def provider_reference(N=None):
     import fastlif
     from fastlif.reference import lif_sequence_reference
     beta = torch.nn.Parameter(torch.tensor(BETA))
@@ -156,7 +235,7 @@ def provider_reference():
             "fastlif.reference.lif_sequence_reference with a learnable beta tensor")
 
 
-def _sj_provider(parametric):
+def _sj_provider(parametric, N=None):
     from spikingjelly.activation_based import functional, neuron, surrogate
     common = dict(decay_input=False, v_threshold=1.0, v_reset=None, detach_reset=True,
                   surrogate_function=surrogate.ATan(alpha=2.0), step_mode="m", store_v_seq=True)
@@ -174,7 +253,7 @@ def _sj_provider(parametric):
     return run, f"{what}; {SJ_SETTINGS}"
 
 
-def provider_fastlif_1thread():
+def provider_fastlif_1thread(N=None):
     fn, what = provider_fastlif()
     return fn, what + " with torch.set_num_threads(1) (its OpenMP team size)"
 
@@ -186,21 +265,26 @@ PROVIDERS = {
     "fastlif": provider_fastlif,
     "fastlif_1thread": provider_fastlif_1thread,
     "snntorch_loop": provider_snntorch,
-    "spikingjelly_lif": lambda: _sj_provider(False),
-    "spikingjelly_plif": lambda: _sj_provider(True),
+    "spikingjelly_lif": lambda N: _sj_provider(False),
+    "spikingjelly_plif": lambda N: _sj_provider(True),
     "reference": provider_reference,
 }
+FAMILY_PROVIDERS = {"leaky": PROVIDERS, **{f: family_providers(f) for f in ("synaptic", "rleaky", "rleaky_dense")}}
+# families whose fused results must equal snnTorch's bit for bit (the dense RLeaky's sums run in
+# another order: its spikes are reported, not asserted)
+EXACT_FAMILIES = ("leaky", "synaptic", "rleaky")
 # compared bit for bit with snnTorch (same model); SpikingJelly's model differs (see SJ_SETTINGS)
 SAME_MODEL = ("fastlif", "fastlif_1thread", "reference", "reference_compiled")
 
 
 # --- measurements -------------------------------------------------------------------------
 
-def forward_backward(fn, x, grad_spk, grad_mem):
+def forward_backward(fn, x, grads):
+    """Forward, then backward with one upstream gradient per output; returns (outputs, grad x)."""
     xx = x.detach().requires_grad_()
-    spk, mem = fn(xx)
-    torch.autograd.backward([spk, mem], [grad_spk, grad_mem])
-    return spk, mem, xx.grad
+    outs = fn(xx)
+    torch.autograd.backward(list(outs), grads[:len(outs)])
+    return outs, xx.grad
 
 
 def forward_only(fn, x):
@@ -273,7 +357,7 @@ def compiled_worker(T, B, N):
     def emit(**kv):
         print(json.dumps(kv), flush=True)
 
-    x, gs, gm = make_inputs(T, B, N)
+    x, grads = make_inputs(T, B, N)
     beta = torch.nn.Parameter(torch.tensor(BETA))
     sg = fastlif.surrogate.atan()
     compiled = torch.compile(lif_sequence_reference)
@@ -282,14 +366,14 @@ def compiled_worker(T, B, N):
         return compiled(xx, beta, THRESHOLD, spike_fn=sg)
 
     t0 = time.perf_counter()
-    spk, mem, gx = forward_backward(fn, x, gs, gm)
+    (spk, mem), gx = forward_backward(fn, x, grads)
     compile_fb = time.perf_counter() - t0
-    ref_spk, ref_mem, ref_gx = forward_backward(provider_fastlif()[0], x, gs, gm)
+    (ref_spk, ref_mem), ref_gx = forward_backward(provider_fastlif()[0], x, grads)
     est = time.perf_counter()
-    forward_backward(fn, x, gs, gm)
+    forward_backward(fn, x, grads)
     est = time.perf_counter() - est
     with OthersBusy() as during:
-        med = timed(lambda: forward_backward(fn, x, gs, gm), est, heavy=True)
+        med = timed(lambda: forward_backward(fn, x, grads), est, heavy=True)
     emit(direction=FB, compile_s=compile_fb, timing=med, saved=saved_bytes(fn, x),
          busy_during=during.value,
          spikes_equal=bool(torch.equal(spk, ref_spk)), mem_equal=bool(torch.equal(mem, ref_mem)),
@@ -350,11 +434,12 @@ class Run:
         self.torch = torch_version()
         self.copy_gbps = None
         self.results = {}   # (case, shape, provider, direction) -> dict
-        self.checks = []    # (case, provider, spikes_equal)
+        self.checks = []    # (case, shape, provider, spikes_equal): exact families, asserted
+        self.inexact = []   # (case, shape, provider, spikes differing, of how many): reported
         self.versions = {"snntorch": _version("snntorch"), "spikingjelly": _version("spikingjelly"),
                          "fastlif": _version("fastlif")}
 
-    def add(self, case, T, B, N, provider, direction, timing, **info):
+    def add(self, case, T, B, N, provider, direction, timing, family="leaky", **info):
         nsteps = T * B * N
         med = timing[0] if timing else float("nan")
         shape = f"{T}x{B}x{N}"
@@ -362,38 +447,46 @@ class Run:
                    q20_ms=timing[1] if timing else float("nan"),
                    q80_ms=timing[2] if timing else float("nan"),
                    nsteps=nsteps, throughput=nsteps / (med * 1e-3) if timing else float("nan"),
-                   info=info)
-        if timing and self.copy_gbps:
-            res["roofline"] = BYTES_PER_NS[direction] * nsteps / (med * 1e-3) / 1e9 / self.copy_gbps
+                   info=info, family=family)
+        nbytes = FAMILY_BYTES[family]
+        if nbytes:
+            res["bytes_per_ns"] = nbytes[direction]
+        if timing and self.copy_gbps and nbytes:
+            res["roofline"] = nbytes[direction] * nsteps / (med * 1e-3) / 1e9 / self.copy_gbps
         self.results[(case, shape, provider, direction)] = res
         return res
 
-    def case(self, case, T, B, N, providers, directions, heavy, compile_timeout=None):
-        x, gs, gm = make_inputs(T, B, N)
+    def case(self, case, T, B, N, providers, directions, heavy, compile_timeout=None, family="leaky"):
+        x, grads = make_inputs(T, B, N)
         busy = self.wait()
         load = loadavg()
-        print(f"\n== {case}: T={T} B={B} N={N} ({T * B * N / 1e6:.2f} M neuron-steps), "
+        print(f"\n== {case} ({family}): T={T} B={B} N={N} ({T * B * N / 1e6:.2f} M neuron-steps), "
               f"cores busy before: {busy * 100:.0f}%, load average {load:.2f}", flush=True)
         # Pass 1, checks: one forward+backward of each provider (also its warm-up), snnTorch's
         # first so that the others are compared with it; and the bytes kept for backward.
         base, infos, first = None, {}, {}
-        fns = {name: PROVIDERS[name]() for name in providers}
+        fns = {name: FAMILY_PROVIDERS[family][name](N) for name in providers}
         for name in sorted(providers, key=lambda n: n != "snntorch_loop"):
             fn, what = fns[name]
             torch.set_num_threads(THREADS.get(name, self.threads))
             t0 = time.perf_counter()
-            spk, mem, gx = forward_backward(fn, x, gs, gm)
+            outs, gx = forward_backward(fn, x, grads)
             first[name] = time.perf_counter() - t0
             torch.set_num_threads(self.threads)
+            spk = outs[0]
             info = dict(what=what, spike_rate=float(spk.detach().float().mean()), load1=load)
             if name == "snntorch_loop":
-                base = (spk, mem, gx)
+                base = (outs, gx)
             elif base is not None and name in SAME_MODEL:
-                info["spikes_equal"] = bool(torch.equal(spk, base[0]))
-                info["mem_equal"] = bool(torch.equal(mem, base[1]))
-                info["grad_x_maxdiff"] = float((gx - base[2]).abs().max())
-                self.checks.append((case, f"{T}x{B}x{N}", name, info["spikes_equal"]))
-            del spk, mem, gx
+                info["spikes_equal"] = bool(torch.equal(spk, base[0][0]))
+                info["mem_equal"] = all(torch.equal(a, b) for a, b in zip(outs[1:], base[0][1:]))
+                info["grad_x_maxdiff"] = float((gx - base[1]).abs().max())
+                if family in EXACT_FAMILIES:
+                    self.checks.append((case, f"{T}x{B}x{N}", name, info["spikes_equal"]))
+                else:
+                    info["spikes_differ"] = int((spk != base[0][0]).sum())
+                    self.inexact.append((case, f"{T}x{B}x{N}", name, info["spikes_differ"], spk.numel()))
+            del outs, gx, spk
             info["saved_B_per_ns"] = saved_bytes(fn, x) / (T * B * N)
             infos[name] = info
         compared, base = base is not None, None
@@ -403,11 +496,11 @@ class Run:
             info = infos[name]
             torch.set_num_threads(THREADS.get(name, self.threads))
             t0 = time.perf_counter()
-            forward_backward(fn, x, gs, gm)
+            forward_backward(fn, x, grads)
             est = min(first[name], time.perf_counter() - t0)
             for direction in directions:
                 if direction == FB:
-                    call = lambda: forward_backward(fn, x, gs, gm)  # noqa: E731
+                    call = lambda: forward_backward(fn, x, grads)  # noqa: E731
                 else:
                     call = lambda: forward_only(fn, x)  # noqa: E731
                     call()
@@ -427,7 +520,7 @@ class Run:
                           f"{'; again' if attempt < 2 and self.wait_idle_s > 0 else ''})",
                           flush=True)
                 info = dict(infos[name], busy_before=before, busy_during=during.value)
-                self.report(self.add(case, T, B, N, name, direction, timing, **info))
+                self.report(self.add(case, T, B, N, name, direction, timing, family=family, **info))
             torch.set_num_threads(self.threads)
             fns[name] = None
         if compile_timeout:
@@ -473,7 +566,10 @@ class Run:
         info = res["info"]
         notes = []
         if "spikes_equal" in info:
-            notes.append("spikes==snnTorch" if info["spikes_equal"] else "SPIKES DIFFER")
+            if "spikes_differ" in info:
+                notes.append(f"{info['spikes_differ']} spikes differ from snnTorch's (sums in another order)")
+            else:
+                notes.append("spikes==snnTorch" if info["spikes_equal"] else "SPIKES DIFFER")
         if "compile_s" in info:
             notes.append(f"compile {info['compile_s']:.0f} s" if isinstance(info["compile_s"], float)
                          else f"compile {info['compile_s']} s")
@@ -497,10 +593,11 @@ class Run:
             info = res["info"]
             ex = {"threads": THREADS.get(res["provider"], self.threads)}
             if res.get("roofline") is not None:
-                ex.update(roofline_frac=res["roofline"], bytes_per_ns=BYTES_PER_NS[res["direction"]])
+                ex.update(roofline_frac=res["roofline"], bytes_per_ns=res["bytes_per_ns"])
             if self.copy_gbps:
                 ex["copy_GBps"] = self.copy_gbps
-            for key in ("saved_B_per_ns", "spikes_equal", "mem_equal", "grad_x_maxdiff", "spike_rate",
+            ex["family"] = res["family"]
+            for key in ("saved_B_per_ns", "spikes_equal", "spikes_differ", "mem_equal", "grad_x_maxdiff", "spike_rate",
                         "compile_s", "error", "busy_before", "busy_during", "load1"):
                 if key in info:
                     ex[key] = info[key]
@@ -591,6 +688,29 @@ def summarize_targets(run):
         line(not bad, f"fp32 spikes bit-identical to snnTorch: fastlif and reference in "
                       f"{len(fl_checks) - len(bad)}/{len(fl_checks)} compared runs"
                       + (f"; differ: {bad}" if bad else ""))
+    for family, target in (("synaptic", 15), ("rleaky", 15), ("rleaky_dense", 5)):
+        ff, fs = get(f"{family}_tutorial", tut, "fastlif"), get(f"{family}_tutorial", tut, "snntorch_loop")
+        if ff and fs:
+            ratio = fs["median_ms"] / ff["median_ms"]
+            line(ratio >= target, f"{family} tutorial fwd+bwd: fastlif {ratio:.1f}x snnTorch's loop "
+                                  f"(target >= {target}x); {ff['median_ms']:.2f} ms vs {fs['median_ms']:.1f} ms")
+        if FAMILY_BYTES[family] is None:
+            continue
+        for case, shape in (("tutorial", tut), ("large", large)):
+            lk, fam = get(case, shape, "fastlif"), get(f"{family}_{case}", shape, "fastlif")
+            if lk and fam:
+                per_byte = (fam["median_ms"] / fam["bytes_per_ns"]) / (lk["median_ms"] / lk["bytes_per_ns"])
+                ok = per_byte <= 1.3
+                text = (f"{family} {case} fwd+bwd: {per_byte:.2f}x fused Leaky's time per byte moved "
+                        f"(target <= 1.3x; {fam['bytes_per_ns']} vs {lk['bytes_per_ns']} B/neuron-step, "
+                        f"{fam['median_ms']:.2f} vs {lk['median_ms']:.2f} ms)")
+                if case == "tutorial":
+                    line(ok, text)
+                else:
+                    lines.append(f"  [info] {text}")
+    for case, shape, name, n_diff, n in run.inexact:
+        lines.append(f"  [info] {case} {shape} {name}: {n_diff} of {n} spikes differ from snnTorch's "
+                     f"(the event-driven recurrent sums run in another order than its GEMM)")
     comp = [c for c in run.checks if c[2] == "reference_compiled"]
     if comp:
         lines.append(f"  [info] torch.compile'd reference spikes equal snnTorch's in "
@@ -612,6 +732,8 @@ def main(argv=None):
                         "a timing they disturbed (at most twice); default 0 (never wait)")
     p.add_argument("--quick", action="store_true",
                    help="smoke test: small sizes, no compile, nothing written unless --csv is given")
+    p.add_argument("--families", default="leaky,synaptic,rleaky,rleaky_dense",
+                   help="comma-separated neuron families to run (default: all four)")
     p.add_argument("--csv", default=None, help="CSV name under bench/results/ (default cpu.csv)")
     p.add_argument("--compiled-worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -641,16 +763,24 @@ def main(argv=None):
           f"(median {copy_t1[0]:.2f} ms)")
     run.copy_gbps = bw1
 
+    families = [f.strip() for f in args.families.split(",") if f.strip()]
+    unknown = set(families) - set(FAMILY_PROVIDERS)
+    if unknown:
+        p.error(f"unknown families {sorted(unknown)}; choose from {sorted(FAMILY_PROVIDERS)}")
     main_providers = ["fastlif", "fastlif_1thread", "snntorch_loop", "spikingjelly_lif", "spikingjelly_plif", "reference"]
     compile_timeout = None if (args.no_compile or args.quick) else args.compile_timeout
-    if args.quick:
-        run.case("tutorial", 10, 16, 128, main_providers, (FWD, FB), heavy=False)
-        run.case("large", 10, 16, 1024, main_providers, (FWD, FB), heavy=False)
-    else:
-        run.case("tutorial", 50, 64, 128, main_providers, (FWD, FB), heavy=True,
-                 compile_timeout=compile_timeout)
-        run.case("large", 100, 64, 1024, main_providers, (FWD, FB), heavy=True,
-                 compile_timeout=compile_timeout)
+    family_providers_ = ["fastlif", "snntorch_loop", "reference"]
+    sizes = {"tutorial": (10, 16, 128), "large": (10, 16, 1024)} if args.quick else \
+        {"tutorial": (50, 64, 128), "large": (100, 64, 1024)}
+    for family in families:
+        for case, (T, B, N) in sizes.items():
+            if family == "leaky":
+                run.case(case, T, B, N, main_providers, (FWD, FB), heavy=not args.quick,
+                         compile_timeout=compile_timeout)
+            else:
+                run.case(f"{family}_{case}", T, B, N, family_providers_, (FWD, FB), heavy=not args.quick,
+                         family=family)
+    if not args.quick and "leaky" in families:
         if not args.no_sweep:
             sweep = ["fastlif", "snntorch_loop", "spikingjelly_lif"]
             for T in (25, 50, 100, 200):
@@ -665,7 +795,7 @@ def main(argv=None):
         run.copy_gbps = bw2
         for res in run.results.values():
             if "roofline" in res:
-                res["roofline"] = (BYTES_PER_NS[res["direction"]] * res["nsteps"]
+                res["roofline"] = (res["bytes_per_ns"] * res["nsteps"]
                                    / (res["median_ms"] * 1e-3) / 1e9 / bw2)
     best = max((bw1, copy_t1), (bw2, copy_t2))
 

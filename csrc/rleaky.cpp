@@ -252,48 +252,103 @@ void rleaky_linear_fwd_cpu(const RLeakyArgs<scalar_t>& a, const ParamSet<scalar_
   }
 }
 
+// Backward's W^T @ g_base is dense (every surrogate gradient reaches every spike): a tile of RT
+// batch rows shares each row of W from cache, and a block of CB result columns per row stays in
+// registers while o runs. o ascends as in a one-row loop, so results do not depend on the tile
+// or block sizes (RT = 8 when there are enough rows to keep the threads busy, else 1).
+template <typename scalar_t, int RT, int CB>
+int64_t tile_times_w_block(const scalar_t* g, const scalar_t* w, scalar_t* out, int64_t L, int64_t j0) {
+  for (; j0 + CB <= L; j0 += CB) {
+    scalar_t acc[RT][CB] = {};
+    for (int64_t o = 0; o < L; ++o) {
+      const scalar_t* w_row = w + o * L + j0;
+      for (int r = 0; r < RT; ++r) {
+        const scalar_t go = g[r * L + o];
+#pragma omp simd
+        for (int jj = 0; jj < CB; ++jj) acc[r][jj] += go * w_row[jj];
+      }
+    }
+    for (int r = 0; r < RT; ++r)
+      for (int jj = 0; jj < CB; ++jj) out[r * L + j0 + jj] = acc[r][jj];
+  }
+  return j0;
+}
+
+template <typename scalar_t, int RT>
+void tile_times_w(const scalar_t* g, const scalar_t* w, scalar_t* out, int64_t L) {
+  int64_t j0 = tile_times_w_block<scalar_t, RT, RT == 1 ? 128 : 32>(g, w, out, L, 0);
+  j0 = tile_times_w_block<scalar_t, RT, 8>(g, w, out, L, j0);
+  j0 = tile_times_w_block<scalar_t, RT, 1>(g, w, out, L, j0);
+}
+
 template <typename scalar_t, int RESET, bool IMMEDIATE, bool PER_NEURON, int SG>
 void rleaky_linear_bwd_cpu(const RLeakyArgs<scalar_t>& a, const ParamSet<scalar_t, 4>& params,
                            std::vector<scalar_t>& row_partials) {
   const int64_t L = a.L, M = a.R * a.L;
+  const int tile_rows = a.R >= 16 ? 8 : 1;
+  const int64_t tiles = (a.R + tile_rows - 1) / tile_rows;
   const scalar_t p = a.sg_param;
   const scalar_t* saved = IMMEDIATE ? a.u_in : a.mem_saved;
-#pragma omp parallel for schedule(dynamic) num_threads(team_size(a.num_threads, a.R, a.T * M * 8))
-  for (int64_t row = 0; row < a.R; ++row) {
+#pragma omp parallel for schedule(dynamic) num_threads(team_size(a.num_threads, tiles, a.T * M * 8))
+  for (int64_t tile = 0; tile < tiles; ++tile) {
     const auto [beta, V, thr, graded] = params.at(0);
-    std::vector<scalar_t> carry_m(L, 0), carry_s(L, 0), gbase(L), gb(L, 0), gth(L, 0), gg(L, 0);
+    const int64_t row0 = tile * tile_rows;
+    const int rows = static_cast<int>(std::min<int64_t>(tile_rows, a.R - row0));
+    // per tile row, per neuron; the rows past the batch stay zero and add nothing
+    const size_t n = static_cast<size_t>(tile_rows * L);
+    std::vector<scalar_t> carry_m(n, 0), carry_s(n, 0), gbase(n, 0), gb(n, 0), gth(n, 0), gg(n, 0), m_prev(L);
+    const std::vector<scalar_t> zeros(L, 0);
     for (int64_t t = a.T - 1; t >= 0; --t) {
-      const int64_t off = t * M + row * L;
+      for (int r = 0; r < rows; ++r) {
+        const int64_t row = row0 + r, off = t * M + row * L, base = r * L;
+        // The loop below reads plain arrays only (no per-element choice of source), so it
+        // vectorises without masked loads.
+        if (t > 0) {
+          for (int64_t i = 0; i < L; ++i) {
+            scalar_t sp0;
+            const int64_t k = PER_NEURON ? i : 0;
+            previous_step<scalar_t, RESET, IMMEDIATE>(a, off - M + i, thr[k], graded[k], m_prev[i], sp0);
+          }
+        } else {
+          std::copy_n(a.mem0 ? a.mem0 + row * L : zeros.data(), L, m_prev.data());
+        }
+        const scalar_t* gm_in = a.grad_mem ? a.grad_mem + off : zeros.data();
+        const scalar_t* gs_in = a.grad_spk ? a.grad_spk + off : zeros.data();
+        const scalar_t* u_in = saved + off;
+        scalar_t* cm = carry_m.data() + base;
+        const scalar_t* cs = carry_s.data() + base;
+        scalar_t *gbi = gbase.data() + base, *gbr = gb.data() + base, *gthr = gth.data() + base,
+                 *ggr = gg.data() + base, *gx = a.grad_x + off;
 #pragma omp simd
+        for (int64_t i = 0; i < L; ++i) {
+          const int64_t k = PER_NEURON ? i : 0;
+          const scalar_t m0 = m_prev[i];
+          const scalar_t g = rleaky_grad<scalar_t, RESET, IMMEDIATE, SG>(m0, u_in[i], gm_in[i] + cm[i], gs_in[i] + cs[i],
+                                                                         thr[k], graded[k], p, gthr[i], ggr[i]);
+          gbi[i] = g;
+          gx[i] = g;
+          gbr[i] += g * m0;
+          cm[i] = g * beta[k];
+        }
+      }
+      if (tile_rows == 8) {  // carry_s = W^T @ gbase, per row
+        tile_times_w<scalar_t, 8>(gbase.data(), a.w, carry_s.data(), L);
+      } else {
+        tile_times_w<scalar_t, 1>(gbase.data(), a.w, carry_s.data(), L);
+      }
+    }
+    for (int r = 0; r < rows; ++r) {
+      const int64_t row = row0 + r, base = r * L;
       for (int64_t i = 0; i < L; ++i) {
-        const int64_t k = PER_NEURON ? i : 0;
-        scalar_t m0 = a.mem0 ? a.mem0[row * L + i] : scalar_t(0), sp0 = 0;  // sp0: the caller's (weights)
-        if (t > 0) previous_step<scalar_t, RESET, IMMEDIATE>(a, off - M + i, thr[k], graded[k], m0, sp0);
-        const scalar_t gm = (a.grad_mem ? a.grad_mem[off + i] : scalar_t(0)) + carry_m[i];
-        const scalar_t gsp = (a.grad_spk ? a.grad_spk[off + i] : scalar_t(0)) + carry_s[i];
-        gbase[i] = rleaky_grad<scalar_t, RESET, IMMEDIATE, SG>(m0, saved[off + i], gm, gsp, thr[k], graded[k], p,
-                                                                gth[i], gg[i]);
-        a.grad_x[off + i] = gbase[i];
-        gb[i] += gbase[i] * m0;
-        carry_m[i] = gbase[i] * beta[k];
-        carry_s[i] = scalar_t(0);
+        if (a.grad_mem0) a.grad_mem0[row * L + i] = carry_m[base + i];
+        if (a.grad_spk0) a.grad_spk0[row * L + i] = carry_s[base + i];
       }
-      for (int64_t o = 0; o < L; ++o) {  // carry_s = W^T @ gbase, row o of W at a time
-        const scalar_t go = gbase[o];
-        const scalar_t* w_row = a.w + o * L;
-#pragma omp simd
-        for (int64_t j = 0; j < L; ++j) carry_s[j] += go * w_row[j];
+      scalar_t* part = row_partials.data() + row * 3 * L;  // beta, threshold, graded: per row, per neuron
+      for (int64_t i = 0; i < L; ++i) {
+        part[i] = gb[base + i];
+        part[L + i] = gth[base + i];
+        part[2 * L + i] = gg[base + i];
       }
-    }
-    for (int64_t i = 0; i < L; ++i) {
-      if (a.grad_mem0) a.grad_mem0[row * L + i] = carry_m[i];
-      if (a.grad_spk0) a.grad_spk0[row * L + i] = carry_s[i];
-    }
-    scalar_t* part = row_partials.data() + row * 3 * L;  // beta, threshold, graded: per row, per neuron
-    for (int64_t i = 0; i < L; ++i) {
-      part[i] = gb[i];
-      part[L + i] = gth[i];
-      part[2 * L + i] = gg[i];
     }
   }
 }

@@ -131,12 +131,15 @@ def _(grad_spk, grad_mem, mem, state, flags, spk0, mem0, beta, V, threshold, gra
 
 # --- autograd -----------------------------------------------------------------------------------
 
-def _previous_spikes(spk, spk0, steps):
-    """``[steps * rows, N]``: the spikes each step received, the initial ones then each step's
-    output (``spk`` holds ``steps`` steps, time first)."""
-    spk = spk.reshape(steps, -1, spk.shape[-1])
-    first = torch.zeros_like(spk[:1]) if spk0 is None else spk0.reshape(spk[:1].shape).to(spk.dtype)
-    return torch.cat([first, spk[:-1]]).reshape(-1, spk.shape[-1])
+def _recurrent_weight_grad(g, spk, spk0, steps):
+    """``sum_t,b g[t,b] (x) spk[t-1,b]`` (``spk[-1]``: the initial spikes ``spk0``, zeros if None)
+    for ``g`` and ``spk`` holding ``steps`` steps, time first: no shifted copy of the spikes."""
+    n = spk.shape[-1]
+    g, spk = g.reshape(steps, -1, n), spk.reshape(steps, -1, n)
+    grad = g[1:].reshape(-1, n).t() @ spk[:-1].reshape(-1, n)
+    if spk0 is not None:
+        grad += g[0].t() @ spk0.reshape(-1, n).to(g.dtype)
+    return grad
 
 
 class RLeakyFunction(torch.autograd.Function):
@@ -189,9 +192,9 @@ class RLeakyFunction(torch.autograd.Function):
                        for g, t in zip(param_grads, tensor_params)]
         grad_w = grad_b = None
         if spk is not None:  # the dense layer's gradients: g[t] (x) spk[t-1], summed over t and batch
-            g = grad_x.reshape(-1, grad_x.shape[-1]).to(weight.dtype)
-            grad_w = g.t() @ _previous_spikes(spk, spk0, steps).to(weight.dtype)
-            grad_b = g.sum(0) if ctx.has_bias else None
+            g = grad_x.to(weight.dtype)
+            grad_w = _recurrent_weight_grad(g, spk.to(weight.dtype), spk0, steps)
+            grad_b = g.reshape(-1, g.shape[-1]).sum(0) if ctx.has_bias else None
         return (grad_x, grad_spk0 if spk0 is not None else None, grad_mem0 if mem0 is not None else None,
                 *param_grads, grad_w, grad_b) + (None,) * 6
 
