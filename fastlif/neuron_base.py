@@ -21,7 +21,7 @@ from torch import nn
 
 from . import backends, surrogate as surrogate_mod
 from .codes import RESET_CODES, RESET_MECHANISMS, reset_code
-from .ops.common import compute_dtype
+from .ops.common import compute_dtype, warn_once
 
 try:  # optional: see the module docstring
     import snntorch as _snntorch
@@ -33,14 +33,6 @@ def snntorch_bases(name):
     """``(snntorch.<name>,)`` when snnTorch is installed, else ``()``: extra bases of a neuron."""
     return (getattr(_snntorch, name),) if _snntorch is not None else ()
 
-
-_warned = set()
-
-
-def warn_once(key, message):
-    if key not in _warned:
-        _warned.add(key)
-        warnings.warn(message, stacklevel=3)
 
 
 class SpikingNeuron(nn.Module):

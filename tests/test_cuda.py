@@ -212,6 +212,63 @@ def test_snntorch_equivalence(name):
         assert normwise(q.grad, p.grad) <= 1e-5, pname
 
 
+def _family_pair(family, n):
+    snn = pytest.importorskip("snntorch")
+    g = torch.Generator().manual_seed(7)
+    if family == "synaptic":
+        kw = dict(alpha=torch.rand(n, generator=g) * 0.5 + 0.4, beta=torch.rand(n, generator=g) * 0.5 + 0.5,
+                  learn_alpha=True, learn_beta=True, learn_threshold=True, reset_delay=False)
+        return snn.Synaptic(**kw).to(DEVICE), fastlif.Synaptic(**kw).to(DEVICE)
+    kw = dict(beta=torch.rand(n, generator=g) * 0.5 + 0.5, V=torch.rand(n, generator=g) - 0.5, all_to_all=False,
+              learn_beta=True, learn_threshold=True, reset_mechanism="zero")
+    return snn.RLeaky(**kw).to(DEVICE), fastlif.RLeaky(**kw).to(DEVICE)
+
+
+@pytest.mark.parametrize("family", ["synaptic", "rleaky"])
+def test_family_matches_snntorch_at_size(family):
+    """Synaptic and the one-to-one RLeaky, fused by Triton, against snnTorch stepping on the same
+    GPU: spikes bit-identical, states within 1e-6, every gradient within 1e-5."""
+    T, B, n = (5, 3, 77) if DRY_RUN else (40, 32, 777)
+    ref, fast = _family_pair(family, n)
+    gen = torch.Generator(device=DEVICE).manual_seed(5)
+    x = torch.randn(T, B, n, generator=gen, device=DEVICE) + 0.3
+    xr, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
+    if family == "synaptic":
+        states, outs = list(ref.init_synaptic()), []
+        for t in range(T):
+            spk, *states = ref(xr[t], *states)
+            outs.append((spk, *states))
+    else:
+        states, outs = list(ref.init_rleaky()), []
+        for t in range(T):
+            states = list(ref(xr[t], *states))
+            outs.append(tuple(states))
+    want = [torch.stack(o) for o in zip(*outs)]
+    got = fast.sequence(xf)
+    assert torch.equal(got[0], want[0]), f"{(got[0] != want[0]).sum().item()} spikes differ"
+    for a, b in zip(got[1:], want[1:]):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    upstream = [torch.randn(x.shape, generator=gen, device=DEVICE) for _ in got]
+    for outs_ in (want, got):
+        torch.autograd.backward(list(outs_), upstream)
+    assert normwise(xf.grad, xr.grad) <= 1e-5
+    for pname, p in ref.named_parameters():
+        q = dict(fast.named_parameters())[pname]
+        assert normwise(q.grad, p.grad, floor=1e-3) <= 1e-5, pname
+
+
+@needs_real_gpu
+def test_rleaky_dense_on_cuda_runs_the_reference_with_a_warning():
+    """The dense recurrent layer is fused on the CPU only: on CUDA, the per-step loop, said once."""
+    from fastlif.ops import common
+    common._warned.clear()
+    layer = fastlif.RLeaky(beta=0.9, linear_features=16).to(DEVICE)
+    x = torch.rand(4, 2, 16, device=DEVICE)
+    with pytest.warns(UserWarning, match="dense recurrent layer"):
+        spk, mem = layer.sequence(x)
+    assert spk.shape == x.shape and spk.device == x.device
+
+
 def test_single_step_drop_in():
     """fastlif.Leaky called one step at a time, as in the tutorial's loop: same numbers."""
     pytest.importorskip("snntorch")

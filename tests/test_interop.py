@@ -392,8 +392,8 @@ def test_detach_hidden_of_a_view_state(own_instances):
 
 
 def test_unfused_options_warn_once(monkeypatch):
-    from fastlif import neuron_base
-    monkeypatch.setattr(neuron_base, "_warned", set())
+    from fastlif.ops import common
+    monkeypatch.setattr(common, "_warned", set())
     with pytest.warns(UserWarning, match="inhibition is not fused"):
         fastlif.Leaky(0.9, inhibition=True, backend="auto")
     with warnings.catch_warnings():

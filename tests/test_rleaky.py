@@ -199,8 +199,8 @@ def test_state_dict_names_and_surface():
 
 
 def test_conv2d_runs_the_reference_loop_with_one_warning():
-    from fastlif import neuron_base
-    neuron_base._warned.discard(("RLeaky", "conv2d"))
+    from fastlif.ops import common
+    common._warned.discard(("RLeaky", "conv2d"))
     with pytest.warns(UserWarning, match="Conv2d recurrent layer is not fused"):
         ours = fastlif.RLeaky(beta=0.9, conv2d_channels=2, kernel_size=3)
     ref = snn.RLeaky(beta=0.9, conv2d_channels=2, kernel_size=3)

@@ -14,6 +14,7 @@ Dtype policy (the one place it is decided):
   carried from call to call is never rounded to fp16/bf16.
 """
 import numbers
+import warnings
 
 import numpy as np
 import torch
@@ -98,6 +99,16 @@ def check_states(x, single_step, **states):
     for name, state in states.items():
         if state is not None:
             check_state(state, f"{name} (the initial {'membrane' if name == 'mem' else name})", shape)
+
+
+_warned = set()
+
+
+def warn_once(key, message, stacklevel=3):
+    """One warning per ``key`` per process: for what a user should hear of once, not per call."""
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, stacklevel=stacklevel)
 
 
 def choose_backend(family, backend, device_type, surrogate, spike_fn, reference_options):

@@ -28,7 +28,7 @@ from ..codes import RESET_MECHANISMS, is_immediate
 from ..reference import rleaky_sequence_reference, rleaky_step
 from .common import (CPP_DTYPES, HALF_DTYPES, check_input, check_param, check_states, choose_backend,
                      compute_dtype, cpp_dtype_code, cpp_param, grid, kernel_params, needs_autograd,
-                     num_threads, param_tensor, ptr)
+                     num_threads, param_tensor, ptr, warn_once)
 
 FAMILY = "rleaky"
 PARAM_NAMES = ("beta", "V", "threshold", "graded_spikes_factor")
@@ -222,6 +222,11 @@ def run(x, spk, mem, beta, recurrent, threshold, graded, *, single_step, reset_m
                          f"Linear({recurrent.in_features}, {recurrent.out_features})")
     elif dense and (x.device.type != "cpu" or backend == "triton"):
         unfused["a dense recurrent layer (fused on the CPU, by the cpp backend, only)"] = True
+        if backend in ("auto", "reference") and x.device.type != "cpu":
+            warn_once(("rleaky", "dense", x.device.type),
+                      f"fastlif.RLeaky: the dense recurrent layer is fused on the CPU only; on "
+                      f"{x.device.type} it runs the reference loop (per step, torch's Linear and the "
+                      f"element-wise update; exact, as snnTorch computes it)", stacklevel=4)
     name = choose_backend(FAMILY, backend, x.device.type, surrogate, spike_fn, unfused)
     if name == "reference":
         options = {k: v for k, v in unfused.items() if k in (reference_options or {})}
