@@ -16,9 +16,10 @@ extra ``[sim]``), ``fastlif.tutorial`` (the demo, its data, figures and network,
 from . import backends, codes, encode, losses, surrogate
 from .neurons import *  # noqa: F401,F403 - the neuron modules, listed in neurons.__all__
 from .neurons import __all__ as _neurons
+from .layers import SpikeLinear
 from .ops.lif import lif_sequence
 from .reference import lif_sequence_reference
 
 __version__ = "0.2.0"
-__all__ = [*_neurons, "lif_sequence", "lif_sequence_reference", "surrogate", "encode", "losses",
-           "backends", "codes"]
+__all__ = [*_neurons, "SpikeLinear", "lif_sequence", "lif_sequence_reference", "surrogate", "encode",
+           "losses", "backends", "codes"]
