@@ -1,0 +1,417 @@
+// The SpikeLinear family (fastlif.SpikeLinear, fastlif/ops/spike_linear.py) on the CPU: a linear
+// layer y = x W^T + b that visits only the non-zero entries of x, then its bindings.
+//
+//   forward   y[r, :]  = sum over the events (k, v) of row r, k ascending, of  v * Wt[k, :]  (+ b)
+//   backward  gW[:, k] = sum over the events (r, v) of column k, r ascending, of v * g[r, :]
+//             gb       = sum over r, ascending, of g[r, :]            (double accumulation)
+//
+// Wt is W transposed, [K, N] contiguous, so that an event adds one contiguous row. The grad
+// of the input (g @ W, dense) is torch's GEMM (Python side), as is the whole dense path.
+//
+// Events come from a row source: a dense [M, K] input scanned for its non-zeros (bool, 0/1
+// spikes, or the compute dtype), or the CSR of fastlif.events.SpikeEvents (int64 indptr,
+// int32 ascending indices, values or none for binary spikes). Both sources visit a row's
+// events in the same order, so a dense input and its events give bitwise equal results.
+//
+// Threading and determinism: forward items are tiles of rows, each row written by one thread.
+// Backward items are blocks of 64 input columns (and, when the upstream gradient is larger
+// than the cache, a slice of outputs): one thread owns the whole of each column of gW (a row
+// of gW^T) and sums its events in ascending row order. The column events come from the CSR
+// transposed (a counting sort, whose result does not depend on how rows were split), or, for
+// a dense input, from scanning the block's 64 columns row by row, which visits them in the same
+// order. No atomics, no reduction across threads: every output element has one fixed
+// operation order whatever the thread count, and a dense input gives what its events give.
+#include <pybind11/pybind11.h>
+
+#include <limits>
+#include <type_traits>
+
+#include "common.h"
+#include "module.h"
+#include "static_switch.h"
+
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
+
+namespace fastlif {
+namespace {
+
+constexpr int64_t kRowTile = 16;  // rows per forward item
+
+// Bit j set: p[j] != 0 (NaN counts as non-zero, -0.0 as zero), for the n <= 64 entries at p.
+// A full block is one to eight vector compares where the build has SSE2 or AVX-512.
+template <typename in_t>
+inline uint64_t nonzero_mask(const in_t* p, int64_t n) {
+  static_assert(std::is_same_v<in_t, uint8_t> || std::is_same_v<in_t, float> || std::is_same_v<in_t, double>);
+#if defined(__AVX512BW__)
+  if (n == 64) {
+    if constexpr (std::is_same_v<in_t, uint8_t>) {
+      const __m512i v = _mm512_loadu_si512(p);
+      return _mm512_test_epi8_mask(v, v);
+    } else if constexpr (std::is_same_v<in_t, float>) {
+      uint64_t m = 0;
+      for (int q = 0; q < 4; ++q)
+        m |= uint64_t(_mm512_cmp_ps_mask(_mm512_loadu_ps(p + 16 * q), _mm512_setzero_ps(), _CMP_NEQ_UQ)) << (16 * q);
+      return m;
+    } else {
+      uint64_t m = 0;
+      for (int q = 0; q < 8; ++q)
+        m |= uint64_t(_mm512_cmp_pd_mask(_mm512_loadu_pd(p + 8 * q), _mm512_setzero_pd(), _CMP_NEQ_UQ)) << (8 * q);
+      return m;
+    }
+  }
+#elif defined(__SSE2__)
+  if (n == 64) {
+    uint64_t m = 0;
+    if constexpr (std::is_same_v<in_t, uint8_t>) {
+      for (int q = 0; q < 4; ++q) {
+        const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * q));
+        m |= uint64_t(~_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_setzero_si128())) & 0xffff) << (16 * q);
+      }
+    } else if constexpr (std::is_same_v<in_t, float>) {
+      for (int q = 0; q < 16; ++q)
+        m |= uint64_t(_mm_movemask_ps(_mm_cmpneq_ps(_mm_loadu_ps(p + 4 * q), _mm_setzero_ps()))) << (4 * q);
+    } else {
+      for (int q = 0; q < 32; ++q)
+        m |= uint64_t(_mm_movemask_pd(_mm_cmpneq_pd(_mm_loadu_pd(p + 2 * q), _mm_setzero_pd()))) << (2 * q);
+    }
+    return m;
+  }
+#endif
+  uint64_t m = 0;
+  for (int64_t j = 0; j < n; ++j) m |= uint64_t(p[j] != in_t(0)) << j;
+  return m;
+}
+
+// Calls f(k, x[k]) for each non-zero x[k], k ascending: a mask of 64 entries at a time, then
+// its set bits, so a sparse row costs a few vector compares per 64 entries and a few
+// instructions per non-zero.
+template <typename in_t, typename F>
+inline void for_each_nonzero(const in_t* x, int64_t K, F&& f) {
+  for (int64_t k0 = 0; k0 < K; k0 += 64) {
+    for (uint64_t m = nonzero_mask(x + k0, std::min<int64_t>(64, K - k0)); m; m &= m - 1) {
+      const int64_t k = k0 + __builtin_ctzll(m);
+      f(k, x[k]);
+    }
+  }
+}
+
+// A dense [M, K] input; bool (uint8) input is binary: every non-zero is a 1.
+template <typename scalar_t, typename in_t>
+struct DenseRows {
+  static constexpr bool kBinary = std::is_same_v<in_t, uint8_t>;
+  static constexpr bool kDense = true;
+  const in_t* x;
+  int64_t K;
+  template <typename F>
+  void row(int64_t r, F&& f) const {
+    for_each_nonzero(x + r * K, K, [&](int64_t k, in_t v) { f(k, static_cast<scalar_t>(v)); });
+  }
+};
+
+// CSR events; BINARY: no values, every event is a 1.
+template <typename scalar_t, bool BINARY>
+struct CsrRows {
+  static constexpr bool kBinary = BINARY;
+  static constexpr bool kDense = false;
+  const int64_t* indptr;
+  const int32_t* indices;
+  const scalar_t* values;
+  template <typename F>
+  void row(int64_t r, F&& f) const {
+    for (int64_t e = indptr[r]; e < indptr[r + 1]; ++e)
+      f(static_cast<int64_t>(indices[e]), BINARY ? scalar_t(1) : values[e]);
+  }
+};
+
+// acc[0:n] += v * src[0:n] (just src for binary events: v is 1, and 1 * s == s exactly).
+template <bool BINARY, typename scalar_t>
+inline void add_scaled(scalar_t* __restrict acc, const scalar_t* __restrict src, scalar_t v, int64_t n) {
+  if constexpr (BINARY) {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) acc[j] += src[j];
+  } else {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) acc[j] += v * src[j];
+  }
+}
+
+// --- forward ---------------------------------------------------------------------------------
+
+template <typename scalar_t, typename Source>
+void linear_forward(const Source& src, int64_t M, int64_t N, const scalar_t* wt, const scalar_t* bias,
+                    scalar_t* out, int threads, int64_t work) {
+  const int64_t tiles = (M + kRowTile - 1) / kRowTile;
+#pragma omp parallel for schedule(dynamic) num_threads(team_size(threads, tiles, work))
+  for (int64_t tile = 0; tile < tiles; ++tile) {
+    const int64_t r1 = std::min(M, (tile + 1) * kRowTile);
+    for (int64_t r = tile * kRowTile; r < r1; ++r) {
+      scalar_t* y = out + r * N;
+      std::fill(y, y + N, scalar_t(0));
+      src.row(r, [&](int64_t k, scalar_t v) { add_scaled<Source::kBinary>(y, wt + k * N, v, N); });
+      if (bias) add_scaled<true>(y, bias, scalar_t(1), N);
+    }
+  }
+}
+
+// --- backward: the events by column, then the gradients --------------------------------------
+
+template <typename scalar_t>
+struct ColumnEvents {  // CSC: the events of column k are [colptr[k], colptr[k + 1])
+  std::vector<int64_t> colptr;
+  std::vector<int32_t> rows;
+  std::vector<scalar_t> values;  // empty for binary events
+};
+
+// A counting sort of CSR events by column, rows ascending within each column. The rows are
+// split into P contiguous ranges, counted, then placed, in parallel; the sorted list is the
+// same for every P.
+template <typename scalar_t, bool BINARY>
+ColumnEvents<scalar_t> transpose_events(const CsrRows<scalar_t, BINARY>& src, int64_t M, int64_t K, int threads,
+                                        int64_t work) {
+  const int P = team_size(threads, M, work);
+  const int64_t per = (M + P - 1) / P;
+  std::vector<int64_t> slot(static_cast<size_t>(P) * K, 0);  // counts, then the next free place
+#pragma omp parallel for schedule(static, 1) num_threads(P)
+  for (int p = 0; p < P; ++p) {
+    int64_t* count = slot.data() + p * K;
+    for (int64_t r = p * per; r < std::min(M, (p + 1) * per); ++r)
+      src.row(r, [&](int64_t k, scalar_t) { ++count[k]; });
+  }
+  ColumnEvents<scalar_t> ev;
+  ev.colptr.resize(static_cast<size_t>(K) + 1);
+  int64_t total = 0;
+  for (int64_t k = 0; k < K; ++k) {
+    ev.colptr[k] = total;
+    for (int p = 0; p < P; ++p) {
+      const int64_t c = slot[p * K + k];
+      slot[p * K + k] = total;
+      total += c;
+    }
+  }
+  ev.colptr[K] = total;
+  ev.rows.resize(static_cast<size_t>(total));
+  if (!BINARY) ev.values.resize(static_cast<size_t>(total));
+#pragma omp parallel for schedule(static, 1) num_threads(P)
+  for (int p = 0; p < P; ++p) {
+    int64_t* next = slot.data() + p * K;
+    for (int64_t r = p * per; r < std::min(M, (p + 1) * per); ++r)
+      src.row(r, [&](int64_t k, scalar_t v) {
+        const int64_t e = next[k]++;
+        ev.rows[e] = static_cast<int32_t>(r);
+        if constexpr (!BINARY) ev.values[e] = v;
+      });
+  }
+  return ev;
+}
+
+// How many columns of g [M, N] one weight-gradient item reads: all N while g fits in kGradCache
+// bytes, else a slice (a multiple of 64 columns) that does, so that the threads, all working on
+// one slice at a time, find it in cache.
+constexpr int64_t kGradCache = int64_t(4) << 20;
+inline int64_t slice_width(int64_t M, int64_t N, int64_t elem) {
+  if (M * N * elem <= kGradCache) return N;
+  return std::min(N, std::max<int64_t>(64, kGradCache / (M * elem) / 64 * 64));
+}
+
+// gW [N, K], an item at a time: a block of 64 input columns and a slice of outputs. One thread
+// sums the block's columns (fill(k0, nk, n0, nw, acc, width): column c of the block into
+// acc[c * width, + nw), rows ascending) and writes the slice's short rows of gW.
+constexpr int64_t kGradCols = 64;
+template <typename scalar_t, typename Fill>
+void weight_grad(int64_t M, int64_t K, int64_t N, scalar_t* gw, int threads, int64_t work, Fill&& fill) {
+  const int64_t blocks = (K + kGradCols - 1) / kGradCols;
+  const int64_t width = slice_width(M, N, sizeof(scalar_t)), slices = (N + width - 1) / width;
+#pragma omp parallel num_threads(team_size(threads, blocks * slices, work))
+  {
+    std::vector<scalar_t> acc(static_cast<size_t>(kGradCols * width));
+#pragma omp for schedule(dynamic)
+    for (int64_t item = 0; item < blocks * slices; ++item) {  // slice-major
+      const int64_t n0 = (item / blocks) * width, nw = std::min(width, N - n0);
+      const int64_t k0 = (item % blocks) * kGradCols, nk = std::min(kGradCols, K - k0);
+      std::fill(acc.begin(), acc.end(), scalar_t(0));
+      fill(k0, nk, n0, nw, acc.data(), width);
+      for (int64_t n = 0; n < nw; ++n)
+        for (int64_t c = 0; c < nk; ++c) gw[(n0 + n) * K + k0 + c] = acc[c * width + n];
+    }
+  }
+}
+
+// From the column events: column by column.
+template <typename scalar_t, bool BINARY>
+void weight_grad_events(const CsrRows<scalar_t, BINARY>& src, int64_t M, int64_t K, int64_t N, const scalar_t* g,
+                        scalar_t* gw, int threads, int64_t work) {
+  const ColumnEvents<scalar_t> ev = transpose_events(src, M, K, threads, work);
+  weight_grad(M, K, N, gw, threads, work, [&](int64_t k0, int64_t nk, int64_t n0, int64_t nw, scalar_t* acc,
+                                               int64_t width) {
+    for (int64_t c = 0; c < nk; ++c)
+      for (int64_t e = ev.colptr[k0 + c]; e < ev.colptr[k0 + c + 1]; ++e)
+        add_scaled<BINARY>(acc + c * width, g + static_cast<int64_t>(ev.rows[e]) * N + n0,
+                           BINARY ? scalar_t(1) : ev.values[e], nw);
+  });
+}
+
+// From a dense input: no transposition, each item scans its 64 columns of x row by row (a
+// mask per row), which visits every column's events in ascending rows, as the column events do.
+template <typename scalar_t, typename in_t>
+void weight_grad_dense(const DenseRows<scalar_t, in_t>& src, int64_t M, int64_t K, int64_t N, const scalar_t* g,
+                       scalar_t* gw, int threads, int64_t work) {
+  constexpr bool kBinary = DenseRows<scalar_t, in_t>::kBinary;
+  weight_grad(M, K, N, gw, threads, work, [&](int64_t k0, int64_t nk, int64_t n0, int64_t nw, scalar_t* acc,
+                                               int64_t width) {
+    for (int64_t r = 0; r < M; ++r) {
+      const in_t* x = src.x + r * K + k0;
+      for (uint64_t m = nonzero_mask(x, nk); m; m &= m - 1) {
+        const int64_t c = __builtin_ctzll(m);
+        add_scaled<kBinary>(acc + c * width, g + r * N + n0, static_cast<scalar_t>(x[c]), nw);
+      }
+    }
+  });
+}
+
+// gb [N]: column sums of g [M, N], rows in order, in double; an item is a block of outputs.
+template <typename scalar_t>
+void bias_grad(int64_t M, int64_t N, const scalar_t* g, scalar_t* gb, int threads) {
+  constexpr int64_t kOut = 64;
+  const int64_t blocks = (N + kOut - 1) / kOut;
+#pragma omp parallel for schedule(dynamic) num_threads(team_size(threads, blocks, M * N))
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t o0 = b * kOut, n = std::min(kOut, N - o0);
+    double acc[kOut] = {};
+    for (int64_t r = 0; r < M; ++r) {
+      const scalar_t* row = g + r * N + o0;
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) acc[j] += static_cast<double>(row[j]);
+    }
+    for (int64_t j = 0; j < n; ++j) gb[o0 + j] = static_cast<scalar_t>(acc[j]);
+  }
+}
+
+// --- bindings ------------------------------------------------------------------------------
+// Python (fastlif/ops/spike_linear.py) checks dtypes, shapes and contiguity and allocates the
+// outputs; what only this side can cheaply see, the CSR's contents, is checked here before any
+// kernel reads it.
+
+struct Events {  // what Python hands over: a dense [M, K] input, or CSR events (indptr != 0)
+  int64_t M, K;
+  std::uintptr_t x;
+  bool x_bool;
+  std::uintptr_t indptr, indices, values;
+  int64_t nnz;
+};
+
+void check_events(const Events& in) {
+  if (in.M < 0 || in.K < 1 || in.M > std::numeric_limits<int32_t>::max() ||
+      in.K > std::numeric_limits<int32_t>::max())
+    throw std::invalid_argument("spike_linear: bad shape M=" + std::to_string(in.M) + " K=" + std::to_string(in.K));
+  if (!in.indptr) {
+    if (!in.x && in.M > 0) throw std::invalid_argument("spike_linear: neither a dense input nor events");
+    return;
+  }
+  const auto* indptr = as_ptr<const int64_t>(in.indptr);
+  const auto* indices = as_ptr<const int32_t>(in.indices);
+  if (indptr[0] != 0 || indptr[in.M] != in.nnz)
+    throw std::invalid_argument("SpikeEvents: indptr must start at 0 and end at nnz = " + std::to_string(in.nnz) +
+                                " (the number of indices); got " + std::to_string(indptr[0]) + " ... " +
+                                std::to_string(indptr[in.M]));
+  int64_t bad = in.M;  // the first row whose events are not in order and in range
+#pragma omp parallel for reduction(min : bad) schedule(static)
+  for (int64_t r = 0; r < in.M; ++r) {
+    const int64_t e0 = indptr[r], e1 = indptr[r + 1];
+    bool ok = 0 <= e0 && e0 <= e1 && e1 <= in.nnz;
+    for (int64_t e = e0; ok && e < e1; ++e)
+      ok = indices[e] >= 0 && indices[e] < in.K && (e == e0 || indices[e] > indices[e - 1]);
+    if (!ok) bad = std::min(bad, r);
+  }
+  if (bad < in.M)
+    throw std::invalid_argument("SpikeEvents: row " + std::to_string(bad) + " has indptr " +
+                                std::to_string(indptr[bad]) + ".." + std::to_string(indptr[bad + 1]) +
+                                " out of order, or column indices outside [0, " + std::to_string(in.K) +
+                                ") or not strictly ascending");
+}
+
+// Calls f(source) with the row source the arguments describe.
+template <typename scalar_t, typename F>
+void with_source(const Events& in, F&& f) {
+  if (!in.indptr) {
+    if (in.x_bool) f(DenseRows<scalar_t, uint8_t>{as_ptr<const uint8_t>(in.x), in.K});
+    else f(DenseRows<scalar_t, scalar_t>{as_ptr<const scalar_t>(in.x), in.K});
+    return;
+  }
+  bool_switch(in.values == 0, [&](auto BINARY) {
+    f(CsrRows<scalar_t, BINARY()>{as_ptr<const int64_t>(in.indptr), as_ptr<const int32_t>(in.indices),
+                                  as_ptr<const scalar_t>(in.values)});
+  });
+}
+
+// Work estimates for team_size: the scan of a dense input (a cache line at a time), and an
+// output row's worth of arithmetic per event (nnz unknown before a scan: half the entries).
+int64_t work_of(const Events& in, int64_t N) {
+  const int64_t nnz = in.indptr ? in.nnz : in.M * in.K / 2;
+  return (in.indptr ? in.M : in.M * in.K / 16) + nnz * N;
+}
+
+template <typename F>
+void dtype_switch(int dtype, F&& f) {
+  int_switch<kFloat32, kFloat64>(dtype, "dtype", [&](auto DT) {
+    f(std::conditional_t<DT() == kFloat64, double, float>(0));
+  });
+}
+
+void spike_linear_fwd(int dtype, int64_t M, int64_t K, int64_t N, std::uintptr_t x, bool x_bool,
+                      std::uintptr_t indptr, std::uintptr_t indices, std::uintptr_t values, int64_t nnz,
+                      std::uintptr_t wt, std::uintptr_t bias, std::uintptr_t out, int threads) {
+  const Events in{M, K, x, x_bool, indptr, indices, values, nnz};
+  check_events(in);
+  if (N < 1 || !wt || (!out && M > 0)) throw std::invalid_argument("spike_linear_fwd: bad weight or output");
+  pybind11::gil_scoped_release release;
+  dtype_switch(dtype, [&](auto zero) {
+    using scalar_t = decltype(zero);
+    with_source<scalar_t>(in, [&](const auto& src) {
+      linear_forward(src, M, N, as_ptr<const scalar_t>(wt), as_ptr<const scalar_t>(bias), as_ptr<scalar_t>(out),
+                     threads > 0 ? threads : 1, work_of(in, N));
+    });
+  });
+}
+
+void spike_linear_bwd(int dtype, int64_t M, int64_t K, int64_t N, std::uintptr_t x, bool x_bool,
+                      std::uintptr_t indptr, std::uintptr_t indices, std::uintptr_t values, int64_t nnz,
+                      std::uintptr_t grad, std::uintptr_t grad_weight, std::uintptr_t grad_bias, int threads) {
+  const Events in{M, K, x, x_bool, indptr, indices, values, nnz};
+  check_events(in);
+  if (N < 1 || (!grad && M > 0)) throw std::invalid_argument("spike_linear_bwd: bad upstream gradient");
+  threads = threads > 0 ? threads : 1;
+  pybind11::gil_scoped_release release;
+  dtype_switch(dtype, [&](auto zero) {
+    using scalar_t = decltype(zero);
+    const auto* g = as_ptr<const scalar_t>(grad);
+    if (grad_bias) bias_grad(M, N, g, as_ptr<scalar_t>(grad_bias), threads);
+    if (!grad_weight) return;
+    with_source<scalar_t>(in, [&](const auto& src) {
+      using Source = std::decay_t<decltype(src)>;
+      scalar_t* gw = as_ptr<scalar_t>(grad_weight);
+      if constexpr (Source::kDense) weight_grad_dense(src, M, K, N, g, gw, threads, work_of(in, N));
+      else weight_grad_events(src, M, K, N, g, gw, threads, work_of(in, N));
+    });
+  });
+}
+
+void register_spike_linear(pybind11::module_& m) {
+  namespace py = pybind11;
+  m.def("spike_linear_fwd", &spike_linear_fwd,
+        "Event-driven linear forward (pointers; see fastlif/ops/spike_linear.py)", py::arg("dtype"), py::arg("M"),
+        py::arg("K"), py::arg("N"), py::arg("x"), py::arg("x_bool"), py::arg("indptr"), py::arg("indices"),
+        py::arg("values"), py::arg("nnz"), py::arg("wt"), py::arg("bias"), py::arg("out"), py::arg("threads"));
+  m.def("spike_linear_bwd", &spike_linear_bwd,
+        "Event-driven linear backward: weight and bias gradients (pointers; see fastlif/ops/spike_linear.py)",
+        py::arg("dtype"), py::arg("M"), py::arg("K"), py::arg("N"), py::arg("x"), py::arg("x_bool"),
+        py::arg("indptr"), py::arg("indices"), py::arg("values"), py::arg("nnz"), py::arg("grad"),
+        py::arg("grad_weight"), py::arg("grad_bias"), py::arg("threads"));
+}
+
+}  // namespace
+
+FASTLIF_REGISTER(register_spike_linear);
+
+}  // namespace fastlif

@@ -1,0 +1,306 @@
+"""The SpikeLinear op family: ``y = x W^T + b`` that visits only the non-zero entries of ``x``
+(the module: :class:`fastlif.SpikeLinear`; the reference: ``torch.nn.functional.linear``).
+
+Launcher contract (the C++ launchers below; there are no Triton ones: on CUDA the dense GEMM
+is the path)::
+
+    fwd(x, indptr, indices, values, weight, bias, *, dense_above) -> y
+    bwd(grad, x, indptr, indices, values, weight, *, need_input, need_weight, need_bias,
+        dense_above) -> (grad_x, grad_weight, grad_bias)
+
+``x`` is the input as rows ``[M, K]``: bool (0/1 spikes) or the weight's dtype (fp32/fp64).
+``indptr`` (int64 ``[M + 1]``), ``indices`` (int32 ``[nnz]``) and ``values`` (``[nnz]`` or None
+for binary spikes) are the CSR events of ``x`` (:class:`fastlif.events.SpikeEvents`), or all
+None: then the kernels scan ``x`` for its non-zeros. ``weight`` is ``[N, K]``, ``bias`` ``[N]``
+or None; ``y`` is ``[M, N]`` in the weight's dtype. A dense ``x`` whose density (estimated from
+a sample of its rows, :func:`estimated_density`) is above ``dense_above`` runs the dense GEMM
+instead, forward and backward each deciding on its own; events always run the event kernels
+(:func:`run` sends dense-enough events to the GEMM before they get here). Backward returns
+None for a gradient not asked for; ``grad_x`` is ``grad @ W`` (torch's GEMM), the weight and
+bias gradients come from the events, bitwise the same for every thread count. Backward reads
+the events again from what forward saved: ``x`` when it scanned ``x``, else the CSR.
+"""
+import math
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .. import backends
+from ..events import SpikeEvents
+from .common import CPP_DTYPES, HALF_DTYPES, check_tensor, cpp_dtype_code, num_threads, ptr
+
+FAMILY = "spike_linear"
+
+# backend="auto" runs the dense GEMM (torch.nn.functional.linear, MKL) above this density of
+# non-zero inputs, the event kernels at or below it. Measured by bench/bench_spike_linear.py
+# (fp32, 2 threads, AMD EPYC; three runs of the final kernels): the event kernels and nn.Linear
+# cost the same at fc1 (3200x784 -> 128) at 43-50 % (forward), 47 to over 50 %
+# (forward+backward), 41-44 % (with the input grad); at large (6400x2048 -> 1024) at 34-44 %,
+# 23-38 % and 17-37 %: the event kernels are bandwidth-bound, so the large layer's crossovers
+# drop when another process shares the L3 (the lowest figures). Set below most of them; near a
+# crossover the two paths cost about the same, so the exact figure matters little.
+DENSE_ABOVE = 0.25
+SAMPLE_ROWS = 64  # rows of a dense input that estimated_density counts, evenly spaced
+
+
+def estimated_density(x):
+    """The fraction of non-zero entries of ``x`` ``[M, K]``, counted in about SAMPLE_ROWS
+    evenly spaced rows (all of them when there are fewer): a few microseconds, where counting
+    all of a large input would cost as much as a scan by the kernel. Only the choice of path
+    depends on it, never a result's correctness."""
+    rows = x.shape[0]
+    if rows > SAMPLE_ROWS:
+        x = x[::rows // SAMPLE_ROWS]
+    return int(torch.count_nonzero(x)) / max(x.numel(), 1)
+
+
+def _dense(x, dense_above):
+    """Whether a dense input goes to the GEMM (events never do, here)."""
+    return dense_above < 1.0 and x.numel() > 0 and estimated_density(x) > dense_above
+
+
+def _as_float(x, dtype):
+    return x if x.dtype == dtype else x.to(dtype)
+
+
+# --- C++ launchers ------------------------------------------------------------------------------
+
+def _events_args(x, indptr, indices, values, dtype, rows):
+    """The arguments the C++ kernels take for the input: dense ``x`` or the CSR events. The
+    layout the kernels rely on is checked here too (the ops can be called directly); the
+    contents of the CSR are checked by the kernels."""
+    if indptr is None:
+        if x.dtype != torch.bool and x.dtype != dtype:
+            raise TypeError(f"spike_linear: input must be bool or {dtype}, got {x.dtype}")
+        return (x.data_ptr(), x.dtype == torch.bool, 0, 0, 0, 0), None
+    if indptr.dtype != torch.int64 or indices is None or indices.dtype != torch.int32 \
+            or indptr.numel() != rows + 1 or (values is not None and values.numel() != indices.numel()):
+        raise ValueError(f"spike_linear: events must be int64 indptr [{rows + 1}], int32 indices [nnz] "
+                         f"and values [nnz] or None")
+    if values is not None:
+        values = _as_float(values, dtype).contiguous()
+    indptr, indices = indptr.contiguous(), indices.contiguous()
+    keep = (indptr, indices, values)  # alive until the kernel returns
+    return (0, False, indptr.data_ptr(), indices.data_ptr(), ptr(values), indices.numel()), keep
+
+
+def cpp_fwd(x, indptr, indices, values, weight, bias, *, dense_above):
+    if indptr is None and _dense(x, dense_above):
+        return F.linear(_as_float(x, weight.dtype), weight, bias)
+    M, K = x.shape
+    N = weight.shape[0]
+    wt = weight.t().contiguous()  # [K, N]: an event adds one contiguous row
+    out = torch.empty((M, N), dtype=weight.dtype)
+    args, _keep = _events_args(x.contiguous() if indptr is None else None, indptr, indices, values,
+                               weight.dtype, M)
+    _C().spike_linear_fwd(cpp_dtype_code(weight.dtype), M, K, N, *args, wt.data_ptr(),
+                          ptr(None if bias is None else bias.contiguous()), out.data_ptr(), num_threads())
+    return out
+
+
+def cpp_bwd(grad, x, indptr, indices, values, weight, *, need_input, need_weight, need_bias, dense_above):
+    grad = grad.contiguous()
+    grad_x = grad.mm(weight) if need_input else None
+    if not (need_weight or need_bias):
+        return grad_x, None, None
+    if indptr is None and _dense(x, dense_above):  # as nn.Linear's backward
+        grad_w = grad.t().mm(_as_float(x, weight.dtype)) if need_weight else None
+        return grad_x, grad_w, (grad.sum(0) if need_bias else None)
+    M, N, K = grad.shape[0], weight.shape[0], weight.shape[1]
+    grad_w = torch.empty_like(weight, memory_format=torch.contiguous_format) if need_weight else None
+    grad_b = torch.empty(N, dtype=weight.dtype) if need_bias else None
+    args, _keep = _events_args(None if x is None else x.contiguous(), indptr, indices, values,
+                               weight.dtype, M)
+    _C().spike_linear_bwd(cpp_dtype_code(weight.dtype), M, K, N, *args, grad.data_ptr(), ptr(grad_w),
+                          ptr(grad_b), num_threads())
+    return grad_x, grad_w, grad_b
+
+
+_C = backends.cpp_module  # memoised: the extension, or BackendUnavailable saying how to build it
+
+
+def _cpp_launchers():
+    backends.cpp_module()  # raises BackendUnavailable, saying how to build it, if it is not built
+    return cpp_fwd, cpp_bwd
+
+
+backends.register(FAMILY, "cpp", _cpp_launchers)
+
+
+# --- custom ops: what torch.compile sees ---------------------------------------------------------
+
+@torch.library.custom_op("fastlif::spike_linear_fwd", mutates_args=(), device_types=("cpu",))
+def spike_linear_fwd(x: Tensor, indptr: Optional[Tensor], indices: Optional[Tensor],
+                     values: Optional[Tensor], weight: Tensor, bias: Optional[Tensor],
+                     dense_above: float, backend: str) -> Tensor:
+    fwd = backends.launchers(FAMILY, backend)[0]
+    return fwd(x, indptr, indices, values, weight, bias, dense_above=dense_above)
+
+
+@spike_linear_fwd.register_fake
+def _(x, indptr, indices, values, weight, bias, dense_above, backend):
+    return x.new_empty((x.shape[0], weight.shape[0]), dtype=weight.dtype)
+
+
+@torch.library.custom_op("fastlif::spike_linear_bwd", mutates_args=(), device_types=("cpu",))
+def spike_linear_bwd(grad: Tensor, x: Optional[Tensor], indptr: Optional[Tensor],
+                     indices: Optional[Tensor], values: Optional[Tensor], weight: Tensor,
+                     need_input: bool, need_weight: bool, need_bias: bool, dense_above: float,
+                     backend: str) -> Tuple[Tensor, Tensor, Tensor]:
+    bwd = backends.launchers(FAMILY, backend)[1]
+    grads = bwd(grad, x, indptr, indices, values, weight, need_input=need_input,
+                need_weight=need_weight, need_bias=need_bias, dense_above=dense_above)
+    return tuple(g if g is not None else weight.new_empty((0,)) for g in grads)
+
+
+@spike_linear_bwd.register_fake
+def _(grad, x, indptr, indices, values, weight, need_input, need_weight, need_bias, dense_above, backend):
+    N, K = weight.shape
+    return (grad.new_empty((grad.shape[0], K) if need_input else (0,), dtype=weight.dtype),
+            weight.new_empty((N, K) if need_weight else (0,)),
+            weight.new_empty((N,) if need_bias else (0,)))
+
+
+# --- autograd -----------------------------------------------------------------------------------
+
+class SpikeLinearFunction(torch.autograd.Function):
+    """The one autograd path. In eager mode it calls the backend's launchers directly;
+    ``torch.compile`` traces this Function, and there it calls the custom ops. Forward keeps
+    the events for backward (the CSR when it was given, else the input it scanned) and the
+    weight (for ``grad @ W``)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, indptr, indices, values, dense_above, backend):
+        if torch.compiler.is_compiling():
+            out = spike_linear_fwd(x, indptr, indices, values, weight, bias, dense_above=dense_above,
+                                   backend=backend)
+        else:
+            out = backends.launchers(FAMILY, backend)[0](x, indptr, indices, values, weight, bias,
+                                                        dense_above=dense_above)
+        ctx.save_for_backward(x if indptr is None else None, weight, indptr, indices, values)
+        ctx.options = (dense_above, backend)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, indptr, indices, values = ctx.saved_tensors
+        need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
+        dense_above, backend = ctx.options
+        options = dict(need_input=need_input, need_weight=need_weight, need_bias=need_bias,
+                       dense_above=dense_above)
+        if torch.compiler.is_compiling():
+            grads = spike_linear_bwd(grad, x, indptr, indices, values, weight, **options, backend=backend)
+            grads = [g if need else None for g, need in zip(grads, (need_input, need_weight, need_bias))]
+        else:
+            grads = backends.launchers(FAMILY, backend)[1](grad, x, indptr, indices, values, weight, **options)
+        return (*grads, None, None, None, None, None)
+
+
+# --- the call the module and the functional form share ----------------------------------------
+
+def run(input, weight, bias=None, *, backend="auto"):
+    """Check a call's arguments (the one place they are checked) and run it.
+
+    ``input`` is a tensor ``[..., K]`` (bool spikes, or the weight's dtype) or a
+    :class:`fastlif.events.SpikeEvents` of one; ``weight`` ``[N, K]``, ``bias`` ``[N]`` or None.
+    Returns ``[..., N]``. ``backend``: ``"auto"`` (event kernels at or below DENSE_ABOVE
+    density on the CPU in fp32/fp64, else the dense GEMM), ``"cpp"`` (the event kernels always),
+    ``"reference"`` (the dense GEMM, ``torch.nn.functional.linear``).
+    """
+    events = input if isinstance(input, SpikeEvents) else None
+    x = check_tensor(events.dense if events is not None else input,
+                     "SpikeEvents.dense" if events is not None else "input")
+    check_tensor(weight, "weight")
+    if weight.dim() != 2:
+        raise ValueError(f"weight must be [out_features, in_features], got shape {tuple(weight.shape)}")
+    N, K = weight.shape
+    if x.dim() == 0 or x.shape[-1] != K:
+        raise ValueError(f"input must be [..., in_features={K}] (the last dimension is the layer's "
+                         f"input); got shape {tuple(x.shape)}")
+    if not weight.is_floating_point():
+        raise TypeError(f"weight must be floating point, got {weight.dtype}")
+    if x.dtype != torch.bool and x.dtype != weight.dtype:
+        raise TypeError(f"input must be bool (0/1 spikes) or {weight.dtype} (the layer's dtype), got "
+                        f"{x.dtype}; convert it with .to({weight.dtype})")
+    if bias is not None and (bias.shape != (N,) or bias.dtype != weight.dtype):
+        raise ValueError(f"bias must be [{N}] of {weight.dtype}, got {tuple(bias.shape)} {bias.dtype}")
+    for t, what in ((x, "input"), (bias, "bias")):
+        if t is not None and t.device != weight.device:
+            raise ValueError(f"{what} is on {t.device} but the weight is on {weight.device}")
+    lead = x.shape[:-1]
+    rows = math.prod(lead)
+    if events is not None:
+        _check_events(events, rows, x.device)
+    name = _path(backend, x, weight, events)
+    if name == "reference":
+        return F.linear(_as_float(x, weight.dtype), weight, bias)
+    if rows >= 2**31:
+        raise ValueError(f"the event kernels take fewer than 2**31 rows, got {rows}")
+    dense_above = DENSE_ABOVE if backend == "auto" else math.inf
+    x2 = x.reshape(rows, K)
+    indptr = indices = values = None
+    if events is not None:
+        indptr, indices, values = events.indptr, events.indices, events.values
+    elif not x2.is_contiguous():
+        x2 = x2.contiguous()  # here, not in the launcher: backward reads the same copy
+    if (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
+                                     or (bias is not None and bias.requires_grad))) \
+            or torch.compiler.is_compiling():
+        out = SpikeLinearFunction.apply(x2, weight, bias, indptr, indices, values, dense_above, name)
+    else:  # nothing to differentiate: the launcher itself, without the autograd Function around it
+        out = backends.launchers(FAMILY, name)[0](x2, indptr, indices, values, weight, bias,
+                                                  dense_above=dense_above)
+    return out.reshape(*lead, N)
+
+
+def _path(backend, x, weight, events):
+    """``"cpp"`` (the event kernels) or ``"reference"`` (the dense GEMM) for this call."""
+    if backend == "reference":
+        return "reference"
+    if backend not in ("auto", "cpp"):
+        backends.check_name(backend)  # an unknown name: ValueError listing the names
+        raise backends.BackendUnavailable(
+            f"backend={backend!r} cannot run spike_linear: fastlif has no {backend} kernels for it "
+            f"(backend='auto' runs the dense GEMM on CUDA)")
+    if x.device.type != "cpu" or weight.dtype not in CPP_DTYPES:
+        if backend == "auto":
+            return "reference"
+        why = (f"{x.device.type} tensors" if x.device.type != "cpu" else
+               f"{weight.dtype} ({'use' if weight.dtype in HALF_DTYPES else 'the kernels compute in'} "
+               f"float32 or float64)")
+        raise backends.BackendUnavailable(f"backend='cpp' (the event kernels) runs CPU float32/float64 "
+                                          f"layers, not {why}; backend='auto' runs the dense GEMM there")
+    name = backends.select(backend, "cpu", FAMILY)
+    if name == "cpp" and backend == "auto" and events is not None and events.density > DENSE_ABOVE:
+        return "reference"  # dense enough events: the GEMM, on events.dense
+    return name
+
+
+def _check_events(events, rows, device):
+    """The shapes, dtypes and devices of SpikeEvents (their contents are checked by the kernels)."""
+    indptr, indices, values = events.indptr, events.indices, events.values
+    for t, what, dtype in ((indptr, "indptr", torch.int64), (indices, "indices", torch.int32)):
+        if not isinstance(t, torch.Tensor) or t.dim() != 1 or t.dtype != dtype:
+            got = f"{t.dtype} of shape {tuple(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"SpikeEvents.{what} must be a 1-D {dtype} tensor, got {got}")
+    if indptr.numel() != rows + 1:
+        raise ValueError(f"SpikeEvents do not match their dense tensor: indptr has {indptr.numel()} "
+                         f"entries, the dense tensor of shape {tuple(events.dense.shape)} has {rows} rows "
+                         f"(indptr must have rows + 1)")
+    if values is not None and (not isinstance(values, torch.Tensor) or values.shape != indices.shape
+                               or not values.is_floating_point()):
+        raise ValueError(f"SpikeEvents.values must be None (binary spikes) or a floating point tensor "
+                         f"of one value per index ({indices.numel()}), got "
+                         f"{getattr(values, 'dtype', type(values).__name__)} {tuple(getattr(values, 'shape', ()))}")
+    for t, what in ((indptr, "indptr"), (indices, "indices"), (values, "values")):
+        if t is not None and t.device != device:
+            raise ValueError(f"SpikeEvents.{what} is on {t.device}, the dense tensor on {device}")
+
+
+def spike_linear(input, weight, bias=None, *, backend="auto"):
+    """``torch.nn.functional.linear`` that skips zero inputs: the functional form of
+    :class:`fastlif.SpikeLinear` (see there). ``input``: a tensor ``[..., in]`` (bool or the
+    weight's dtype) or a :class:`fastlif.events.SpikeEvents`."""
+    return run(input, weight, bias, backend=backend)
