@@ -1,7 +1,8 @@
 """fastlif: snnTorch's exact neurons, run by fused kernels.
 
 The core (torch and NumPy only):
-  fastlif/neurons.py      the modules (``Leaky``); what they share: neuron_base.py
+  fastlif/neurons.py      the neurons (Leaky, Synaptic, RLeaky); what they share: neuron_base.py
+  fastlif/layers.py       SpikeLinear, the event-driven nn.Linear
   fastlif/ops/            one file per fused op family: custom ops, autograd, C++ launchers
   fastlif/reference.py    the plain PyTorch loops every fast path is tested against
   fastlif/backends.py     which backend runs a call (auto / cpp / triton / reference)

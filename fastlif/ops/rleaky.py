@@ -26,6 +26,7 @@ from torch import Tensor
 from .. import backends
 from ..codes import RESET_MECHANISMS, is_immediate
 from ..reference import rleaky_sequence_reference, rleaky_step
+from . import spike_linear
 from .common import (CPP_DTYPES, HALF_DTYPES, check_input, check_param, check_states, choose_backend,
                      compute_dtype, cpp_dtype_code, cpp_param, grid, kernel_params, needs_autograd,
                      num_threads, param_tensor, ptr, warn_once)
@@ -131,15 +132,23 @@ def _(grad_spk, grad_mem, mem, state, flags, spk0, mem0, beta, V, threshold, gra
 
 # --- autograd -----------------------------------------------------------------------------------
 
-def _recurrent_weight_grad(g, spk, spk0, steps):
-    """``sum_t,b g[t,b] (x) spk[t-1,b]`` (``spk[-1]``: the initial spikes ``spk0``, zeros if None)
-    for ``g`` and ``spk`` holding ``steps`` steps, time first: no shifted copy of the spikes."""
+def _recurrent_weight_grads(g, spk, spk0, steps, need_bias):
+    """The dense recurrent layer's weight and bias gradients, ``sum_t,b g[t,b] (x) spk[t-1,b]`` and
+    ``sum_t,b g[t,b]`` (``spk[-1]``: the initial spikes ``spk0``, zeros if None), for ``g`` and
+    ``spk`` holding ``steps`` steps, time first. On the CPU the weight gradient is SpikeLinear's,
+    event-driven over the spikes (no shifted copy of them: steps 1.. pair with spikes 0..)."""
     n = spk.shape[-1]
     g, spk = g.reshape(steps, -1, n), spk.reshape(steps, -1, n)
-    grad = g[1:].reshape(-1, n).t() @ spk[:-1].reshape(-1, n)
+    g_rows, s_rows = g[1:].reshape(-1, n), spk[:-1].reshape(-1, n)
+    if g.device.type == "cpu" and g.dtype in CPP_DTYPES and g_rows.numel():
+        _, grad_w, _ = backends.launchers("spike_linear", "cpp")[1](
+            g_rows, s_rows, None, None, None, torch.empty(n, n, dtype=g.dtype), need_input=False,
+            need_weight=True, need_bias=False, dense_above=spike_linear.DENSE_ABOVE)
+    else:
+        grad_w = g_rows.t() @ s_rows
     if spk0 is not None:
-        grad += g[0].t() @ spk0.reshape(-1, n).to(g.dtype)
-    return grad
+        grad_w += g[0].t() @ spk0.reshape(-1, n).to(g.dtype)
+    return grad_w, (g.reshape(-1, n).sum(0) if need_bias else None)
 
 
 class RLeakyFunction(torch.autograd.Function):
@@ -192,9 +201,8 @@ class RLeakyFunction(torch.autograd.Function):
                        for g, t in zip(param_grads, tensor_params)]
         grad_w = grad_b = None
         if spk is not None:  # the dense layer's gradients: g[t] (x) spk[t-1], summed over t and batch
-            g = grad_x.to(weight.dtype)
-            grad_w = _recurrent_weight_grad(g, spk.to(weight.dtype), spk0, steps)
-            grad_b = g.reshape(-1, g.shape[-1]).sum(0) if ctx.has_bias else None
+            grad_w, grad_b = _recurrent_weight_grads(grad_x.to(weight.dtype), spk.to(weight.dtype), spk0, steps,
+                                                     ctx.has_bias)
         return (grad_x, grad_spk0 if spk0 is not None else None, grad_mem0 if mem0 is not None else None,
                 *param_grads, grad_w, grad_b) + (None,) * 6
 
