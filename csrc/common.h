@@ -28,10 +28,12 @@ namespace fastlif {
 
 constexpr int64_t kChunk = 256;
 
-// Split a [R, L] neuron grid into items of at most kChunk neurons inside one row.
+// Split a [R, L] neuron grid into items of at most `chunk` (default kChunk) neurons inside one
+// row.
 struct Items {
-  int64_t per_row, count;
-  Items(int64_t R, int64_t L) : per_row((L + kChunk - 1) / kChunk), count(R * per_row) {}
+  int64_t chunk, per_row, count;
+  Items(int64_t R, int64_t L, int64_t chunk_ = kChunk)
+      : chunk(chunk_), per_row((L + chunk_ - 1) / chunk_), count(R * per_row) {}
 };
 
 // One work item: neurons [base, base + n) of the flattened grid, starting at l0 along L.
@@ -39,8 +41,8 @@ struct Item {
   int64_t row, l0, n, base;
   Item(const Items& items, int64_t L, int64_t index)
       : row(index / items.per_row),
-        l0((index % items.per_row) * kChunk),
-        n(std::min(kChunk, L - l0)),
+        l0((index % items.per_row) * items.chunk),
+        n(std::min(items.chunk, L - l0)),
         base(row * L + l0) {}
 };
 

@@ -10,6 +10,9 @@
 * the call that modules and the functional API share (``run``), where a call's arguments are
   checked once.
 
-The reference form of each family is in :mod:`fastlif.reference`; what the families share
-(dtype policy, argument checks, pointers for C++) is in :mod:`fastlif.ops.common`.
+A forward-only family (``poisson.py``, the Poisson encoder) has no backward, nothing saved and
+no autograd Function; the rest applies. The reference form of each family is in
+:mod:`fastlif.reference` (the encoder's: the tutorial's draw, ``poisson.tutorial_draw``); what
+the families share (dtype policy, argument checks, pointers for C++) is in
+:mod:`fastlif.ops.common`.
 """
