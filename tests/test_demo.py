@@ -1,4 +1,5 @@
 """The demo and the `fastlif` command: a tiny offline demo run, `fastlif check`, TinySNN."""
+import importlib.util
 import os
 import subprocess
 import sys
@@ -26,7 +27,8 @@ def test_demo_smoke(tmp_path, capsys):
     assert FIGURES <= set(os.listdir(out))
     assert all((out / f).stat().st_size > 5000 for f in FIGURES)
     assert "Test accuracy after 1 epoch(s):" in text and "%" in text
-    assert "reference loop" in text  # the speed comparison with the reference backend ran
+    assert "[6/6] Time per epoch" in text  # the speed comparison ran, against snnTorch's code here
+    assert ("tutorial's snnTorch" in text) == (importlib.util.find_spec("snntorch") is not None)
     assert str(out) in text
 
 
@@ -142,3 +144,18 @@ def test_demo_mnist_unavailable_exits_2(tmp_path, monkeypatch, capsys):
                    "--out", str(tmp_path / "out"), "--no-progress"])
     assert rc == 2
     assert "--dataset digits" in capsys.readouterr().err
+
+
+def test_demo_baseline_is_snntorch_or_the_reference_loop(monkeypatch):
+    """The demo's speed comparison: the tutorial's snnTorch code (snn.Leaky stepped, nn.Linear, the
+    tutorial's encoder) when snnTorch imports, else the same network on the reference loop."""
+    cfg = demo.DemoConfig()
+    model, base_cfg, what = demo.tutorial_baseline(cfg, torch.device("cpu"))
+    assert base_cfg.encoder == "tutorial" and cfg.encoder == "fast"
+    assert type(model.fc1) is torch.nn.Linear and not model.fused
+    if importlib.util.find_spec("snntorch") is not None:
+        import snntorch
+        assert type(model.lif1) is snntorch.Leaky and "snnTorch" in what
+    monkeypatch.setitem(sys.modules, "snntorch", None)  # as if it were not installed
+    model, _, what = demo.tutorial_baseline(cfg, torch.device("cpu"))
+    assert model.lif1.backend == "reference" and "reference loop" in what

@@ -35,8 +35,9 @@ def build_parser():
     demo = sub.add_parser(
         "demo", help="the SNN tutorial end to end: LIF simulation, Poisson encoding, training "
                      "TinySNN with fused layers, figures",
-        description="Runs the tutorial end to end with fused fastlif.Leaky layers and writes its "
-                    "figures as PNGs into --out.")
+        description="Runs the tutorial end to end on fastlif (fast Poisson encoder, SpikeLinear, fused "
+                    "Leaky layers; each can be turned back to the tutorial's) and writes its figures "
+                    "as PNGs into --out.")
     demo.add_argument("--epochs", type=_nonneg_int, default=15, help="training epochs (default 15)")
     demo.add_argument("--subset", type=_positive_int, default=10000,
                       help="training images drawn at random from the training set (default 10000)")
@@ -54,6 +55,15 @@ def build_parser():
     demo.add_argument("--timing-batches", type=_nonneg_int, default=5,
                       help="batches timed per backend for the speed comparison (default 5; 0 skips it)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
+    demo.add_argument("--tutorial-encoder", action="store_true",
+                      help="the tutorial's Poisson encoding, draw for draw (default: the fast encoder, "
+                           "same law, event-driven)")
+    demo.add_argument("--dense-linear", action="store_true",
+                      help="nn.Linear for fc1/fc2, as the tutorial (default: fastlif.SpikeLinear, "
+                           "which skips zero inputs)")
+    demo.add_argument("--per-step", action="store_true",
+                      help="step the LIF layers one time step per call, as the tutorial's loop "
+                           "(default: fused over the whole sequence)")
 
     chk = sub.add_parser("check", help="check every available backend against the reference here",
                          description="Runs every available backend against the reference loop on a "
@@ -73,7 +83,9 @@ def main(argv=None):
         cfg = DemoConfig(epochs=args.epochs, subset=args.subset, num_steps=args.num_steps,
                          batch_size=args.batch_size, device=args.device, data=args.data, out=args.out,
                          dataset=args.dataset, seed=args.seed, backend=args.backend,
-                         timing_batches=args.timing_batches, progress=not args.no_progress)
+                         timing_batches=args.timing_batches, progress=not args.no_progress,
+                         encoder="tutorial" if args.tutorial_encoder else "fast",
+                         spike_linear=not args.dense_linear, fused=not args.per_step)
         try:
             run(cfg)
         except DatasetUnavailable as err:
