@@ -11,11 +11,17 @@ backward, Adam (lr 1e-3, weight decay 1e-5). Providers:
 
 ``snntorch``           the tutorial's code: ``snn.Leaky`` called step by step in a Python loop,
                        ``snntorch.functional.ce_count_loss``, the tutorial's ``poisson_encode``
-``fastlif``            ``fastlif.tutorial.model.TinySNN``: ``fc1`` on all T*B rows at once, then
-                       ``Leaky.sequence`` fused over T (backend cpp), ``fastlif.losses``
-``fastlif-reference``  the same network on fastlif's reference loop backend
+``fastlif-events``     what ``make demo`` runs: ``fastlif.tutorial.model.TinySNN`` as it comes
+                       (``fc1``/``fc2`` are ``SpikeLinear``, visiting only the non-zero inputs;
+                       ``Leaky.sequence`` fused over T), the fast encoder
+                       (``method="fast"``) handing its events straight to ``fc1``
+``fastlif``            the previous release's network: the same TinySNN with the tutorial's
+                       ``nn.Linear`` (``spike_linear=False``, dense GEMMs on the spikes) and the
+                       tutorial's encoder
+``fastlif-reference``  the ``fastlif`` network on fastlif's reference loop backend
 
-All three start from the same weights and see the same batches and the same spikes.
+All start from the same weights and see the same batches; all but ``fastlif-events`` also see
+the same spikes (the fast encoder draws the same law, other spikes).
 Directions: ``train_epoch`` (the whole step, as a user's epoch), ``train_epoch_network``
 (the same with the spikes encoded beforehand: the network's share alone) and ``encode``
 (the Poisson encoding alone, identical for all). Epoch times are the median time per
@@ -79,6 +85,16 @@ class Provider:
         return loss.item()
 
 
+PROVIDERS = ("snntorch", "fastlif-events", "fastlif", "fastlif-reference")
+
+
+def fast_encode(images, num_steps, max_rate_hz, dt, rng):
+    """The demo's encoding: the fast encoder's events, which TinySNN's SpikeLinear fc1 takes."""
+    from fastlif import encode
+    return encode.poisson(images, num_steps, max_rate_hz=max_rate_hz, dt=dt, rng=rng, method="fast",
+                          return_events=True)[1]
+
+
 def make_providers(names):
     import snntorch.functional as SF
 
@@ -92,12 +108,17 @@ def make_providers(names):
         if name == "snntorch":
             model = copy.deepcopy(base)
             out.append(Provider(name, model, SF.ce_count_loss(), tutorial_poisson_encode))
-        else:
-            backend = "cpp" if name == "fastlif" else "reference"
-            model = TinySNN(backend=backend)
+        elif name == "fastlif-events":
+            model = TinySNN()
+            model.load_state_dict(state)
+            out.append(Provider(name, model, losses.ce_count_loss(), fast_encode))
+        elif name in ("fastlif", "fastlif-reference"):
+            model = TinySNN(backend="cpp" if name == "fastlif" else "reference", spike_linear=False)
             model.load_state_dict(state)
             out.append(Provider(name, model, losses.ce_count_loss(),
                                 lambda x, T, r, dt, g: encode.poisson(x, T, max_rate_hz=r, dt=dt, rng=g)))
+        else:
+            raise SystemExit(f"unknown provider {name!r}; expected some of {', '.join(PROVIDERS)}")
     return out
 
 
@@ -114,7 +135,7 @@ def main(argv=None):
     ap.add_argument("--batches", type=int, default=40,
                     help="batches timed per provider and round (default 40; an epoch has 156)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds, providers rotated (default 3)")
-    ap.add_argument("--providers", default="snntorch,fastlif,fastlif-reference")
+    ap.add_argument("--providers", default=",".join(PROVIDERS))
     ap.add_argument("--dataset", default="digits", choices=("digits", "mnist", "auto"))
     ap.add_argument("--subset", type=int, default=10000)
     ap.add_argument("--no-csv", action="store_true", help="print only, append nothing")
@@ -159,16 +180,21 @@ def main(argv=None):
         print(f"  round {r + 1}/{args.rounds} done (load average {loads[-1]:.2f})", flush=True)
 
     ref = next((p for p in providers if p.name == "fastlif"), None)
+    peer = next((p for p in providers if p.name == "snntorch"), None)
     rows = []
+    # "time/fastlif": time over the previous release's network (>1 is slower);
+    # "snnTorch/time": snnTorch's tutorial code's time over this one (the speed-up, >1 is faster)
     print(f"\n{'provider':<18} {'direction':<20} {'epoch s':>8} {'q20':>7} {'q80':>7} {'ms/batch':>9} "
-          f"{'vs fastlif':>10}")
+          f"{'time/fastlif':>12} {'snnTorch/time':>13}")
     for direction in ("train_epoch", "train_epoch_network", "encode"):
         base = quantiles(ref.times[direction])[0] if ref else None
+        peer_med = quantiles(peer.times[direction])[0] if peer else None
         for p in providers:
             med, q20, q80 = quantiles(p.times[direction])
             ratio = med / base if base else float("nan")
+            speedup = peer_med / med if peer_med else float("nan")
             print(f"{p.name:<18} {direction:<20} {med * n_epoch:>8.2f} {q20 * n_epoch:>7.2f} "
-                  f"{q80 * n_epoch:>7.2f} {med * 1e3:>9.2f} {ratio:>9.2f}x")
+                  f"{q80 * n_epoch:>7.2f} {med * 1e3:>9.2f} {ratio:>11.2f}x {speedup:>12.1f}x")
             rows.append({
                 "bench": "demo_epoch", "case": f"TinySNN 784-128-10 {split.name}-{len(split.train_y)}",
                 "shape": f"T{T_STEPS}xB{BATCH}x784", "dtype": "float32", "provider": p.name,
@@ -178,6 +204,7 @@ def main(argv=None):
                 "throughput": f"{BATCH / med:.1f}", "throughput_unit": "images/s",
                 "device": cpu_name(), "torch": torch_version(),
                 "extra": extra(batches_per_epoch=n_epoch, timed_batches=len(p.times[direction]),
+                               speedup_vs_snntorch=round(speedup, 2),
                                ms_per_batch=med * 1e3, threads=torch.get_num_threads(),
                                loadavg_max=max(loads), loadavg_min=min(loads)),
             })
