@@ -1,4 +1,5 @@
 """Data loading: the real torchvision MNIST path on small IDX files, and the offline digits."""
+import socket
 import struct
 
 import numpy as np
@@ -114,3 +115,22 @@ def test_batches():
     assert len(set(seen.tolist())) == 8
     assert all(torch.equal(bx[:, 0].long(), by) for bx, by in out)
     assert data.num_batches(10, 4) == 3 and data.num_batches(10, 4, drop_last=True) == 2
+
+
+def test_offline_is_found_before_torchvision_is_asked(monkeypatch, tmp_path):
+    """With no MNIST cached and no mirror host resolving, mnist_datasets says "offline?" at once."""
+    def no_dns(host, *args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    with pytest.raises(data.DatasetUnavailable, match="offline\\? Name or service not known"):
+        data.mnist_datasets(str(tmp_path), subset=10)
+    assert data.unreachable_reason(()) == "no host to try"
+
+
+def test_cached_mnist_needs_no_lookup(fake_mnist, monkeypatch):
+    root, _ = fake_mnist
+    def no_dns(*args, **kwargs):
+        raise AssertionError("looked up a host although MNIST is cached")
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    train_ds, _ = data.mnist_datasets(str(root), subset=10, seed=0)
+    assert len(train_ds) == 10
