@@ -171,7 +171,12 @@ void rleaky_bwd_cpu(const RLeakyArgs<scalar_t>& a, const ParamSet<scalar_t, 4>& 
     const Item it(items, a.L, index);
     const auto [beta, V, thr, graded] = params.at(it.l0);
     scalar_t carry_m[kChunk], carry_s[kChunk], gb[kChunk], gv[kChunk], gth[kChunk], gg[kChunk];
-    for (int64_t j = 0; j < kChunk; ++j) carry_m[j] = carry_s[j] = gb[j] = gv[j] = gth[j] = gg[j] = scalar_t(0);
+    scalar_t m_init[kChunk], s_init[kChunk], m_prev[kChunk], s_prev[kChunk], zeros[kChunk];
+    for (int64_t j = 0; j < kChunk; ++j) {
+      carry_m[j] = carry_s[j] = gb[j] = gv[j] = gth[j] = gg[j] = zeros[j] = scalar_t(0);
+      m_init[j] = (a.mem0 && j < it.n) ? a.mem0[it.base + j] : scalar_t(0);
+      s_init[j] = (a.spk0 && j < it.n) ? a.spk0[it.base + j] : scalar_t(0);
+    }
     for (int64_t t = a.T - 1; t >= 0; --t) {
       const int64_t off = t * M + it.base;
       if (t > 0) {
@@ -180,24 +185,36 @@ void rleaky_bwd_cpu(const RLeakyArgs<scalar_t>& a, const ParamSet<scalar_t, 4>& 
         prefetch_run(a.grad_x + off - M, it.n, true);
         if (t > 1) prefetch_run(saved + off - 2 * M, it.n, false);
       }
+      // The state the step started from (membrane and previous spikes), rebuilt in a loop of
+      // its own and the sources chosen here, so that the main loop has no branches and
+      // vectorises (as Leaky's backward).
+      const scalar_t* m0_src = m_init;
+      const scalar_t* s0_src = s_init;
+      if (t > 0) {
+#pragma omp simd
+        for (int64_t j = 0; j < it.n; ++j) {
+          const int64_t k = PER_NEURON ? j : 0;
+          previous_step<scalar_t, RESET, IMMEDIATE>(a, off - M + j, thr[k], graded[k], m_prev[j], s_prev[j]);
+        }
+        m0_src = m_prev;
+        s0_src = s_prev;
+      }
+      const scalar_t* u_src = saved + off;
+      const scalar_t* gmem_src = a.grad_mem ? a.grad_mem + off : zeros;
+      const scalar_t* gspk_src = a.grad_spk ? a.grad_spk + off : zeros;
+      scalar_t* gx_out = a.grad_x + off;
 #pragma omp simd
       for (int64_t j = 0; j < it.n; ++j) {
         const int64_t k = PER_NEURON ? j : 0;
-        scalar_t m0, sp0;
-        if (t > 0) {
-          previous_step<scalar_t, RESET, IMMEDIATE>(a, off - M + j, thr[k], graded[k], m0, sp0);
-        } else {
-          m0 = a.mem0 ? a.mem0[it.base + j] : scalar_t(0);
-          sp0 = a.spk0 ? a.spk0[it.base + j] : scalar_t(0);
-        }
-        const scalar_t gm = (a.grad_mem ? a.grad_mem[off + j] : scalar_t(0)) + carry_m[j];
-        const scalar_t gsp = (a.grad_spk ? a.grad_spk[off + j] : scalar_t(0)) + carry_s[j];
+        const scalar_t m0 = m0_src[j];
+        const scalar_t gm = gmem_src[j] + carry_m[j];
+        const scalar_t gsp = gspk_src[j] + carry_s[j];
         const scalar_t gbase =
-            rleaky_grad<scalar_t, RESET, IMMEDIATE, SG>(m0, saved[off + j], gm, gsp, thr[k], graded[k], p, gth[j], gg[j]);
-        a.grad_x[off + j] = gbase;
+            rleaky_grad<scalar_t, RESET, IMMEDIATE, SG>(m0, u_src[j], gm, gsp, thr[k], graded[k], p, gth[j], gg[j]);
+        gx_out[j] = gbase;
         gb[j] += gbase * m0;
         carry_m[j] = gbase * beta[k];
-        gv[j] += gbase * sp0;
+        gv[j] += gbase * s0_src[j];
         carry_s[j] = gbase * V[k];
       }
     }
