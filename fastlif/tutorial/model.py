@@ -5,8 +5,9 @@ tests, the benchmarks and the DDP example use.
 ``fused=True`` (default) applies each Linear to all T steps at once and runs each LIF over the
 whole sequence in one fused call (``Leaky.sequence``); ``fused=False`` is the tutorial's own
 loop over time steps, one ``lif(x_t, mem)`` call per step. Both compute the same thing.
-``spike_linear=True`` (the default with fastlif's neurons; with snnTorch's, the default is the
-tutorial's code, False) makes ``fc1`` and ``fc2`` :class:`fastlif.SpikeLinear` layers:
+``spike_linear=True`` (the default with fastlif's neurons and ``fused=True``; with snnTorch's
+neurons or the tutorial's step loop, the default is the tutorial's code, False) makes ``fc1`` and
+``fc2`` :class:`fastlif.SpikeLinear` layers:
 the same parameters and ``state_dict`` keys as the tutorial's ``nn.Linear``, but they visit only
 the non-zero inputs (the input spikes are about 1 % ones); ``spike_linear=False`` is the
 tutorial's ``nn.Linear``. ``forward`` also takes the :class:`fastlif.events.SpikeEvents` of the
@@ -48,7 +49,7 @@ class TinySNN(nn.Module):
                            spike_grad=spike_grad, **({"backend": backend} if ours else {}))
 
         self.in_dim, self.hidden, self.out_dim, self.fused = in_dim, hidden, out_dim, fused
-        linear = SpikeLinear if (ours if spike_linear is None else spike_linear) else nn.Linear
+        linear = SpikeLinear if ((ours and fused) if spike_linear is None else spike_linear) else nn.Linear
         self.fc1 = linear(in_dim, hidden, bias=True)
         self.lif1 = lif(beta_hidden, hidden)
         self.fc2 = linear(hidden, out_dim, bias=True)
