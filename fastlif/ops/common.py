@@ -127,11 +127,10 @@ def choose_backend(family, backend, device_type, surrogate, spike_fn, reference_
 
 
 def kernel_params(x, values, names, clamped):
-    """A call's parameters (checked against x's last dimension) as the launchers take them."""
-    n_last = x.shape[-1] if x.dim() else 1
+    """A call's parameters, already checked by :func:`check_param` (the family's ``run`` checks
+    them once), as the launchers take them."""
     compute, dev = compute_dtype(x.dtype), x.device
-    return tuple(kernel_param(check_param(v, name, n_last), compute, dev, clamp=name in clamped)
-                 for v, name in zip(values, names))
+    return tuple(kernel_param(v, compute, dev, clamp=name in clamped) for v, name in zip(values, names))
 
 
 def needs_autograd(*tensors):
