@@ -81,6 +81,15 @@ def register(family, backend, loader):
     _loaders[(family, backend)] = loader
 
 
+def register_cpp(family, *launchers):
+    """Register ``family``'s C++ launchers: they run once the extension loads (until then
+    :func:`launchers` raises BackendUnavailable, saying how to build it)."""
+    def loader():
+        cpp_module()
+        return launchers
+    register(family, "cpp", loader)
+
+
 def _load(family, backend):
     key = (family, backend)
     if key not in _launchers:

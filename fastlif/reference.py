@@ -16,6 +16,28 @@ def _as_tensor(value, device):
 
 # --- LIF (snnTorch's Leaky) ---------------------------------------------------------------------
 
+def _fire(mem, reset, threshold, graded_spikes_factor, spike_fn, reset_mechanism, reset_delay,
+          immediate_reset_mechanism, state_quant, inhibition):
+    """The end of a step every LIF neuron shares, in snnTorch's order: the spike of the integrated
+    membrane ``mem`` (``reset``: last step's reset flag), then the immediate reset when
+    ``reset_delay`` is False. Returns ``(spk, mem)``."""
+    if inhibition:                                      # snnTorch's fire_inhibition: no graded factor
+        shifted = mem - threshold
+        mask = torch.zeros_like(shifted)
+        mask[torch.arange(mem.size(0)), torch.argmax(shifted, dim=1)] = 1
+        spk = spike_fn(shifted) * mask
+    else:
+        spk = spike_fn((state_quant(mem) if state_quant else mem) - threshold) * graded_spikes_factor
+    if not reset_delay:                                 # reset in the same step as the spike
+        do_reset = spk / graded_spikes_factor - reset   # minus `reset`: never reset twice
+        mechanism = immediate_reset_mechanism or reset_mechanism
+        if mechanism == "subtract":
+            mem = mem - do_reset * threshold
+        elif mechanism == "zero":
+            mem = mem - do_reset * mem
+    return spk, mem
+
+
 def lif_step(x, mem, beta, threshold, graded_spikes_factor, spike_fn,
              reset_mechanism="subtract", reset_delay=True, *, immediate_reset_mechanism=None,
              state_quant=None, inhibition=False):
@@ -37,20 +59,8 @@ def lif_step(x, mem, beta, threshold, graded_spikes_factor, spike_fn,
         mem = beta * mem + x
     if state_quant:
         mem = state_quant(mem)
-    if inhibition:                                      # snnTorch's fire_inhibition: no graded factor
-        shifted = mem - threshold
-        mask = torch.zeros_like(shifted)
-        mask[torch.arange(mem.size(0)), torch.argmax(shifted, dim=1)] = 1
-        spk = spike_fn(shifted) * mask
-    else:
-        spk = spike_fn((state_quant(mem) if state_quant else mem) - threshold) * graded_spikes_factor
-    if not reset_delay:                                 # reset in the same step as the spike
-        do_reset = spk / graded_spikes_factor - reset   # minus `reset`: never reset twice
-        mechanism = immediate_reset_mechanism or reset_mechanism
-        if mechanism == "subtract":
-            mem = mem - do_reset * threshold
-        elif mechanism == "zero":
-            mem = mem - do_reset * mem
+    spk, mem = _fire(mem, reset, threshold, graded_spikes_factor, spike_fn, reset_mechanism, reset_delay,
+                     immediate_reset_mechanism, state_quant, inhibition)
     return spk, mem
 
 
@@ -85,6 +95,16 @@ def lif_sequence_reference(x_seq, beta, threshold=1.0, *, mem=None, reset_mechan
 
 # --- Synaptic (snnTorch's Synaptic: a synaptic current feeding the membrane) ---------------------
 
+def _base_reset(base, reset, threshold, reset_mechanism):
+    """Synaptic's and RLeaky's reset, on the membrane after it integrated this step (snnTorch's
+    ``_base_sub`` / ``_base_zero``; Leaky's zero reset acts before the decay instead)."""
+    if reset_mechanism == "subtract":
+        return base - reset * threshold
+    if reset_mechanism == "zero":
+        return base - base * reset
+    return base
+
+
 def synaptic_step(x, syn, mem, alpha, beta, threshold, graded_spikes_factor, spike_fn,
                   reset_mechanism="subtract", reset_delay=True, *, immediate_reset_mechanism=None,
                   state_quant=None, inhibition=False):
@@ -93,29 +113,11 @@ def synaptic_step(x, syn, mem, alpha, beta, threshold, graded_spikes_factor, spi
     current (snnTorch's ``_base_zero``), unlike Leaky's."""
     reset = spike_fn(mem - threshold).detach()
     syn = alpha * syn + x
-    new_mem = beta * mem + syn
-    if reset_mechanism == "subtract":
-        mem = new_mem - reset * threshold
-    elif reset_mechanism == "zero":
-        mem = new_mem - new_mem * reset
-    else:
-        mem = new_mem
+    mem = _base_reset(beta * mem + syn, reset, threshold, reset_mechanism)
     if state_quant:
         mem, syn = state_quant(mem), state_quant(syn)
-    if inhibition:
-        shifted = mem - threshold
-        mask = torch.zeros_like(shifted)
-        mask[torch.arange(mem.size(0)), torch.argmax(shifted, dim=1)] = 1
-        spk = spike_fn(shifted) * mask
-    else:
-        spk = spike_fn((state_quant(mem) if state_quant else mem) - threshold) * graded_spikes_factor
-    if not reset_delay:
-        do_reset = spk / graded_spikes_factor - reset
-        mechanism = immediate_reset_mechanism or reset_mechanism
-        if mechanism == "subtract":
-            mem = mem - do_reset * threshold
-        elif mechanism == "zero":
-            mem = mem - do_reset * mem
+    spk, mem = _fire(mem, reset, threshold, graded_spikes_factor, spike_fn, reset_mechanism, reset_delay,
+                     immediate_reset_mechanism, state_quant, inhibition)
     return spk, syn, mem
 
 
@@ -156,28 +158,11 @@ def rleaky_step(x, spk, mem, beta, recurrent, threshold, graded_spikes_factor, s
     / ``nn.Conv2d`` (all-to-all). ``beta`` must already be clamped to [0, 1]."""
     reset = spike_fn(mem - threshold).detach()
     base = beta * mem + x + recurrent(spk)
-    if reset_mechanism == "subtract":
-        mem = base - reset * threshold
-    elif reset_mechanism == "zero":
-        mem = base - reset * base
-    else:
-        mem = base
+    mem = _base_reset(base, reset, threshold, reset_mechanism)
     if state_quant:
         mem = state_quant(mem)
-    if inhibition:
-        shifted = mem - threshold
-        mask = torch.zeros_like(shifted)
-        mask[torch.arange(mem.size(0)), torch.argmax(shifted, dim=1)] = 1
-        spk = spike_fn(shifted) * mask
-    else:
-        spk = spike_fn((state_quant(mem) if state_quant else mem) - threshold) * graded_spikes_factor
-    if not reset_delay:
-        do_reset = spk / graded_spikes_factor - reset
-        mechanism = immediate_reset_mechanism or reset_mechanism
-        if mechanism == "subtract":
-            mem = mem - do_reset * threshold
-        elif mechanism == "zero":
-            mem = mem - do_reset * mem
+    spk, mem = _fire(mem, reset, threshold, graded_spikes_factor, spike_fn, reset_mechanism, reset_delay,
+                     immediate_reset_mechanism, state_quant, inhibition)
     return spk, mem
 
 

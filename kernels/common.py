@@ -158,6 +158,27 @@ def load_param(ptr, lidx, mask, PER_NEURON: tl.constexpr, CDT: tl.constexpr):
 
 
 @triton.jit
+def load_state(ptr, offs, mask, PRESENT: tl.constexpr, CDT: tl.constexpr, BLOCK: tl.constexpr):
+    """An optional initial state of this program's neurons: loaded if ``PRESENT``, else zeros."""
+    if PRESENT:
+        return tl.load(ptr + offs, mask=mask, other=0).to(CDT)
+    else:
+        return tl.zeros([BLOCK], dtype=CDT)
+
+
+@triton.jit
+def base_reset(base, r, th, RESET: tl.constexpr):
+    """Synaptic's and RLeaky's reset, on the membrane after it integrated this step (snnTorch's
+    ``_base_sub`` / ``_base_zero``; see fastlif.reference._base_reset)."""
+    if RESET == RESET_SUBTRACT:
+        return base - r * th
+    elif RESET == RESET_ZERO:
+        return base - base * r
+    else:
+        return base
+
+
+@triton.jit
 def block_offsets(N, L, BLOCK: tl.constexpr):
     """This program's neurons: int64 offsets into the flattened [R, L] grid, the mask, and the
     index along the last dimension (for per-neuron parameters)."""
@@ -199,13 +220,7 @@ def heaviside(z):
 @triton.jit
 def immediate_reset(u, r, s, th, g, RESET: tl.constexpr):
     """Membrane after an immediate reset (reset_delay=False): d = (s*g)/g - r, IEEE division."""
-    d = div(s * g, g) - r
-    if RESET == RESET_SUBTRACT:
-        return u - d * th
-    elif RESET == RESET_ZERO:
-        return u - d * u
-    else:
-        return u
+    return base_reset(u, div(s * g, g) - r, th, RESET)  # the same rule, with d for the flag
 
 
 @triton.jit

@@ -61,10 +61,7 @@ def _block_start(beta_ptr, thr_ptr, g_ptr, mem0_ptr, N, L, BETA_PN: tl.constexpr
     b = load_param(beta_ptr, lidx, mask, BETA_PN, CDT)
     th = load_param(thr_ptr, lidx, mask, THR_PN, CDT)
     g = load_param(g_ptr, lidx, mask, G_PN, CDT)
-    if HAS_MEM0:
-        m0 = tl.load(mem0_ptr + offs, mask=mask, other=0).to(CDT)
-    else:
-        m0 = tl.zeros([BLOCK], dtype=CDT)
+    m0 = C.load_state(mem0_ptr, offs, mask, HAS_MEM0, CDT, BLOCK)
     return offs, mask, lidx, b, th, g, m0
 
 

@@ -20,7 +20,7 @@ from fastlif.codes import NO_GRAD, is_immediate
 from fastlif.ops.common import grid as step_grid
 
 from . import common as C
-from .common import RESET_SUBTRACT, RESET_ZERO, cast, heaviside, immediate_reset, load_param
+from .common import RESET_SUBTRACT, RESET_ZERO, base_reset, cast, heaviside, immediate_reset, load_param
 
 _PARAM_FLAGS = {
     "BETA_PN": lambda a: a["beta_ptr"].numel() > 1,
@@ -42,25 +42,9 @@ def _start(beta_ptr, v_ptr, thr_ptr, g_ptr, spk0_ptr, mem0_ptr, N, L, BETA_PN: t
     v = load_param(v_ptr, lidx, mask, V_PN, CDT)
     th = load_param(thr_ptr, lidx, mask, THR_PN, CDT)
     g = load_param(g_ptr, lidx, mask, G_PN, CDT)
-    if HAS_SPK0:
-        sp0 = tl.load(spk0_ptr + offs, mask=mask, other=0).to(CDT)
-    else:
-        sp0 = tl.zeros([BLOCK], dtype=CDT)
-    if HAS_MEM0:
-        m0 = tl.load(mem0_ptr + offs, mask=mask, other=0).to(CDT)
-    else:
-        m0 = tl.zeros([BLOCK], dtype=CDT)
+    sp0 = C.load_state(spk0_ptr, offs, mask, HAS_SPK0, CDT, BLOCK)
+    m0 = C.load_state(mem0_ptr, offs, mask, HAS_MEM0, CDT, BLOCK)
     return offs, mask, b, v, th, g, sp0, m0
-
-
-@triton.jit
-def _reset(base, r, th, RESET: tl.constexpr):
-    if RESET == RESET_SUBTRACT:
-        return base - r * th
-    elif RESET == RESET_ZERO:
-        return base - r * base
-    else:
-        return base
 
 
 @triton.jit(do_not_specialize=["T", "N_BUCKET"])
@@ -85,7 +69,7 @@ def rleaky_fwd_kernel(
         else:
             x = tl.load(x_ptr + off, mask=mask, other=0).to(CDT)
         r = heaviside(m - th)
-        u = _reset(b * m + x + sp * v, r, th, RESET)
+        u = base_reset(b * m + x + sp * v, r, th, RESET)
         s = heaviside(u - th)
         if IMMEDIATE:
             tl.store(state_ptr + off, u, mask=mask)

@@ -19,7 +19,7 @@ from fastlif.codes import NO_GRAD, is_immediate
 from fastlif.ops.common import grid as step_grid
 
 from . import common as C
-from .common import RESET_SUBTRACT, RESET_ZERO, cast, heaviside, immediate_reset, load_param
+from .common import RESET_SUBTRACT, RESET_ZERO, base_reset, cast, heaviside, immediate_reset, load_param
 
 _PARAM_FLAGS = {
     "A_PN": lambda a: a["alpha_ptr"].numel() > 1,
@@ -41,25 +41,9 @@ def _start(alpha_ptr, beta_ptr, thr_ptr, g_ptr, syn0_ptr, mem0_ptr, N, L, A_PN: 
     b = load_param(beta_ptr, lidx, mask, BETA_PN, CDT)
     th = load_param(thr_ptr, lidx, mask, THR_PN, CDT)
     g = load_param(g_ptr, lidx, mask, G_PN, CDT)
-    if HAS_SYN0:
-        s0 = tl.load(syn0_ptr + offs, mask=mask, other=0).to(CDT)
-    else:
-        s0 = tl.zeros([BLOCK], dtype=CDT)
-    if HAS_MEM0:
-        m0 = tl.load(mem0_ptr + offs, mask=mask, other=0).to(CDT)
-    else:
-        m0 = tl.zeros([BLOCK], dtype=CDT)
+    s0 = C.load_state(syn0_ptr, offs, mask, HAS_SYN0, CDT, BLOCK)
+    m0 = C.load_state(mem0_ptr, offs, mask, HAS_MEM0, CDT, BLOCK)
     return offs, mask, a, b, th, g, s0, m0
-
-
-@triton.jit
-def _integrate(m1, r, th, RESET: tl.constexpr):
-    if RESET == RESET_SUBTRACT:
-        return m1 - r * th
-    elif RESET == RESET_ZERO:
-        return m1 - m1 * r
-    else:
-        return m1
 
 
 @triton.jit(do_not_specialize=["T", "N_BUCKET"])
@@ -85,7 +69,7 @@ def synaptic_fwd_kernel(
             x = tl.load(x_ptr + off, mask=mask, other=0).to(CDT)
         r = heaviside(m - th)
         sy = a * sy + x
-        u = _integrate(b * m + sy, r, th, RESET)
+        u = base_reset(b * m + sy, r, th, RESET)
         s = heaviside(u - th)
         if IMMEDIATE:
             tl.store(state_ptr + off, u, mask=mask)

@@ -118,12 +118,7 @@ def cpp_bwd(grad_spk, grad_mem, mem, state, flags, mem0, beta, threshold, graded
 _C = backends.cpp_module  # memoised: the extension, or BackendUnavailable saying how to build it
 
 
-def _cpp_launchers():
-    backends.cpp_module()  # raises BackendUnavailable, saying how to build it, if it is not built
-    return cpp_fwd, cpp_bwd
-
-
-backends.register(FAMILY, "cpp", _cpp_launchers)  # the Triton ones: kernels/lif.py
+backends.register_cpp(FAMILY, cpp_fwd, cpp_bwd)  # the Triton ones: kernels/lif.py
 
 
 # --- custom ops: what torch.compile sees ---------------------------------------------------------

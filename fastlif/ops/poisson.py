@@ -121,12 +121,7 @@ def cpp_fwd(x, seed, *, steps, max_rate_hz, dt, events):
 _C = backends.cpp_module  # memoised: the extension, or BackendUnavailable saying how to build it
 
 
-def _cpp_launchers():
-    backends.cpp_module()  # raises BackendUnavailable, saying how to build it, if it is not built
-    return (cpp_fwd,)
-
-
-backends.register(FAMILY, "cpp", _cpp_launchers)
+backends.register_cpp(FAMILY, cpp_fwd)
 
 
 # --- custom op: what torch.compile sees ---------------------------------------------------------

@@ -81,12 +81,7 @@ def cpp_bwd(grad_spk, grad_mem, mem, state, flags, spk0, mem0, beta, V, threshol
 _C = backends.cpp_module
 
 
-def _cpp_launchers():
-    backends.cpp_module()  # raises BackendUnavailable, saying how to build it, if it is not built
-    return cpp_fwd, cpp_bwd
-
-
-backends.register(FAMILY, "cpp", _cpp_launchers)  # the Triton ones (one-to-one): kernels/rleaky.py
+backends.register_cpp(FAMILY, cpp_fwd, cpp_bwd)  # the Triton ones (one-to-one): kernels/rleaky.py
 
 
 # --- custom ops: what torch.compile sees ---------------------------------------------------------

@@ -121,12 +121,7 @@ def cpp_bwd(grad, x, indptr, indices, values, weight, *, need_input, need_weight
 _C = backends.cpp_module  # memoised: the extension, or BackendUnavailable saying how to build it
 
 
-def _cpp_launchers():
-    backends.cpp_module()  # raises BackendUnavailable, saying how to build it, if it is not built
-    return cpp_fwd, cpp_bwd
-
-
-backends.register(FAMILY, "cpp", _cpp_launchers)
+backends.register_cpp(FAMILY, cpp_fwd, cpp_bwd)
 
 
 # --- custom ops: what torch.compile sees ---------------------------------------------------------

@@ -79,12 +79,7 @@ def cpp_bwd(grad_spk, grad_syn, grad_mem, syn, mem, state, flags, syn0, mem0, al
 _C = backends.cpp_module
 
 
-def _cpp_launchers():
-    backends.cpp_module()  # raises BackendUnavailable, saying how to build it, if it is not built
-    return cpp_fwd, cpp_bwd
-
-
-backends.register(FAMILY, "cpp", _cpp_launchers)  # the Triton ones: kernels/synaptic.py
+backends.register_cpp(FAMILY, cpp_fwd, cpp_bwd)  # the Triton ones: kernels/synaptic.py
 
 
 # --- custom ops: what torch.compile sees ---------------------------------------------------------
