@@ -78,22 +78,57 @@ inline scalar_t heaviside(scalar_t z) {
   return z > scalar_t(0) ? scalar_t(1) : scalar_t(0);
 }
 
-// dS/dz of each surrogate, in snnTorch's operation order (fastlif/surrogate.py).
+// A surrogate's constants as snnTorch's backward rounds them: its Python-float parameter enters
+// double arithmetic first (alpha/2, pi/2*alpha, -slope) and the result is rounded to the tensor's
+// dtype when it meets a tensor. Built once per call from the double the binding receives.
+template <typename scalar_t>
+struct SurrogateConsts {
+  scalar_t a = 0, b = 0;
+  SurrogateConsts() = default;
+  SurrogateConsts(int kind, double p) {
+    if (kind == kAtan) {
+      a = static_cast<scalar_t>(p / 2);
+      b = static_cast<scalar_t>(M_PI / 2 * p);
+    } else if (kind == kSigmoid) {
+      a = static_cast<scalar_t>(p);
+      b = static_cast<scalar_t>(-p);
+    } else {
+      a = static_cast<scalar_t>(p);
+    }
+  }
+};
+
+// The gradient reaching z = mem - threshold from gs, the gradient reaching the Heaviside output,
+// in exactly snnTorch's operation order (snntorch/surrogate.py, each backward), so per-step
+// gradients are bit-identical to snnTorch's:
+//   atan:         alpha/2 / (1 + (pi/2*alpha*z)^2) * gs   (tensor / Python float is reciprocal * it)
+//   fast_sigmoid: gs / (slope*|z| + 1)^2
+//   sigmoid:      gs * slope * exp(-slope*z) / (exp(-slope*z) + 1)^2
+//   triangular:   gs * threshold, negated where z >= 0
+// One deliberate difference (api.md): where sigmoid's denominator overflows (slope*z < -44 in
+// fp32), snnTorch divides inf by inf and returns NaN; here the same function in its stable form
+// exp(slope*z) runs instead, which is finite (and the true value, tiny).
 template <typename scalar_t, int SG>
-inline scalar_t surrogate_grad(scalar_t z, scalar_t p) {
+inline scalar_t surrogate_backward(scalar_t gs, scalar_t z, const SurrogateConsts<scalar_t>& c) {
   if constexpr (SG == kAtan) {
-    const scalar_t k = scalar_t(M_PI / 2) * p * z;
-    return p / scalar_t(2) / (scalar_t(1) + k * k);
+    const scalar_t k = c.b * z;
+    return ((scalar_t(1) / (k * k + scalar_t(1))) * c.a) * gs;
   } else if constexpr (SG == kFastSigmoid) {
-    const scalar_t d = p * std::fabs(z) + scalar_t(1);
-    return scalar_t(1) / (d * d);
+    const scalar_t d = c.a * std::fabs(z) + scalar_t(1);
+    return gs / (d * d);
   } else if constexpr (SG == kSigmoid) {
-    const scalar_t e = std::exp(-p * z);
-    return p * e / ((e + scalar_t(1)) * (e + scalar_t(1)));
+    const scalar_t e = std::exp(c.b * z);
+    const scalar_t den = (e + scalar_t(1)) * (e + scalar_t(1));
+    if (std::isinf(den)) {
+      const scalar_t f = std::exp(-(c.b * z));
+      return ((gs * c.a) * f) / ((f + scalar_t(1)) * (f + scalar_t(1)));
+    }
+    return ((gs * c.a) * e) / den;
   } else if constexpr (SG == kTriangular) {
-    return z >= scalar_t(0) ? -p : p;
+    const scalar_t g = gs * c.a;
+    return z >= scalar_t(0) ? -g : g;
   } else if constexpr (SG == kStraightThrough) {
-    return scalar_t(1);
+    return gs;
   } else {
     return scalar_t(0);
   }

@@ -50,7 +50,7 @@ struct RLeakyArgs {
   scalar_t* grad_x = nullptr;
   scalar_t* grad_spk0 = nullptr;
   scalar_t* grad_mem0 = nullptr;
-  scalar_t sg_param = 0;
+  SurrogateConsts<scalar_t> sg;  // the surrogate's constants, rounded as snnTorch rounds them
   int num_threads = 1;
 };
 
@@ -82,7 +82,7 @@ inline scalar_t rleaky_update(scalar_t m0, scalar_t x, scalar_t rec, scalar_t b,
 // the gradient reaching base (returned), and the threshold and graded-factor sums.
 template <typename scalar_t, int RESET, bool IMMEDIATE, int SG>
 inline scalar_t rleaky_grad(scalar_t m0, scalar_t u, scalar_t gm, scalar_t gsp, scalar_t th, scalar_t g,
-                            scalar_t p, scalar_t& gth, scalar_t& gg) {
+                            const SurrogateConsts<scalar_t>& p, scalar_t& gth, scalar_t& gg) {
   const scalar_t r = heaviside(m0 - th);
   const scalar_t z = u - th;
   const scalar_t s = heaviside(z);
@@ -95,7 +95,7 @@ inline scalar_t rleaky_grad(scalar_t m0, scalar_t u, scalar_t gm, scalar_t gsp, 
     gs -= gm * u;
     gu = gm * (scalar_t(1) - (s - r));
   }
-  const scalar_t gz = gs * surrogate_grad<scalar_t, SG>(z, p);
+  const scalar_t gz = surrogate_backward<scalar_t, SG>(gs, z, p);
   gu += gz;
   gth -= gz;
   gg += gsp * s;
@@ -164,7 +164,7 @@ void rleaky_bwd_cpu(const RLeakyArgs<scalar_t>& a, const ParamSet<scalar_t, 4>& 
                     ParamGrads<scalar_t, 4>& pgrads) {
   const Items items(a.R, a.L);
   const int64_t M = a.R * a.L;
-  const scalar_t p = a.sg_param;
+  const SurrogateConsts<scalar_t>& p = a.sg;
   const scalar_t* saved = IMMEDIATE ? a.u_in : a.mem_saved;
 #pragma omp parallel for schedule(dynamic) num_threads(team_size(a.num_threads, items.count, a.T * M))
   for (int64_t index = 0; index < items.count; ++index) {
@@ -304,7 +304,7 @@ void rleaky_linear_bwd_cpu(const RLeakyArgs<scalar_t>& a, const ParamSet<scalar_
   const int64_t L = a.L, M = a.R * a.L;
   const int tile_rows = a.R >= 16 ? 8 : 1;
   const int64_t tiles = (a.R + tile_rows - 1) / tile_rows;
-  const scalar_t p = a.sg_param;
+  const SurrogateConsts<scalar_t>& p = a.sg;
   const scalar_t* saved = IMMEDIATE ? a.u_in : a.mem_saved;
 #pragma omp parallel for schedule(dynamic) num_threads(team_size(a.num_threads, tiles, a.T * M * 8))
   for (int64_t tile = 0; tile < tiles; ++tile) {
@@ -442,7 +442,7 @@ void bwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk, std::ui
   a.grad_x = as_ptr<scalar_t>(grad_x);
   a.grad_spk0 = as_ptr<scalar_t>(grad_spk0);
   a.grad_mem0 = as_ptr<scalar_t>(grad_mem0);
-  a.sg_param = static_cast<scalar_t>(sg_param);
+  a.sg = SurrogateConsts<scalar_t>(sg, sg_param);
   ParamGrads<scalar_t, 4> pgrads(all_to_all ? 0 : Items(a.R, a.L).count);
   std::vector<scalar_t> row_partials(all_to_all ? static_cast<size_t>(3 * a.R * a.L) : 0);
   {

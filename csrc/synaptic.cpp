@@ -45,7 +45,7 @@ struct SynapticArgs {
   scalar_t* grad_x = nullptr;
   scalar_t* grad_syn0 = nullptr;
   scalar_t* grad_mem0 = nullptr;
-  scalar_t sg_param = 0;
+  SurrogateConsts<scalar_t> sg;  // the surrogate's constants, rounded as snnTorch rounds them
   int num_threads = 1;
 };
 
@@ -109,7 +109,7 @@ void synaptic_bwd_cpu(const SynapticArgs<scalar_t>& a, const ParamSet<scalar_t, 
                       ParamGrads<scalar_t, 4>& pgrads) {
   const Items items(a.R, a.L);
   const int64_t M = a.R * a.L;
-  const scalar_t p = a.sg_param;
+  const SurrogateConsts<scalar_t>& p = a.sg;
   const scalar_t* saved = IMMEDIATE ? a.u_in : a.mem_saved;
 #pragma omp parallel for schedule(dynamic) num_threads(team_size(a.num_threads, items.count, a.T * M))
   for (int64_t index = 0; index < items.count; ++index) {
@@ -176,7 +176,7 @@ void synaptic_bwd_cpu(const SynapticArgs<scalar_t>& a, const ParamSet<scalar_t, 
           gs -= gm * u;
           gu = gm * (scalar_t(1) - (s - r));
         }
-        const scalar_t gz = gs * surrogate_grad<scalar_t, SG>(z, p);
+        const scalar_t gz = surrogate_backward<scalar_t, SG>(gs, z, p);
         gu += gz;
         gth[j] -= gz;
         gg[j] += gspk * s;
@@ -268,7 +268,7 @@ void bwd_typed(int64_t T, int64_t R, int64_t L, const std::array<std::uintptr_t,
   a.grad_x = as_ptr<scalar_t>(grad_x);
   a.grad_syn0 = as_ptr<scalar_t>(grad_syn0);
   a.grad_mem0 = as_ptr<scalar_t>(grad_mem0);
-  a.sg_param = static_cast<scalar_t>(sg_param);
+  a.sg = SurrogateConsts<scalar_t>(sg, sg_param);
   a.num_threads = threads > 0 ? threads : 1;
   ParamGrads<scalar_t, 4> pgrads(Items(a.R, a.L).count);
   pybind11::gil_scoped_release release;

@@ -18,21 +18,35 @@ from .codes import ATAN, FAST_SIGMOID, NO_GRAD, SIGMOID, STRAIGHT_THROUGH, SURRO
 KIND_NAMES = dict(enumerate(SURROGATE_NAMES))
 
 
-def surrogate_grad(z, kind, param):
-    """dS/dz of surrogate ``kind`` at ``z`` (a tensor), in snnTorch's operation order."""
+def surrogate_backward(grad_out, z, kind, param):
+    """The gradient reaching ``z`` from ``grad_out`` (the gradient of the Heaviside output), in
+    exactly snnTorch's operation order (each ``backward`` in ``snntorch/surrogate.py``), so that
+    it is bit-identical to snnTorch's; the C++ kernels (``csrc/common.h``) follow the same order.
+
+    One deliberate difference (api.md): where the sigmoid's denominator ``(exp(-slope*z) + 1)**2``
+    overflows (a membrane far below threshold), snnTorch returns ``inf/inf = NaN``; here the same
+    function in its stable form (``exp(slope*z)``) gives the finite, tiny, true value.
+    """
     if kind == ATAN:
-        return param / 2 / (1 + (math.pi / 2 * param * z).pow(2))
+        return param / 2 / (1 + (math.pi / 2 * param * z).pow_(2)) * grad_out
     if kind == FAST_SIGMOID:
-        return 1.0 / (param * z.abs() + 1.0) ** 2
+        return grad_out / (param * torch.abs(z) + 1.0) ** 2
     if kind == SIGMOID:
         e = torch.exp(-param * z)
-        return param * e / ((e + 1) ** 2)
+        den = (e + 1) ** 2
+        grad = grad_out * param * e / den
+        overflow = torch.isinf(den)
+        if overflow.any():
+            f = torch.exp(param * z)
+            grad = torch.where(overflow, grad_out * param * f / ((f + 1) ** 2), grad)
+        return grad
     if kind == TRIANGULAR:
-        return torch.where(z >= 0, -param, param) * torch.ones_like(z)
+        grad = grad_out * param
+        return torch.where(z >= 0, -grad, grad)
     if kind == STRAIGHT_THROUGH:
-        return torch.ones_like(z)
+        return grad_out.clone()
     if kind == NO_GRAD:
-        return torch.zeros_like(z)
+        return torch.zeros_like(grad_out)
     raise ValueError(f"unknown surrogate kind {kind!r}")
 
 
@@ -48,7 +62,7 @@ class _SpikeFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         (z,) = ctx.saved_tensors
-        return grad_out * surrogate_grad(z, ctx.kind, ctx.param), None, None
+        return surrogate_backward(grad_out, z, ctx.kind, ctx.param), None, None
 
 
 @dataclass(frozen=True)
@@ -99,6 +113,34 @@ def triangular(threshold=1):
 def straight_through_estimator():
     """Derivative 1 everywhere."""
     return Surrogate(STRAIGHT_THROUGH, 0.0)
+
+
+class _SpikeRateEscape(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z, beta, slope):
+        ctx.save_for_backward(z)
+        ctx.beta, ctx.slope = beta, slope
+        return (z > 0).to(z.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (z,) = ctx.saved_tensors  # snnTorch's order: grad * slope * exp(-beta * |z - 1|)
+        return grad_out * ctx.slope * torch.exp(-ctx.beta * torch.abs(z - 1)), None, None
+
+
+class spike_rate_escape:  # noqa: N801 - snnTorch's factory name
+    """snnTorch's ``spike_rate_escape(beta=1, slope=25)``: derivative
+    ``slope * exp(-beta * |z - 1|)``, in snnTorch's operation order. It has two parameters, which
+    the fused kernels do not take: a layer using it runs the reference loop (one warning says so)."""
+
+    def __init__(self, beta=1, slope=25):
+        self.beta, self.slope = beta, slope
+
+    def __call__(self, z):
+        return _SpikeRateEscape.apply(z, self.beta, self.slope)
+
+    def __repr__(self):
+        return f"fastlif.surrogate.spike_rate_escape(beta={self.beta:g}, slope={self.slope:g})"
 
 
 def no_grad():
@@ -169,3 +211,17 @@ def resolve(spike_grad, surrogate_disable=False):
                   f"({', '.join(_SNNTORCH_FACTORIES)}); this layer runs on the reference "
                   f"(plain PyTorch loop) backend.", stacklevel=3)
     return spike_grad, None
+
+
+def __getattr__(name):
+    """snnTorch's other surrogates and classes (``heaviside``, ``LSO``, ``SSO``,
+    ``custom_surrogate``, ``ATan``, ...), so that ``import fastlif as snn`` serves
+    ``snn.surrogate.<name>`` as snnTorch code uses it; layers using them run the reference loop."""
+    try:
+        import snntorch.surrogate as theirs
+    except ImportError:
+        raise AttributeError(f"module 'fastlif.surrogate' has no attribute {name!r} (snnTorch's "
+                             f"surrogates need snnTorch: pip install snntorch)") from None
+    if name.startswith("__") or not hasattr(theirs, name):
+        raise AttributeError(f"module 'fastlif.surrogate' has no attribute {name!r}")
+    return getattr(theirs, name)

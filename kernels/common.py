@@ -224,22 +224,29 @@ def immediate_reset(u, r, s, th, g, RESET: tl.constexpr):
 
 
 @triton.jit
-def surrogate_grad(z, sg_a, sg_b, SG: tl.constexpr):
-    """dS/dz in snnTorch's operation order (fastlif/surrogate.py). sg_a, sg_b: host constants
-    in the compute dtype (see surrogate_constants)."""
+def surrogate_backward(gs, z, sg_a, sg_b, SG: tl.constexpr):
+    """The gradient reaching z from gs (the Heaviside output's gradient), in snnTorch's operation
+    order (fastlif/surrogate.py: surrogate_backward; csrc/common.h). sg_a, sg_b: host constants
+    in the compute dtype (see surrogate_constants). Where the sigmoid's denominator overflows,
+    its stable form runs (finite; snnTorch gives NaN there, api.md)."""
     if SG == ATAN:
         k = sg_b * z
-        return div(tl.zeros_like(z) + sg_a, 1 + k * k)
+        return (div(tl.zeros_like(z) + 1, k * k + 1) * sg_a) * gs
     elif SG == FAST_SIGMOID:
         d = sg_a * tl.abs(z) + 1
-        return div(tl.zeros_like(z) + 1, d * d)
+        return div(gs, d * d)
     elif SG == SIGMOID:
         e = tl.exp(sg_b * z)
-        return div(sg_a * e, (e + 1) * (e + 1))
+        den = (e + 1) * (e + 1)
+        f = tl.exp(-(sg_b * z))
+        stable = div((gs * sg_a) * f, (f + 1) * (f + 1))
+        overflow = den * 0 != 0  # inf * 0 is NaN: the denominator overflowed
+        return tl.where(overflow, stable, div((gs * sg_a) * e, den))
     elif SG == TRIANGULAR:
-        return tl.where(z >= 0, -sg_a, sg_a).to(z.dtype)
+        g = gs * sg_a
+        return tl.where(z >= 0, -g, g)
     elif SG == STRAIGHT_THROUGH:
-        return tl.zeros_like(z) + 1
+        return gs
     else:  # disabled
         return tl.zeros_like(z)
 

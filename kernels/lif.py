@@ -216,7 +216,7 @@ def lif_bwd_kernel(
             elif RESET == RESET_ZERO:  # m = u - (s - r)*u
                 gs -= gm * u
                 gu = gm * (1 - (s - r))
-        gz = gs * C.surrogate_grad(z, sga, sgb, SG)
+        gz = C.surrogate_backward(gs, z, sga, sgb, SG)
         gu += gz
         gth -= gz
         if RESET == RESET_SUBTRACT:

@@ -138,7 +138,7 @@ def rleaky_bwd_kernel(
             elif RESET == RESET_ZERO:
                 gs -= gm * u
                 gu = gm * (1 - (s - r))
-        gz = gs * C.surrogate_grad(z, sga, sgb, SG)
+        gz = C.surrogate_backward(gs, z, sga, sgb, SG)
         gu += gz
         gth -= gz
         gg += gsp * s
