@@ -19,10 +19,52 @@ from .neurons import *  # noqa: F401,F403 - the neuron modules, listed in neuron
 from .neurons import __all__ as _neurons
 from .interop import export_to_nir, from_snntorch, import_from_nir
 from .layers import SpikeLinear
+from .network import sequence
 from .ops.lif import lif_sequence
 from .ops.synaptic import synaptic_sequence
 from .reference import lif_sequence_reference
 
 __version__ = "0.2.0"
-__all__ = [*_neurons, "SpikeLinear", "lif_sequence", "synaptic_sequence", "lif_sequence_reference", "surrogate",
+__all__ = [*_neurons, "SpikeLinear", "sequence", "lif_sequence", "synaptic_sequence", "lif_sequence_reference", "surrogate",
            "encode", "losses", "backends", "codes", "from_snntorch", "export_to_nir", "import_from_nir"]
+
+
+# --- names resolved on first access ------------------------------------------------------------
+# The applications: imported only when used, so `import fastlif` never loads Numba or matplotlib.
+_APPLICATIONS = {"sim": "sim", "tutorial": "demo", "cli": "demo"}
+# `import fastlif as snn` keeps snnTorch code working: these resolve to snnTorch's own modules
+# (which take fastlif's layers: they are snnTorch classes too) ...
+_SNNTORCH_MODULES = ("utils", "functional", "spikegen", "spikeplot", "backprop", "spikevision")
+# ... and snnTorch's neurons that fastlif does not fuse resolve to snnTorch's classes, with a warning.
+_SNNTORCH_UNFUSED = ("Lapicque", "Alpha", "RSynaptic", "SLSTM", "SConv2dLSTM", "LeakyParallel",
+                     "BatchNormTT1d", "BatchNormTT2d", "SpikingNeuron", "LIF", "GradedSpikes",
+                     "StateLeaky", "LinearLeaky", "DeltaLeaky", "AssociativeLeaky")
+
+
+def __getattr__(name):
+    import importlib
+    if name in _APPLICATIONS:
+        try:
+            module = importlib.import_module(f"{__name__}.{name}")
+        except ImportError as err:
+            raise ImportError(f"fastlif.{name} needs the [{_APPLICATIONS[name]}] extra: pip install "
+                              f"'fastlif[{_APPLICATIONS[name]}]' ({err})") from err
+        globals()[name] = module
+        return module
+    if name in _SNNTORCH_MODULES or name in _SNNTORCH_UNFUSED:
+        try:
+            snntorch = importlib.import_module("snntorch")
+        except ImportError:
+            raise AttributeError(f"fastlif.{name} is snnTorch's {'module' if name in _SNNTORCH_MODULES else 'class'} "
+                                 f"{name}, and snnTorch is not installed: pip install snntorch") from None
+        if name in _SNNTORCH_MODULES:
+            value = importlib.import_module(f"snntorch.{name}")
+        else:
+            value = getattr(snntorch, name)
+            if name != "SpikingNeuron":  # the base class: fastlif's neurons are instances of it
+                import warnings
+                warnings.warn(f"fastlif.{name} is snnTorch's own {name}: fastlif does not fuse it yet, "
+                              f"so it runs snnTorch's per-step PyTorch code (exact, not fast)", stacklevel=2)
+        globals()[name] = value  # one warning: later lookups find it here
+        return value
+    raise AttributeError(f"module 'fastlif' has no attribute {name!r}")

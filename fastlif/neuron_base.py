@@ -290,6 +290,13 @@ class SpikingNeuron(nn.Module):
         if not isinstance(input_, torch.Tensor):
             raise TypeError(f"input must be a torch.Tensor, got {type(input_).__name__}")
         if self.step_mode == "multi":
+            if input_.dim() == 2:  # [B, N] of a per-step loop would silently be read as [T, N]
+                raise ValueError(
+                    f"fastlif.{type(self).__name__}(step_mode='multi') takes a sequence [T, B, ...] "
+                    f"(time first, then batch); got a 2-D input of shape {tuple(input_.shape)}. For "
+                    f"one step [B, N] use step_mode='single' (or fastlif.sequence(net, x_seq) for "
+                    f"a whole per-step network); for an unbatched sequence [T, N] pass x.unsqueeze(1) "
+                    f"or call .sequence(x)")
             return self._forward_multi(input_, given)
         states = self._states_for(input_, given)
         spk, *new_states = self._fused(input_, *states, single_step=True)
@@ -317,6 +324,21 @@ class SpikingNeuron(nn.Module):
             for name, seq in zip(self._state_names, seqs):
                 setattr(self, name, seq[-1].clone())
         return (spk_seq, *returned) if self.output else spk_seq
+
+    def _sequence_from_reset(self, x_seq):
+        """What ``fastlif.sequence`` runs: the whole ``[T, B, ...]`` sequence from zero states (as
+        after ``utils.reset``), fused; returns what the per-step calls would stack (the spikes,
+        or ``(spk, *returned states)`` when a step returns a tuple) and leaves the final states
+        in the neuron, as those calls would."""
+        spk_seq, *seqs = self._fused(x_seq, *([None] * len(self._state_names)), single_step=False)
+        if len(spk_seq):  # copies, not views: snnTorch's helpers detach states in place
+            mem_seq = seqs[self._state_names.index("mem")]
+            self._reset_source = (mem_seq[-2] if len(mem_seq) > 1 else torch.zeros_like(mem_seq[0]),)
+            for name, seq in zip(self._state_names, seqs):
+                setattr(self, name, seq[-1].clone())
+        if self.output or not self.init_hidden:
+            return (spk_seq, *[seqs[self._state_names.index(name)] for name in self._returned_states])
+        return spk_seq
 
     def _clear_states(self):
         for name in self._state_names:

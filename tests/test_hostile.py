@@ -97,7 +97,7 @@ def test_triton_backend_for_cpu_tensors_without_interpreter(monkeypatch):
     with pytest.raises(BackendUnavailable, match=match):
         fastlif.lif_sequence(torch.randn(3, 2), 0.9, backend="triton")
     with pytest.raises(BackendUnavailable, match=match):
-        fastlif.Leaky(0.9, backend="triton", step_mode="multi")(torch.randn(3, 2))
+        fastlif.Leaky(0.9, backend="triton", step_mode="multi")(torch.randn(3, 2, 2))
     assert issubclass(BackendUnavailable, RuntimeError)
 
 
