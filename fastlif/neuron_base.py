@@ -95,6 +95,13 @@ class SpikingNeuron(nn.Module):
                       f"fastlif.{type(self).__name__}: {what} is not fused; layers that use it run "
                       f"the reference loop (exact, as snnTorch computes it, but a plain PyTorch loop).")
 
+    def __setstate__(self, state):
+        # A copy (copy.deepcopy, pickle, torch.load of a whole model) is a neuron too: register it,
+        # so that snnTorch's utils.reset, which walks the registry, resets it (snnTorch's own
+        # neurons are left out of the registry when copied, and keep their state across resets).
+        super().__setstate__(state)
+        _registry().instances.append(self)
+
     def _register(self, name, value, learnable):
         value = value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
         if learnable:

@@ -376,3 +376,14 @@ def test_snntorch_names_without_snntorch_say_how(monkeypatch):
         monkeypatch.delitem(snn_.__dict__, name, raising=False)
         with pytest.raises(AttributeError, match=r"pip install snntorch"):
             snn_.__getattr__(name)
+
+
+def test_a_copied_network_is_reset_by_snntorch_helpers():
+    """snnTorch's utils.reset walks the neuron registry: a deepcopy (a best-model snapshot, an EMA
+    copy) must be in it, or its state leaks from one batch into the next (and backward fails)."""
+    net = nn.Sequential(nn.Linear(5, 4), fastlif.Leaky(0.9, init_hidden=True))
+    copied = copy.deepcopy(net)
+    for _ in range(2):  # two training steps of a per-step loop
+        out = loop(copied, torch.rand(3, 2, 5))
+        out.sum().backward()
+    assert any(layer is copied[1] for layer in snn.SpikingNeuron.instances)
