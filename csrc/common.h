@@ -105,9 +105,9 @@ struct SurrogateConsts {
 //   fast_sigmoid: gs / (slope*|z| + 1)^2
 //   sigmoid:      gs * slope * exp(-slope*z) / (exp(-slope*z) + 1)^2
 //   triangular:   gs * threshold, negated where z >= 0
-// One deliberate difference (api.md): where sigmoid's denominator overflows (slope*z < -44 in
+// One deliberate difference (api.md): where sigmoid's exp(-slope*z) overflows (slope*z < -88 in
 // fp32), snnTorch divides inf by inf and returns NaN; here the same function in its stable form
-// exp(slope*z) runs instead, which is finite (and the true value, tiny).
+// exp(slope*z) runs instead, which is finite (the true value, tiny). Elsewhere, snnTorch's bits.
 template <typename scalar_t, int SG>
 inline scalar_t surrogate_backward(scalar_t gs, scalar_t z, const SurrogateConsts<scalar_t>& c) {
   if constexpr (SG == kAtan) {
@@ -118,12 +118,10 @@ inline scalar_t surrogate_backward(scalar_t gs, scalar_t z, const SurrogateConst
     return gs / (d * d);
   } else if constexpr (SG == kSigmoid) {
     const scalar_t e = std::exp(c.b * z);
-    const scalar_t den = (e + scalar_t(1)) * (e + scalar_t(1));
-    if (std::isinf(den)) {
-      const scalar_t f = std::exp(-(c.b * z));
-      return ((gs * c.a) * f) / ((f + scalar_t(1)) * (f + scalar_t(1)));
-    }
-    return ((gs * c.a) * e) / den;
+    const scalar_t grad = ((gs * c.a) * e) / ((e + scalar_t(1)) * (e + scalar_t(1)));
+    if (!std::isnan(grad) || std::isnan(z) || std::isnan(gs)) return grad;
+    const scalar_t f = std::exp(-(c.b * z));  // snnTorch's inf/inf: the stable form instead
+    return ((gs * c.a) * f) / ((f + scalar_t(1)) * (f + scalar_t(1)));
   } else if constexpr (SG == kTriangular) {
     const scalar_t g = gs * c.a;
     return z >= scalar_t(0) ? -g : g;

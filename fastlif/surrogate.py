@@ -23,9 +23,9 @@ def surrogate_backward(grad_out, z, kind, param):
     exactly snnTorch's operation order (each ``backward`` in ``snntorch/surrogate.py``), so that
     it is bit-identical to snnTorch's; the C++ kernels (``csrc/common.h``) follow the same order.
 
-    One deliberate difference (api.md): where the sigmoid's denominator ``(exp(-slope*z) + 1)**2``
-    overflows (a membrane far below threshold), snnTorch returns ``inf/inf = NaN``; here the same
-    function in its stable form (``exp(slope*z)``) gives the finite, tiny, true value.
+    One deliberate difference (api.md): where the sigmoid's ``exp(-slope*z)`` overflows
+    (``slope*z < -88``: a membrane far below threshold), snnTorch returns ``inf/inf = NaN``; here
+    the same function in its stable form (``exp(slope*z)``) gives the finite, tiny, true value.
     """
     if kind == ATAN:
         return param / 2 / (1 + (math.pi / 2 * param * z).pow_(2)) * grad_out
@@ -33,9 +33,8 @@ def surrogate_backward(grad_out, z, kind, param):
         return grad_out / (param * torch.abs(z) + 1.0) ** 2
     if kind == SIGMOID:
         e = torch.exp(-param * z)
-        den = (e + 1) ** 2
-        grad = grad_out * param * e / den
-        overflow = torch.isinf(den)
+        grad = grad_out * param * e / ((e + 1) ** 2)
+        overflow = torch.isnan(grad) & ~torch.isnan(z) & ~torch.isnan(grad_out)  # inf/inf
         if overflow.any():
             f = torch.exp(param * z)
             grad = torch.where(overflow, grad_out * param * f / ((f + 1) ** 2), grad)

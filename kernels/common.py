@@ -227,7 +227,7 @@ def immediate_reset(u, r, s, th, g, RESET: tl.constexpr):
 def surrogate_backward(gs, z, sg_a, sg_b, SG: tl.constexpr):
     """The gradient reaching z from gs (the Heaviside output's gradient), in snnTorch's operation
     order (fastlif/surrogate.py: surrogate_backward; csrc/common.h). sg_a, sg_b: host constants
-    in the compute dtype (see surrogate_constants). Where the sigmoid's denominator overflows,
+    in the compute dtype (see surrogate_constants). Where the sigmoid's exp overflows (inf/inf),
     its stable form runs (finite; snnTorch gives NaN there, api.md)."""
     if SG == ATAN:
         k = sg_b * z
@@ -237,11 +237,11 @@ def surrogate_backward(gs, z, sg_a, sg_b, SG: tl.constexpr):
         return div(gs, d * d)
     elif SG == SIGMOID:
         e = tl.exp(sg_b * z)
-        den = (e + 1) * (e + 1)
+        grad = div((gs * sg_a) * e, (e + 1) * (e + 1))
         f = tl.exp(-(sg_b * z))
         stable = div((gs * sg_a) * f, (f + 1) * (f + 1))
-        overflow = den * 0 != 0  # inf * 0 is NaN: the denominator overflowed
-        return tl.where(overflow, stable, div((gs * sg_a) * e, den))
+        inf_over_inf = (grad != grad) & (z == z) & (gs == gs)  # NaN from finite inputs
+        return tl.where(inf_over_inf, stable, grad)
     elif SG == TRIANGULAR:
         g = gs * sg_a
         return tl.where(z >= 0, -g, g)

@@ -78,7 +78,8 @@ def test_per_step_gradients_bit_identical(family, name, factory, backend, reset_
 def test_sigmoid_finite_where_snntorch_overflows(backend):
     """snnTorch's sigmoid computes exp(-slope*z): at slope 25 a membrane 3.6 below threshold
     overflows it and the gradient is inf/inf = NaN. fastlif gives the finite limit there."""
-    mem = torch.tensor([[-5.0, -3.0, 0.5, 0.99, 1.01, 2.0]])
+    # -1.0: slope*z = -50, the denominator overflows but snnTorch's result is a finite 0 (kept)
+    mem = torch.tensor([[-5.0, -3.0, -1.0, 0.5, 0.99, 1.01, 2.0]])
     x = torch.zeros_like(mem, requires_grad=True)
     grads = []
     for module, kw in ((snn, {}), (fastlif, {"backend": backend})):
@@ -92,6 +93,7 @@ def test_sigmoid_finite_where_snntorch_overflows(backend):
     assert torch.isfinite(ours).all()
     assert 0 <= float(ours[0, 0]) < 1e-40 or float(ours[0, 0]) == 0.0
     finite = torch.isfinite(theirs)
+    assert finite[0, 2] and float(theirs[0, 2]) == float(ours[0, 2]) == 0.0
     torch.testing.assert_close(ours[finite], theirs[finite], rtol=4 * 2**-23, atol=0)
 
 
