@@ -387,3 +387,16 @@ def test_a_copied_network_is_reset_by_snntorch_helpers():
         out = loop(copied, torch.rand(3, 2, 5))
         out.sum().backward()
     assert any(layer is copied[1] for layer in snn.SpikingNeuron.instances)
+
+
+def test_torch_compile_fullgraph_of_sequence():
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(20, 16), fastlif.Leaky(0.9, init_hidden=True), nn.Linear(16, 4),
+                        fastlif.Leaky(0.9, init_hidden=True, output=True))
+    x = torch.rand(6, 3, 20) * 2
+    expect = fastlif.sequence(net, x)
+    out = torch.compile(lambda x: fastlif.sequence(net, x), fullgraph=True)(x)
+    assert all(torch.equal(a, b) for a, b in zip(out, expect))
+    out[0].sum().backward()
+    assert net[0].weight.grad is not None
