@@ -97,8 +97,15 @@ def check_states(x, single_step, **states):
     """Every initial state given (not None) has the shape of one step of ``x``."""
     shape = x.shape if single_step else x.shape[1:]
     for name, state in states.items():
-        if state is not None:
+        if state is not None and state.shape != shape:  # the message only when it is needed
             check_state(state, f"{name} (the initial {'membrane' if name == 'mem' else name})", shape)
+
+
+def initial_states(compute, *states):
+    """A call's initial states as the launchers take them: in the compute dtype, contiguous,
+    None where absent. No reshape: a state already in that form is passed as it is, so a
+    per-step call adds no view (and no autograd node) to the graph."""
+    return tuple(None if s is None else s.to(compute).contiguous() for s in states)
 
 
 _warned = set()
@@ -159,10 +166,9 @@ def kernel_param(value, dtype, device, clamp=False):
     needs no gradient (a module's fixed beta, say) becomes a float: no tensor op on the way."""
     if not isinstance(value, torch.Tensor):
         value = as_default_float(value)
-    elif not value.requires_grad and value.device.type == "cpu" and value.numel() == 1 \
-            and device.type == "cpu" and not torch.compiler.is_compiling():
-        value = value.item() if value.dtype in (torch.float32, torch.float64) else \
-            value.to(dtype).item()
+    elif (value.is_cpu and device.type == "cpu" and not value.requires_grad and value.numel() == 1
+          and not torch.compiler.is_compiling()):  # the common case first, cheapest tests first
+        value = value.item() if value.dtype in CPP_DTYPES else value.to(dtype).item()
     else:
         value = value.to(device=device, dtype=dtype)
         return (value.clamp(0, 1) if clamp else value).reshape(-1)

@@ -14,7 +14,8 @@ Launcher contract, the same for the C++ launchers below and the Triton ones
 ``x`` holds ``steps`` time steps, time first: ``[T, ...]`` for a sequence, or one step's
 ``[...]`` with ``steps=1``; every output of forward has x's shape (so a single step's membrane
 is no view of a larger tensor: snnTorch's helpers ``detach_()`` it in place). ``mem0`` is the
-flattened initial membrane or None (zeros). Parameters are Python floats or 1-D tensors of 1
+initial membrane (contiguous, any shape holding one step) or None (zeros). Parameters are Python
+floats or 1-D tensors of 1
 or L values (L = x's last dimension) in the compute dtype, beta already clamped to [0, 1].
 ``spk`` comes back in x's dtype, ``mem`` too unless ``mem_fp32`` (then in the compute dtype).
 ``state`` and ``flags`` are what backward needs beyond ``mem`` (:func:`saved_layout`). In
@@ -31,7 +32,7 @@ from .. import backends, surrogate as surrogate_mod
 from ..codes import RESET_MECHANISMS, is_immediate, reset_code
 from ..reference import lif_sequence_reference, lif_step
 from .common import (CPP_DTYPES, HALF_DTYPES, check_input, check_param, check_states, choose_backend,
-                     compute_dtype, cpp_dtype_code, cpp_param, grid, kernel_params, mem_dtype,
+                     compute_dtype, cpp_dtype_code, cpp_param, grid, initial_states, kernel_params, mem_dtype,
                      needs_autograd, num_threads, param_tensor, ptr)
 
 FAMILY = "lif"
@@ -242,7 +243,7 @@ def run(x, mem, beta, threshold, graded, *, single_step, reset_mode, reset_delay
         return x * 0, x.to(mem_dtype(x.dtype, mem_fp32)) * 0
     params = kernel_params(x, (beta, threshold, graded), ("beta", "threshold", "graded_spikes_factor"),
                            clamped=("beta",))
-    mem0 = None if mem is None else mem.to(compute_dtype(x.dtype)).reshape(-1)
+    (mem0,) = initial_states(compute_dtype(x.dtype), mem)
     steps = 1 if single_step else x.shape[0]
     if not needs_autograd(x, mem0, *params):  # the launcher itself, no autograd Function around it
         spk, mem_out, _, _ = backends.launchers(FAMILY, name)[0](
