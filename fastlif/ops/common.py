@@ -105,7 +105,14 @@ def initial_states(compute, *states):
     """A call's initial states as the launchers take them: in the compute dtype, contiguous,
     None where absent. No reshape: a state already in that form is passed as it is, so a
     per-step call adds no view (and no autograd node) to the graph."""
-    return tuple(None if s is None else s.to(compute).contiguous() for s in states)
+    return tuple(map(as_compute, states, (compute,) * len(states)))
+
+
+def as_compute(t, dtype):
+    """``t`` (a tensor or None) in ``dtype``, contiguous, without the dispatch of a no-op ``.to``."""
+    if t is None:
+        return None
+    return (t if t.dtype == dtype else t.to(dtype)).contiguous()
 
 
 _warned = set()
@@ -161,7 +168,7 @@ def check_state(state, name, shape):
 
 def kernel_param(value, dtype, device, clamp=False):
     """A parameter as the launchers take it: a Python float (clamped to [0, 1] if ``clamp``), or
-    a 1-D tensor of 1 or L values in the compute dtype on ``device`` (clamped with autograd, so
+    a tensor of 1 value (any shape) or L values (1-D) in the compute dtype on ``device`` (clamped with autograd, so
     that values outside [0, 1] get no gradient, as in snnTorch). A single value on the CPU that
     needs no gradient (a module's fixed beta, say) becomes a float: no tensor op on the way."""
     if not isinstance(value, torch.Tensor):
@@ -169,9 +176,9 @@ def kernel_param(value, dtype, device, clamp=False):
     elif (value.is_cpu and device.type == "cpu" and not value.requires_grad and value.numel() == 1
           and not torch.compiler.is_compiling()):  # the common case first, cheapest tests first
         value = value.item() if value.dtype in CPP_DTYPES else value.to(dtype).item()
-    else:
-        value = value.to(device=device, dtype=dtype)
-        return (value.clamp(0, 1) if clamp else value).reshape(-1)
+    else:  # as it is shaped: a reshape would add a view node per call to the graph
+        value = value.to(device=device, dtype=dtype).contiguous()
+        return value.clamp(0, 1) if clamp else value
     return min(max(value, 0.0), 1.0) if clamp else value
 
 

@@ -15,8 +15,8 @@ Launcher contract, the same for the C++ launchers below and the Triton ones
 ``[...]`` with ``steps=1``; every output of forward has x's shape (so a single step's membrane
 is no view of a larger tensor: snnTorch's helpers ``detach_()`` it in place). ``mem0`` is the
 initial membrane (contiguous, any shape holding one step) or None (zeros). Parameters are Python
-floats or 1-D tensors of 1
-or L values (L = x's last dimension) in the compute dtype, beta already clamped to [0, 1].
+floats or tensors of 1 value or L values (L = x's last dimension) in the compute dtype, beta
+already clamped to [0, 1].
 ``spk`` comes back in x's dtype, ``mem`` too unless ``mem_fp32`` (then in the compute dtype).
 ``state`` and ``flags`` are what backward needs beyond ``mem`` (:func:`saved_layout`). In
 backward a None ``grad_spk`` / ``grad_mem`` (an output that got no gradient) means zeros, and
@@ -31,7 +31,7 @@ from torch import Tensor
 from .. import backends, surrogate as surrogate_mod
 from ..codes import RESET_MECHANISMS, is_immediate, reset_code
 from ..reference import lif_sequence_reference, lif_step
-from .common import (CPP_DTYPES, HALF_DTYPES, check_input, check_param, check_states, choose_backend,
+from .common import (CPP_DTYPES, HALF_DTYPES, as_compute, check_input, check_param, check_states, choose_backend,
                      compute_dtype, cpp_dtype_code, cpp_param, grid, initial_states, kernel_params, mem_dtype,
                      needs_autograd, num_threads, param_tensor, ptr)
 
@@ -100,10 +100,7 @@ def cpp_bwd(grad_spk, grad_mem, mem, state, flags, mem0, beta, threshold, graded
     compute = ref.dtype
     T, R, L = grid(ref.shape, steps)
     immediate = is_immediate(reset_mode, reset_delay)
-    if grad_spk is not None:
-        grad_spk = grad_spk.to(compute).contiguous()
-    if grad_mem is not None:
-        grad_mem = grad_mem.to(compute).contiguous()
+    grad_spk, grad_mem = as_compute(grad_spk, compute), as_compute(grad_mem, compute)
     mem_saved = None if immediate else ref.contiguous()
     grad_x = torch.empty(ref.shape, dtype=compute)
     grad_mem0 = None if mem0 is None else torch.empty_like(mem0)

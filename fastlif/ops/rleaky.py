@@ -27,7 +27,7 @@ from .. import backends
 from ..codes import RESET_MECHANISMS, is_immediate
 from ..reference import rleaky_sequence_reference, rleaky_step
 from . import spike_linear
-from .common import (CPP_DTYPES, HALF_DTYPES, check_input, check_param, check_states, choose_backend,
+from .common import (CPP_DTYPES, HALF_DTYPES, as_compute, check_input, check_param, check_states, choose_backend,
                      compute_dtype, cpp_dtype_code, cpp_param, grid, initial_states, kernel_params, needs_autograd,
                      num_threads, param_tensor, ptr, warn_once)
 
@@ -61,7 +61,7 @@ def cpp_bwd(grad_spk, grad_mem, mem, state, flags, spk0, mem0, beta, V, threshol
     ref = state if immediate else mem
     compute = ref.dtype
     T, R, L = grid(ref.shape, steps)
-    grads_in = [None if g is None else g.to(compute).contiguous() for g in (grad_spk, grad_mem)]
+    grads_in = [as_compute(g, compute) for g in (grad_spk, grad_mem)]
     grad_x = torch.empty(ref.shape, dtype=compute)
     grad_spk0 = None if spk0 is None else torch.empty_like(spk0)
     grad_mem0 = None if mem0 is None else torch.empty_like(mem0)
