@@ -144,7 +144,8 @@ def kernel_params(x, values, names, clamped):
     """A call's parameters, already checked by :func:`check_param` (the family's ``run`` checks
     them once), as the launchers take them."""
     compute, dev = compute_dtype(x.dtype), x.device
-    return tuple(kernel_param(v, compute, dev, clamp=name in clamped) for v, name in zip(values, names))
+    host = x.is_cpu and not torch.compiler.is_compiling()  # once per call, not per parameter
+    return tuple(kernel_param(v, compute, dev, clamp=name in clamped, host=host) for v, name in zip(values, names))
 
 
 def needs_autograd(*tensors):
@@ -166,15 +167,16 @@ def check_state(state, name, shape):
                          f"dimension); got {tuple(state.shape)}")
 
 
-def kernel_param(value, dtype, device, clamp=False):
+def kernel_param(value, dtype, device, clamp=False, host=None):
     """A parameter as the launchers take it: a Python float (clamped to [0, 1] if ``clamp``), or
     a tensor of 1 value (any shape) or L values (1-D) in the compute dtype on ``device`` (clamped with autograd, so
     that values outside [0, 1] get no gradient, as in snnTorch). A single value on the CPU that
-    needs no gradient (a module's fixed beta, say) becomes a float: no tensor op on the way."""
+    needs no gradient (a module's fixed beta, say) becomes a float: no tensor op on the way.
+    ``host``: ``device`` is the CPU and no torch.compile trace runs (computed if None)."""
     if not isinstance(value, torch.Tensor):
         value = as_default_float(value)
-    elif (value.is_cpu and device.type == "cpu" and not value.requires_grad and value.numel() == 1
-          and not torch.compiler.is_compiling()):  # the common case first, cheapest tests first
+    elif (value.is_cpu and not value.requires_grad and value.numel() == 1
+          and (host if host is not None else device.type == "cpu" and not torch.compiler.is_compiling())):
         value = value.item() if value.dtype in CPP_DTYPES else value.to(dtype).item()
     else:  # as it is shaped: a reshape would add a view node per call to the graph
         value = value.to(device=device, dtype=dtype).contiguous()
