@@ -121,7 +121,12 @@ def main(argv=None):
     ap.add_argument("--min-samples", type=int, default=30)
     ap.add_argument("--no-csv", action="store_true")
     ap.add_argument("--note", default="", help="a word for the CSV's extra column (e.g. before/after)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch.set_num_threads (default: torch's own count). On a loaded machine torch's "
+                         "2-thread element-wise ops can stall for a scheduler tick; 1 thread shows the cost without that")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     import snntorch
     import fastlif
