@@ -14,7 +14,13 @@ default thread count), so a noisy machine hits both alike; ``ratio_vs_fastlif`` 
 median over fastlif's (above 1: fastlif is faster). Rows go to ``bench/results/step.csv``.
 
     python -m bench.bench_step                     # every neuron, B=128 N=1000 and B=32 N=256
+    python -m bench.bench_step --threads 1         # the same with torch (and fastlif) on 1 thread
     python -m bench.bench_step --neurons leaky --shapes 32x256 --min-time 1 --no-csv
+
+On a loaded 2-core machine torch's 2-thread ops (snnTorch's element-wise ops at B=128 N=1000,
+and the Linear's GEMM of RLeaky(linear_features) in both libraries) wait for a preempted thread
+now and then (a scheduler tick, milliseconds): the q80 column shows it. ``--threads 1`` measures
+the same calls without that. The ``note`` in ``extra`` tells runs apart (before/after a change).
 """
 import argparse
 import statistics
