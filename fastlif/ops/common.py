@@ -169,8 +169,9 @@ def check_state(state, name, shape):
 
 def kernel_param(value, dtype, device, clamp=False, host=None):
     """A parameter as the launchers take it: a Python float (clamped to [0, 1] if ``clamp``), or
-    a tensor of 1 value (any shape) or L values (1-D) in the compute dtype on ``device`` (clamped with autograd, so
-    that values outside [0, 1] get no gradient, as in snnTorch). A single value on the CPU that
+    a tensor of 1 value (any shape) or L values (1-D) in the compute dtype on ``device`` (clamped
+    with autograd, so that values outside [0, 1] get no gradient, as in snnTorch; not reshaped,
+    which would add a view node to every call's graph). A single value on the CPU that
     needs no gradient (a module's fixed beta, say) becomes a float: no tensor op on the way.
     ``host``: ``device`` is the CPU and no torch.compile trace runs (computed if None)."""
     if not isinstance(value, torch.Tensor):
@@ -178,7 +179,7 @@ def kernel_param(value, dtype, device, clamp=False, host=None):
     elif (value.is_cpu and not value.requires_grad and value.numel() == 1
           and (host if host is not None else device.type == "cpu" and not torch.compiler.is_compiling())):
         value = value.item() if value.dtype in CPP_DTYPES else value.to(dtype).item()
-    else:  # as it is shaped: a reshape would add a view node per call to the graph
+    else:
         value = value.to(device=device, dtype=dtype).contiguous()
         return value.clamp(0, 1) if clamp else value
     return min(max(value, 0.0), 1.0) if clamp else value
