@@ -97,8 +97,22 @@ def check_states(x, single_step, **states):
     """Every initial state given (not None) has the shape of one step of ``x``."""
     shape = x.shape if single_step else x.shape[1:]
     for name, state in states.items():
-        if state is not None:
+        if state is not None and state.shape != shape:  # the message only when it is needed
             check_state(state, f"{name} (the initial {'membrane' if name == 'mem' else name})", shape)
+
+
+def initial_states(compute, *states):
+    """A call's initial states as the launchers take them: in the compute dtype, contiguous,
+    None where absent. No reshape: a state already in that form is passed as it is, so a
+    per-step call adds no view (and no autograd node) to the graph."""
+    return tuple(map(as_compute, states, (compute,) * len(states)))
+
+
+def as_compute(t, dtype):
+    """``t`` (a tensor or None) in ``dtype``, contiguous, without the dispatch of a no-op ``.to``."""
+    if t is None:
+        return None
+    return (t if t.dtype == dtype else t.to(dtype)).contiguous()
 
 
 _warned = set()
@@ -130,7 +144,8 @@ def kernel_params(x, values, names, clamped):
     """A call's parameters, already checked by :func:`check_param` (the family's ``run`` checks
     them once), as the launchers take them."""
     compute, dev = compute_dtype(x.dtype), x.device
-    return tuple(kernel_param(v, compute, dev, clamp=name in clamped) for v, name in zip(values, names))
+    host = x.is_cpu and not torch.compiler.is_compiling()  # once per call, not per parameter
+    return tuple(kernel_param(v, compute, dev, clamp=name in clamped, host=host) for v, name in zip(values, names))
 
 
 def needs_autograd(*tensors):
@@ -152,20 +167,21 @@ def check_state(state, name, shape):
                          f"dimension); got {tuple(state.shape)}")
 
 
-def kernel_param(value, dtype, device, clamp=False):
+def kernel_param(value, dtype, device, clamp=False, host=None):
     """A parameter as the launchers take it: a Python float (clamped to [0, 1] if ``clamp``), or
-    a 1-D tensor of 1 or L values in the compute dtype on ``device`` (clamped with autograd, so
-    that values outside [0, 1] get no gradient, as in snnTorch). A single value on the CPU that
-    needs no gradient (a module's fixed beta, say) becomes a float: no tensor op on the way."""
+    a tensor of 1 value (any shape) or L values (1-D) in the compute dtype on ``device`` (clamped
+    with autograd, so that values outside [0, 1] get no gradient, as in snnTorch; not reshaped,
+    which would add a view node to every call's graph). A single value on the CPU that
+    needs no gradient (a module's fixed beta, say) becomes a float: no tensor op on the way.
+    ``host``: ``device`` is the CPU and no torch.compile trace runs (computed if None)."""
     if not isinstance(value, torch.Tensor):
         value = as_default_float(value)
-    elif not value.requires_grad and value.device.type == "cpu" and value.numel() == 1 \
-            and device.type == "cpu" and not torch.compiler.is_compiling():
-        value = value.item() if value.dtype in (torch.float32, torch.float64) else \
-            value.to(dtype).item()
+    elif (value.is_cpu and not value.requires_grad and value.numel() == 1
+          and (host if host is not None else device.type == "cpu" and not torch.compiler.is_compiling())):
+        value = value.item() if value.dtype in CPP_DTYPES else value.to(dtype).item()
     else:
-        value = value.to(device=device, dtype=dtype)
-        return (value.clamp(0, 1) if clamp else value).reshape(-1)
+        value = value.to(device=device, dtype=dtype).contiguous()
+        return value.clamp(0, 1) if clamp else value
     return min(max(value, 0.0), 1.0) if clamp else value
 
 

@@ -14,8 +14,9 @@ Launcher contract, the same for the C++ launchers below and the Triton ones
 ``x`` holds ``steps`` time steps, time first: ``[T, ...]`` for a sequence, or one step's
 ``[...]`` with ``steps=1``; every output of forward has x's shape (so a single step's membrane
 is no view of a larger tensor: snnTorch's helpers ``detach_()`` it in place). ``mem0`` is the
-flattened initial membrane or None (zeros). Parameters are Python floats or 1-D tensors of 1
-or L values (L = x's last dimension) in the compute dtype, beta already clamped to [0, 1].
+initial membrane (contiguous, any shape holding one step) or None (zeros). Parameters are Python
+floats or tensors of 1 value or L values (L = x's last dimension) in the compute dtype, beta
+already clamped to [0, 1].
 ``spk`` comes back in x's dtype, ``mem`` too unless ``mem_fp32`` (then in the compute dtype).
 ``state`` and ``flags`` are what backward needs beyond ``mem`` (:func:`saved_layout`). In
 backward a None ``grad_spk`` / ``grad_mem`` (an output that got no gradient) means zeros, and
@@ -30,8 +31,8 @@ from torch import Tensor
 from .. import backends, surrogate as surrogate_mod
 from ..codes import RESET_MECHANISMS, is_immediate, reset_code
 from ..reference import lif_sequence_reference, lif_step
-from .common import (CPP_DTYPES, HALF_DTYPES, check_input, check_param, check_states, choose_backend,
-                     compute_dtype, cpp_dtype_code, cpp_param, grid, kernel_params, mem_dtype,
+from .common import (CPP_DTYPES, HALF_DTYPES, as_compute, check_input, check_param, check_states, choose_backend,
+                     compute_dtype, cpp_dtype_code, cpp_param, grid, initial_states, kernel_params, mem_dtype,
                      needs_autograd, num_threads, param_tensor, ptr)
 
 FAMILY = "lif"
@@ -99,10 +100,7 @@ def cpp_bwd(grad_spk, grad_mem, mem, state, flags, mem0, beta, threshold, graded
     compute = ref.dtype
     T, R, L = grid(ref.shape, steps)
     immediate = is_immediate(reset_mode, reset_delay)
-    if grad_spk is not None:
-        grad_spk = grad_spk.to(compute).contiguous()
-    if grad_mem is not None:
-        grad_mem = grad_mem.to(compute).contiguous()
+    grad_spk, grad_mem = as_compute(grad_spk, compute), as_compute(grad_mem, compute)
     mem_saved = None if immediate else ref.contiguous()
     grad_x = torch.empty(ref.shape, dtype=compute)
     grad_mem0 = None if mem0 is None else torch.empty_like(mem0)
@@ -242,7 +240,7 @@ def run(x, mem, beta, threshold, graded, *, single_step, reset_mode, reset_delay
         return x * 0, x.to(mem_dtype(x.dtype, mem_fp32)) * 0
     params = kernel_params(x, (beta, threshold, graded), ("beta", "threshold", "graded_spikes_factor"),
                            clamped=("beta",))
-    mem0 = None if mem is None else mem.to(compute_dtype(x.dtype)).reshape(-1)
+    (mem0,) = initial_states(compute_dtype(x.dtype), mem)
     steps = 1 if single_step else x.shape[0]
     if not needs_autograd(x, mem0, *params):  # the launcher itself, no autograd Function around it
         spk, mem_out, _, _ = backends.launchers(FAMILY, name)[0](

@@ -27,8 +27,8 @@ from .. import backends
 from ..codes import RESET_MECHANISMS, is_immediate
 from ..reference import rleaky_sequence_reference, rleaky_step
 from . import spike_linear
-from .common import (CPP_DTYPES, HALF_DTYPES, check_input, check_param, check_states, choose_backend,
-                     compute_dtype, cpp_dtype_code, cpp_param, grid, kernel_params, needs_autograd,
+from .common import (CPP_DTYPES, HALF_DTYPES, as_compute, check_input, check_param, check_states, choose_backend,
+                     compute_dtype, cpp_dtype_code, cpp_param, grid, initial_states, kernel_params, needs_autograd,
                      num_threads, param_tensor, ptr, warn_once)
 
 FAMILY = "rleaky"
@@ -61,7 +61,7 @@ def cpp_bwd(grad_spk, grad_mem, mem, state, flags, spk0, mem0, beta, V, threshol
     ref = state if immediate else mem
     compute = ref.dtype
     T, R, L = grid(ref.shape, steps)
-    grads_in = [None if g is None else g.to(compute).contiguous() for g in (grad_spk, grad_mem)]
+    grads_in = [as_compute(g, compute) for g in (grad_spk, grad_mem)]
     grad_x = torch.empty(ref.shape, dtype=compute)
     grad_spk0 = None if spk0 is None else torch.empty_like(spk0)
     grad_mem0 = None if mem0 is None else torch.empty_like(mem0)
@@ -238,12 +238,22 @@ def run(x, spk, mem, beta, recurrent, threshold, graded, *, single_step, reset_m
     compute = compute_dtype(x.dtype)
     if x.numel() == 0:
         return x * 0, x.to(compute) * 0
+    if dense and single_step:
+        # One step: the recurrent input by torch's GEMM, as snnTorch computes it (bit for bit, and
+        # per step faster than the event-driven sum, which needs W transposed: a copy of N*N per
+        # call), then the one-to-one update with V = 1 (rec * 1 == rec); the gradient the kernel
+        # returns for its spk0 (V * g_base) is the one reaching rec, and autograd takes it through
+        # the Linear to W, the bias and the previous spikes.
+        prev = torch.zeros_like(x, dtype=compute) if spk is None else spk.to(compute)
+        spk = torch.nn.functional.linear(prev, recurrent.weight.to(compute),
+                                         None if recurrent.bias is None else recurrent.bias.to(compute))
+        V, dense = 1.0, False
     params = kernel_params(x, (beta, V, threshold, graded), PARAM_NAMES, clamped=("beta",))
     weight, bias = (recurrent.weight, recurrent.bias) if dense else (None, None)
     if dense:
         weight = weight.to(compute)
         bias = None if bias is None else bias.to(compute)
-    spk0, mem0 = (None if s is None else s.to(compute).reshape(-1) for s in (spk, mem))
+    spk0, mem0 = initial_states(compute, spk, mem)
     steps = 1 if single_step else x.shape[0]
     if not needs_autograd(x, spk0, mem0, *params, weight, bias):
         return backends.launchers(FAMILY, name)[0](x, spk0, mem0, *params, weight, bias, steps=steps,

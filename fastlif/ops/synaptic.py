@@ -27,8 +27,8 @@ from torch import Tensor
 from .. import backends, surrogate as surrogate_mod
 from ..codes import RESET_MECHANISMS, is_immediate, reset_code
 from ..reference import synaptic_sequence_reference, synaptic_step
-from .common import (CPP_DTYPES, HALF_DTYPES, check_input, check_param, check_states, choose_backend,
-                     compute_dtype, cpp_dtype_code, cpp_param, grid, kernel_params, needs_autograd,
+from .common import (CPP_DTYPES, HALF_DTYPES, as_compute, check_input, check_param, check_states, choose_backend,
+                     compute_dtype, cpp_dtype_code, cpp_param, grid, initial_states, kernel_params, needs_autograd,
                      num_threads, param_tensor, ptr)
 
 FAMILY = "synaptic"
@@ -59,7 +59,7 @@ def cpp_bwd(grad_spk, grad_syn, grad_mem, syn, mem, state, flags, syn0, mem0, al
     ref = state if immediate else mem
     compute = ref.dtype
     T, R, L = grid(ref.shape, steps)
-    grads_in = [None if g is None else g.to(compute).contiguous() for g in (grad_spk, grad_syn, grad_mem)]
+    grads_in = [as_compute(g, compute) for g in (grad_spk, grad_syn, grad_mem)]
     grad_x = torch.empty(ref.shape, dtype=compute)
     grad_syn0 = None if syn0 is None else torch.empty_like(syn0)
     grad_mem0 = None if mem0 is None else torch.empty_like(mem0)
@@ -195,7 +195,7 @@ def run(x, syn, mem, alpha, beta, threshold, graded, *, single_step, reset_mode,
     if x.numel() == 0:
         return x * 0, x.to(compute) * 0, x.to(compute) * 0
     params = kernel_params(x, (alpha, beta, threshold, graded), PARAM_NAMES, clamped=("alpha", "beta"))
-    syn0, mem0 = (None if s is None else s.to(compute).reshape(-1) for s in (syn, mem))
+    syn0, mem0 = initial_states(compute, syn, mem)
     steps = 1 if single_step else x.shape[0]
     if not needs_autograd(x, syn0, mem0, *params):
         return backends.launchers(FAMILY, name)[0](x, syn0, mem0, *params, steps=steps, reset_mode=reset_mode,
