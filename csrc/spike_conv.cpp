@@ -3,9 +3,9 @@
 //
 //   forward   every event (b, c, y, x, v) scatters v * W[:, c, ky, kx] into each output pixel
 //             (oy, ox) it reaches: oy * sh - ph + ky * dh == y, the same along x
-//   backward  gW[o, c, ky, kx] = sum over images b ascending, then over the events of channel c
-//             in (y, x) order, of v * g[b, o, oy, ox]
-//             gb[o] = sum over b, then pixels, ascending, of g[b, o, :, :]  (double accumulation)
+//   backward  gW[o, c, ky, kx] = sum over chunks of images (in order, double) of the sum over
+//             the chunk's images and their events (in order) of v * g[b, o, oy, ox]
+//             gb[o] = sum over chunks (double) of the sum over images and pixels of g[b, o, :, :]
 //
 // The input gradient (a dense transposed convolution) and the whole dense path are torch's
 // (Python side). Events come from events.h, shared with SpikeLinear: a dense input scanned for
@@ -17,14 +17,18 @@
 // output channels-last in a scratch that fits in L2, then writes it out NCHW. Backward
 // transposes each image's upstream gradient to channels-last in the same way.
 //
-// Threading and determinism: forward items are images, each written by one thread. Weight
-// gradient: each thread owns a contiguous range of input channels (all of gW[:, c, :, :] for
-// them) and walks the images in order; every element of gW is summed by one thread in the fixed
-// order above whatever the split, so the result does not depend on the thread count. No atomics.
+// Threading and determinism: forward items are images, each written by one thread. Backward
+// items are chunks of images of a size set by N alone, each with its own partial gW and gb,
+// reduced in chunk order (conv_backward): the result does not depend on the thread count. No
+// atomics.
 #include <pybind11/pybind11.h>
 
 #include <limits>
 #include <vector>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "common.h"
 #include "events.h"
@@ -66,7 +70,22 @@ struct Taps {
 
 // --- forward -------------------------------------------------------------------------------
 
-template <typename scalar_t, typename Source>
+// Calls f(std::integral_constant<int64_t, OG>) with OG = Og for the common group widths (the
+// taps' loops then have a constant length, unrolled into whole vectors) and 0 for the others.
+template <typename F>
+void og_switch(int64_t Og, F&& f) {
+  switch (Og) {
+    case 8: return f(std::integral_constant<int64_t, 8>{});
+    case 12: return f(std::integral_constant<int64_t, 12>{});
+    case 16: return f(std::integral_constant<int64_t, 16>{});
+    case 32: return f(std::integral_constant<int64_t, 32>{});
+    case 64: return f(std::integral_constant<int64_t, 64>{});
+    case 128: return f(std::integral_constant<int64_t, 128>{});
+    default: return f(std::integral_constant<int64_t, 0>{});
+  }
+}
+
+template <int64_t OG, typename scalar_t, typename Source>
 void conv_forward(const Source& src, const Geom& G, const scalar_t* wt, const scalar_t* bias, scalar_t* out,
                   int threads, int64_t work) {
   const Taps ty(G.H, G.KH, G.OH, G.sh, G.ph, G.dh), tx(G.W, G.KW, G.OW, G.sw, G.pw, G.dw);
@@ -85,7 +104,7 @@ void conv_forward(const Source& src, const Geom& G, const scalar_t* wt, const sc
         for (int32_t i = ty.ptr[y]; i < ty.ptr[y + 1]; ++i) {
           const int64_t row = ty.o[i] * G.OW, wrow = ty.k[i] * G.KW;
           for (int32_t j = tx.ptr[x]; j < tx.ptr[x + 1]; ++j)
-            add_scaled<Source::kBinary>(ag + (row + tx.o[j]) * O, wc + (wrow + tx.k[j]) * Og, v, Og);
+            add_scaled<Source::kBinary>(ag + (row + tx.o[j]) * O, wc + (wrow + tx.k[j]) * Og, v, OG ? OG : Og);
         }
       });
       scalar_t* y = out + b * O * OHW;
@@ -104,71 +123,104 @@ void conv_forward(const Source& src, const Geom& G, const scalar_t* wt, const sc
 
 // --- backward --------------------------------------------------------------------------------
 
-// gW [O, Cg, KH, KW]. The input channels are split into P contiguous ranges, one per thread;
-// each thread walks the images in order and, for an image with events in its range, transposes
-// the image's upstream gradient g[b] [O, OH, OW] to channels-last once for all its channels.
-template <typename scalar_t, typename Source>
-void conv_weight_grad(const Source& src, const Geom& G, const scalar_t* g, scalar_t* gw, int threads, int64_t work) {
+// Images are taken in chunks of a fixed size that depends only on N (never on the thread
+// count); a chunk's thread reads each image's upstream gradient g[b] [O, OH, OW] once: it
+// transposes it to channels-last (so an event's tap adds one contiguous run of output
+// channels) and sums it for the bias in the same pass, then adds the image's events. Each chunk
+// keeps its own partial gW and gb; the partials are reduced afterwards in chunk order, in
+// double. So every element has one fixed operation order whatever the thread count, and the
+// upstream gradient, the largest tensor here, is read from memory once.
+// sum of p[0:n] in double, in 8 interleaved lanes combined in a fixed order: vectorises where
+// one running sum would wait on each add's latency.
+template <typename scalar_t>
+inline double lane_sum(const scalar_t* p, int64_t n) {
+  double lane[8] = {};
+  int64_t q = 0;
+  for (; q + 8 <= n; q += 8)
+#pragma omp simd
+    for (int l = 0; l < 8; ++l) lane[l] += static_cast<double>(p[q + l]);
+  for (int l = 0; q < n; ++q, ++l) lane[l] += static_cast<double>(p[q]);
+  return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+}
+
+inline int64_t images_per_chunk(int64_t N) {
+  constexpr int64_t kMaxChunks = 64, kMinImages = 8;
+  return std::max(kMinImages, (N + kMaxChunks - 1) / kMaxChunks);
+}
+
+template <int64_t OG, typename scalar_t, typename Source>
+void conv_backward(const Source* src, const Geom& G, const scalar_t* g, scalar_t* gw, scalar_t* gb, int threads,
+                   int64_t work) {
   const Taps ty(G.H, G.KH, G.OH, G.sh, G.ph, G.dh), tx(G.W, G.KW, G.OW, G.sw, G.pw, G.dw);
   const int64_t HW = G.HW(), OHW = G.OHW(), O = G.O, Og = G.Og(), Cg = G.Cg(), KK = G.KH * G.KW;
-  const int P = team_size(threads, G.C, work);
-#pragma omp parallel for schedule(static, 1) num_threads(P)
-  for (int p = 0; p < P; ++p) {
-    const int64_t c0 = G.C * p / P, c1 = G.C * (p + 1) / P;
-    // the groups this range touches: only their output channels are transposed
-    const int64_t o0 = (c0 / Cg) * Og, o1 = c1 > c0 ? ((c1 - 1) / Cg + 1) * Og : o0;
-    const int64_t On = o1 - o0;
-    std::vector<scalar_t> acc(static_cast<size_t>((c1 - c0) * KK * Og), scalar_t(0));
-    std::vector<scalar_t> gt(static_cast<size_t>(OHW * On));
-    struct Event {
-      int64_t c, y, x;
-      scalar_t v;
-    };
-    std::vector<Event> events;
-    for (int64_t b = 0; b < G.N && c1 > c0; ++b) {
-      events.clear();
-      src.range(b, c0 * HW, c1 * HW, [&](int64_t k, scalar_t v) {
-        const int64_t c = k / HW, r = k - c * HW, y = r / G.W;
-        events.push_back(Event{c, y, r - y * G.W, v});
-      });
-      if (events.empty()) continue;
-      const scalar_t* gb = g + b * O * OHW + o0 * OHW;
-      for (int64_t o = 0; o < On; ++o)
-        for (int64_t q = 0; q < OHW; ++q) gt[q * On + o] = gb[o * OHW + q];
-      for (const Event& e : events) {
-        scalar_t* ac = acc.data() + (e.c - c0) * KK * Og;
-        const scalar_t* gg = gt.data() + ((e.c / Cg) * Og - o0);
-        for (int32_t i = ty.ptr[e.y]; i < ty.ptr[e.y + 1]; ++i) {
-          const int64_t row = ty.o[i] * G.OW, wrow = ty.k[i] * G.KW;
-          for (int32_t j = tx.ptr[e.x]; j < tx.ptr[e.x + 1]; ++j)
-            add_scaled<Source::kBinary>(ac + (wrow + tx.k[j]) * Og, gg + (row + tx.o[j]) * On, e.v, Og);
+  const int64_t per = images_per_chunk(G.N), chunks = (G.N + per - 1) / per;
+  const int64_t wsize = src ? G.C * KK * Og : 0;  // a chunk's partial gW, laid out [C, KH, KW, Og]
+  std::vector<scalar_t> pw(static_cast<size_t>(chunks * wsize), scalar_t(0));
+  std::vector<double> pb(static_cast<size_t>(gb ? chunks * O : 0), 0.0);
+#pragma omp parallel num_threads(team_size(threads, chunks, work))
+  {
+    std::vector<scalar_t> gt(static_cast<size_t>(src ? OHW * O : 0));
+#pragma omp for schedule(dynamic)
+    for (int64_t ch = 0; ch < chunks; ++ch) {
+      scalar_t* acc = pw.data() + ch * wsize;
+      for (int64_t b = ch * per; b < std::min(G.N, (ch + 1) * per); ++b) {
+        const scalar_t* gimg = g + b * O * OHW;
+        for (int64_t o = 0; o < O; ++o) {
+          const scalar_t* go = gimg + o * OHW;
+          if (gb) pb[ch * O + o] += lane_sum(go, OHW);
+          if (src)
+            for (int64_t q = 0; q < OHW; ++q) gt[q * O + o] = go[q];
         }
+        if (!src) continue;
+        src->row(b, [&](int64_t k, scalar_t v) {
+          const int64_t c = k / HW, r = k - c * HW, y = r / G.W, x = r - y * G.W;
+          scalar_t* ac = acc + c * KK * Og;
+          const scalar_t* gg = gt.data() + (c / Cg) * Og;
+          for (int32_t i = ty.ptr[y]; i < ty.ptr[y + 1]; ++i) {
+            const int64_t row = ty.o[i] * G.OW, wrow = ty.k[i] * G.KW;
+            for (int32_t j = tx.ptr[x]; j < tx.ptr[x + 1]; ++j)
+              add_scaled<Source::kBinary>(ac + (wrow + tx.k[j]) * Og, gg + (row + tx.o[j]) * O, v, OG ? OG : Og);
+          }
+        });
       }
     }
-    for (int64_t c = c0; c < c1; ++c) {
-      const int64_t grp = c / Cg, cl = c - grp * Cg;
-      for (int64_t o = 0; o < Og; ++o)
-        for (int64_t t = 0; t < KK; ++t)
-          gw[((grp * Og + o) * Cg + cl) * KK + t] = acc[((c - c0) * KK + t) * Og + o];
+  }
+  // the reductions, in chunk order
+  if (gb)
+    for (int64_t o = 0; o < O; ++o) {
+      double sum = 0;
+      for (int64_t ch = 0; ch < chunks; ++ch) sum += pb[ch * O + o];
+      gb[o] = static_cast<scalar_t>(sum);
     }
+  if (!src) return;
+#pragma omp parallel for schedule(static) num_threads(team_size(threads, G.C, chunks * wsize))
+  for (int64_t c = 0; c < G.C; ++c) {
+    const int64_t grp = c / Cg, cl = c - grp * Cg;
+    std::vector<double> sum(static_cast<size_t>(KK * Og), 0.0);
+    for (int64_t ch = 0; ch < chunks; ++ch) {
+      const scalar_t* part = pw.data() + ch * wsize + c * KK * Og;
+      for (int64_t i = 0; i < KK * Og; ++i) sum[i] += static_cast<double>(part[i]);
+    }
+    for (int64_t o = 0; o < Og; ++o)
+      for (int64_t t = 0; t < KK; ++t) gw[((grp * Og + o) * Cg + cl) * KK + t] = static_cast<scalar_t>(sum[t * Og + o]);
   }
 }
 
-// gb [O]: per output channel, the sum over images and pixels in order, in double.
-template <typename scalar_t>
-void conv_bias_grad(const Geom& G, const scalar_t* g, scalar_t* gb, int threads) {
-  const int64_t OHW = G.OHW(), O = G.O;
-#pragma omp parallel for schedule(dynamic) num_threads(team_size(threads, O, G.N * O * OHW))
-  for (int64_t o = 0; o < O; ++o) {
-    double acc = 0;
-    for (int64_t b = 0; b < G.N; ++b) {
-      const scalar_t* go = g + (b * O + o) * OHW;
-      double part = 0;
-      for (int64_t q = 0; q < OHW; ++q) part += static_cast<double>(go[q]);
-      acc += part;
-    }
-    gb[o] = static_cast<scalar_t>(acc);
-  }
+// A large output is written once, by the kernel, into memory torch has just allocated and no
+// one has touched: at 4 KiB a page, faulting it in costs more than the writes (an N-MNIST
+// input layer's output is 138 MB). Transparent huge pages for the 2 MiB-aligned part of it
+// (where the kernel offers them on request, THP "madvise") cut the faults 512-fold. Only
+// advice: where it is refused nothing changes.
+void advise_huge_pages(std::uintptr_t p, int64_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr std::uintptr_t kHuge = std::uintptr_t(1) << 21;
+  if (bytes < int64_t(4 * kHuge)) return;
+  const std::uintptr_t first = (p + kHuge - 1) & ~(kHuge - 1), last = (p + static_cast<std::uintptr_t>(bytes)) & ~(kHuge - 1);
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
+#else
+  (void)p;
+  (void)bytes;
+#endif
 }
 
 // --- bindings --------------------------------------------------------------------------------
@@ -206,11 +258,14 @@ void spike_conv2d_fwd(int dtype, const pybind11::tuple& geom, std::uintptr_t x, 
   check_events(in, "spike_conv2d");
   if (!wt || (!out && G.N > 0)) throw std::invalid_argument("spike_conv2d_fwd: bad weight or output");
   pybind11::gil_scoped_release release;
+  advise_huge_pages(out, G.N * G.O * G.OHW() * (dtype == kFloat64 ? 8 : 4));
   dtype_switch(dtype, [&](auto zero) {
     using scalar_t = decltype(zero);
     with_source<scalar_t>(in, [&](const auto& src) {
-      conv_forward(src, G, as_ptr<const scalar_t>(wt), as_ptr<const scalar_t>(bias), as_ptr<scalar_t>(out),
-                   threads > 0 ? threads : 1, work_of(in, G));
+      og_switch(G.Og(), [&](auto OG) {
+        conv_forward<OG()>(src, G, as_ptr<const scalar_t>(wt), as_ptr<const scalar_t>(bias), as_ptr<scalar_t>(out),
+                           threads > 0 ? threads : 1, work_of(in, G));
+      });
     });
   });
 }
@@ -227,10 +282,15 @@ void spike_conv2d_bwd(int dtype, const pybind11::tuple& geom, std::uintptr_t x, 
   dtype_switch(dtype, [&](auto zero) {
     using scalar_t = decltype(zero);
     const auto* g = as_ptr<const scalar_t>(grad);
-    if (grad_bias) conv_bias_grad(G, g, as_ptr<scalar_t>(grad_bias), threads);
-    if (!grad_weight) return;
+    scalar_t* gw = as_ptr<scalar_t>(grad_weight);
+    scalar_t* gb = as_ptr<scalar_t>(grad_bias);
+    const int64_t work = work_of(in, G) + G.N * G.O * G.OHW() / 16;  // and the read of g
     with_source<scalar_t>(in, [&](const auto& src) {
-      conv_weight_grad(src, G, g, as_ptr<scalar_t>(grad_weight), threads, work_of(in, G));
+      using Source = std::decay_t<decltype(src)>;
+      if (gw)
+        og_switch(G.Og(), [&](auto OG) { conv_backward<OG(), scalar_t, Source>(&src, G, g, gw, gb, threads, work); });
+      else if (gb)
+        conv_backward<0, scalar_t, Source>(nullptr, G, g, gw, gb, threads, work);
     });
   });
 }
