@@ -40,7 +40,7 @@ FAMILY = "spike_conv2d"
 # backend="auto" runs the dense convolution (torch.nn.functional.conv2d, oneDNN) above this
 # density of non-zero inputs, the event kernels at or below it. Measured by
 # bench/bench_spike_conv.py (fp32, 2 threads; see the README): set below the crossovers.
-DENSE_ABOVE = 0.1
+DENSE_ABOVE = 0.2
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
