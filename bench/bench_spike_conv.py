@@ -44,7 +44,7 @@ from bench.common import RESULTS, append_rows, cpu_name, extra, read_rows, torch
 
 CSV = "spike_conv.csv"
 PNG = "spike_conv_crossover.png"
-DENSITIES = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
+DENSITIES = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 SIZES = {"input": (100, 32, 2, 12, 5, 34), "hidden": (100, 32, 12, 64, 5, 12)}  # T, B, C, O, k, H=W
 QUICK_SIZES = {"input": (4, 8, 2, 12, 5, 34), "hidden": (4, 8, 12, 64, 5, 12)}
 QUICK_DENSITIES = (0.02, 0.1, 0.5)
