@@ -384,6 +384,8 @@ def test_event_errors():
         layer(ev._replace(indices=swapped))
     with pytest.raises(ValueError, match="values must be None .* one value per index"):
         layer(ev._replace(values=torch.ones(ev.nnz + 1)))
+    with pytest.raises(ValueError, match="item_dims=1"):  # a convolution's events into a linear layer
+        fastlif.SpikeLinear(5, 2)(ev)
 
 
 def test_ops_check_the_layout_they_rely_on():

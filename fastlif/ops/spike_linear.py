@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .. import backends
+# SAMPLE_ROWS and estimated_density stay importable from here, where they were first
 from ..events import (SAMPLE_ROWS, SpikeEvents, as_float, check_events, choose_path, dense_wins,  # noqa: F401
                       estimated_density, kernel_args, needs_autograd, save_for_backward, saved)
 from .common import check_tensor, cpp_dtype_code, num_threads, ptr
@@ -55,7 +56,7 @@ def cpp_fwd(x, indptr, indices, values, weight, bias, *, dense_above):
     wt = weight.t().contiguous()  # [K, N]: an event adds one contiguous row
     out = torch.empty((M, N), dtype=weight.dtype)
     args, _keep = kernel_args(x.contiguous() if indptr is None else None, indptr, indices, values,
-                               weight.dtype, M, FAMILY)
+                              weight.dtype, M, FAMILY)
     _C().spike_linear_fwd(cpp_dtype_code(weight.dtype), M, K, N, *args, wt.data_ptr(),
                           ptr(None if bias is None else bias.contiguous()), out.data_ptr(), num_threads())
     return out
@@ -73,7 +74,7 @@ def cpp_bwd(grad, x, indptr, indices, values, weight, *, need_input, need_weight
     grad_w = torch.empty_like(weight, memory_format=torch.contiguous_format) if need_weight else None
     grad_b = torch.empty(N, dtype=weight.dtype) if need_bias else None
     args, _keep = kernel_args(None if x is None else x.contiguous(), indptr, indices, values,
-                               weight.dtype, M, FAMILY)
+                              weight.dtype, M, FAMILY)
     _C().spike_linear_bwd(cpp_dtype_code(weight.dtype), M, K, N, *args, grad.data_ptr(), ptr(grad_w),
                           ptr(grad_b), num_threads())
     return grad_x, grad_w, grad_b
@@ -188,6 +189,9 @@ def run(input, weight, bias=None, *, backend="auto"):
     lead = x.shape[:-1]
     rows = math.prod(lead)
     if events is not None:
+        if events.item_dims != 1:
+            raise ValueError(f"SpikeEvents for a linear layer need a row per input vector: from_dense(x) "
+                             f"(item_dims=1), got item_dims={events.item_dims}")
         check_events(events, rows, x.device)
     name = choose_path(backend, x, weight, events, family=FAMILY, dense_above=DENSE_ABOVE,
                        dense_name="the dense GEMM")
