@@ -242,17 +242,19 @@ Geom geom_of(const pybind11::tuple& t) {
   return G;
 }
 
-// Work estimates for team_size: the scan of a dense input, and a tap's worth of output channels
-// per event and tap (nnz unknown before a scan: half the entries).
-int64_t work_of(const Events& in, const Geom& G) {
-  const int64_t nnz = in.indptr ? in.nnz : in.M * in.K / 2;
+// Work estimates for team_size: the scan of a dense input, the output's writes, and a tap's
+// worth of output channels per event and tap. A dense input's nnz is Python's estimate from a
+// sample of images (nnz_hint; -1: unknown, then half the entries): with half, a call of a few
+// images at 2 % took two threads and, on a busy machine, a scheduler tick (10+ ms for 0.1 ms).
+int64_t work_of(const Events& in, const Geom& G, int64_t nnz_hint) {
+  const int64_t nnz = in.indptr ? in.nnz : nnz_hint >= 0 ? nnz_hint : in.M * in.K / 2;
   const int64_t taps = std::max<int64_t>(1, (G.KH * G.KW * G.OH * G.OW) / std::max<int64_t>(1, G.H * G.W));
-  return (in.indptr ? in.M : in.M * in.K / 16) + nnz * taps * G.Og();
+  return (in.indptr ? in.M : in.M * in.K / 16) + G.N * G.O * G.OHW() / 16 + nnz * taps * G.Og();
 }
 
 void spike_conv2d_fwd(int dtype, const pybind11::tuple& geom, std::uintptr_t x, bool x_bool, std::uintptr_t indptr,
-                      std::uintptr_t indices, std::uintptr_t values, int64_t nnz, std::uintptr_t wt,
-                      std::uintptr_t bias, std::uintptr_t out, int threads) {
+                      std::uintptr_t indices, std::uintptr_t values, int64_t nnz, int64_t nnz_hint,
+                      std::uintptr_t wt, std::uintptr_t bias, std::uintptr_t out, int threads) {
   const Geom G = geom_of(geom);
   const Events in{G.N, G.C * G.HW(), x, x_bool, indptr, indices, values, nnz};
   check_events(in, "spike_conv2d");
@@ -264,15 +266,15 @@ void spike_conv2d_fwd(int dtype, const pybind11::tuple& geom, std::uintptr_t x, 
     with_source<scalar_t>(in, [&](const auto& src) {
       og_switch(G.Og(), [&](auto OG) {
         conv_forward<OG()>(src, G, as_ptr<const scalar_t>(wt), as_ptr<const scalar_t>(bias), as_ptr<scalar_t>(out),
-                           threads > 0 ? threads : 1, work_of(in, G));
+                           threads > 0 ? threads : 1, work_of(in, G, nnz_hint));
       });
     });
   });
 }
 
 void spike_conv2d_bwd(int dtype, const pybind11::tuple& geom, std::uintptr_t x, bool x_bool, std::uintptr_t indptr,
-                      std::uintptr_t indices, std::uintptr_t values, int64_t nnz, std::uintptr_t grad,
-                      std::uintptr_t grad_weight, std::uintptr_t grad_bias, int threads) {
+                      std::uintptr_t indices, std::uintptr_t values, int64_t nnz, int64_t nnz_hint,
+                      std::uintptr_t grad, std::uintptr_t grad_weight, std::uintptr_t grad_bias, int threads) {
   const Geom G = geom_of(geom);
   const Events in{G.N, G.C * G.HW(), x, x_bool, indptr, indices, values, nnz};
   check_events(in, "spike_conv2d");
@@ -284,7 +286,7 @@ void spike_conv2d_bwd(int dtype, const pybind11::tuple& geom, std::uintptr_t x, 
     const auto* g = as_ptr<const scalar_t>(grad);
     scalar_t* gw = as_ptr<scalar_t>(grad_weight);
     scalar_t* gb = as_ptr<scalar_t>(grad_bias);
-    const int64_t work = work_of(in, G) + G.N * G.O * G.OHW() / 16;  // and the read of g
+    const int64_t work = work_of(in, G, nnz_hint);  // the read of g: as the output's writes
     with_source<scalar_t>(in, [&](const auto& src) {
       using Source = std::decay_t<decltype(src)>;
       if (gw)
@@ -300,11 +302,11 @@ void register_spike_conv(pybind11::module_& m) {
   m.def("spike_conv2d_fwd", &spike_conv2d_fwd,
         "Event-driven conv2d forward (pointers; see fastlif/ops/spike_conv.py)", py::arg("dtype"), py::arg("geom"),
         py::arg("x"), py::arg("x_bool"), py::arg("indptr"), py::arg("indices"), py::arg("values"), py::arg("nnz"),
-        py::arg("wt"), py::arg("bias"), py::arg("out"), py::arg("threads"));
+        py::arg("nnz_hint"), py::arg("wt"), py::arg("bias"), py::arg("out"), py::arg("threads"));
   m.def("spike_conv2d_bwd", &spike_conv2d_bwd,
         "Event-driven conv2d backward: weight and bias gradients (pointers; see fastlif/ops/spike_conv.py)",
         py::arg("dtype"), py::arg("geom"), py::arg("x"), py::arg("x_bool"), py::arg("indptr"), py::arg("indices"),
-        py::arg("values"), py::arg("nnz"), py::arg("grad"), py::arg("grad_weight"), py::arg("grad_bias"),
+        py::arg("values"), py::arg("nnz"), py::arg("nnz_hint"), py::arg("grad"), py::arg("grad_weight"), py::arg("grad_bias"),
         py::arg("threads"));
 }
 

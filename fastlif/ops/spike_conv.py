@@ -31,8 +31,8 @@ from torch import Tensor
 from torch.nn.modules.utils import _pair
 
 from .. import backends
-from ..events import (SpikeEvents, as_float, check_events, choose_path, dense_wins, kernel_args,
-                      needs_autograd, save_for_backward, saved)
+from ..events import (SpikeEvents, as_float, check_events, choose_path, dense_wins, estimated_density,
+                      kernel_args, needs_autograd, save_for_backward, saved)
 from .common import check_tensor, cpp_dtype_code, num_threads, ptr
 
 FAMILY = "spike_conv2d"
@@ -105,6 +105,12 @@ def _wt(weight, groups):
 
 # --- C++ launchers ------------------------------------------------------------------------------
 
+def _nnz_hint(x, indptr):
+    """How many events a dense input holds, estimated from a sample (-1 for events: the kernel
+    knows): the kernels size their thread team by it."""
+    return -1 if indptr is not None or x is None else int(estimated_density(x) * x.numel())
+
+
 def cpp_fwd(x, indptr, indices, values, weight, bias, *, stride, padding, dilation, groups, dense_above):
     if indptr is None and dense_wins(x, dense_above):
         return dense_forward(x, weight, bias, stride, padding, dilation, groups)
@@ -113,7 +119,7 @@ def cpp_fwd(x, indptr, indices, values, weight, bias, *, stride, padding, dilati
     wt = _wt(weight, groups)
     args, _keep = kernel_args(x.contiguous() if indptr is None else None, indptr, indices, values,
                               weight.dtype, x.shape[0], FAMILY)
-    _C().spike_conv2d_fwd(cpp_dtype_code(weight.dtype), geom, *args, wt.data_ptr(),
+    _C().spike_conv2d_fwd(cpp_dtype_code(weight.dtype), geom, *args, _nnz_hint(x, indptr), wt.data_ptr(),
                           ptr(None if bias is None else bias.contiguous()), out.data_ptr(), num_threads())
     return out
 
@@ -137,8 +143,8 @@ def cpp_bwd(grad, x, indptr, indices, values, weight, *, input_size, stride, pad
     gb = torch.empty(weight.shape[0], dtype=weight.dtype) if need_bias else None
     args, _keep = kernel_args(None if x is None else x.contiguous(), indptr, indices, values, weight.dtype,
                               input_size[0], FAMILY)
-    _C().spike_conv2d_bwd(cpp_dtype_code(weight.dtype), geom, *args, grad.data_ptr(), ptr(gw), ptr(gb),
-                          num_threads())
+    _C().spike_conv2d_bwd(cpp_dtype_code(weight.dtype), geom, *args, _nnz_hint(x, indptr), grad.data_ptr(),
+                          ptr(gw), ptr(gb), num_threads())
     return gx, gw, gb
 
 
