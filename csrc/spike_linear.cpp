@@ -8,7 +8,7 @@
 // Wt is W transposed, [K, N] contiguous, so that an event adds one contiguous row. The grad
 // of the input (g @ W, dense) is torch's GEMM (Python side), as is the whole dense path.
 //
-// Events come from a row source: a dense [M, K] input scanned for its non-zeros (bool, 0/1
+// Events come from a row source (events.h, shared with SpikeConv2d): a dense [M, K] input scanned for its non-zeros (bool, 0/1
 // spikes, or the compute dtype), or the CSR of fastlif.events.SpikeEvents (int64 indptr,
 // int32 ascending indices, values or none for binary spikes). Both sources visit a row's
 // events in the same order, so a dense input and its events give bitwise equal results.
@@ -29,113 +29,14 @@
 #include "common.h"
 #include "module.h"
 #include "static_switch.h"
-
-#if defined(__SSE2__)
-#include <immintrin.h>
-#endif
+#include "events.h"
 
 namespace fastlif {
 namespace {
 
 constexpr int64_t kRowTile = 16;  // rows per forward item
 
-// Bit j set: p[j] != 0 (NaN counts as non-zero, -0.0 as zero), for the n <= 64 entries at p.
-// A full block is one to eight vector compares where the build has SSE2 or AVX-512.
-template <typename in_t>
-inline uint64_t nonzero_mask(const in_t* p, int64_t n) {
-  static_assert(std::is_same_v<in_t, uint8_t> || std::is_same_v<in_t, float> || std::is_same_v<in_t, double>);
-#if defined(__AVX512BW__)
-  if (n == 64) {
-    if constexpr (std::is_same_v<in_t, uint8_t>) {
-      const __m512i v = _mm512_loadu_si512(p);
-      return _mm512_test_epi8_mask(v, v);
-    } else if constexpr (std::is_same_v<in_t, float>) {
-      uint64_t m = 0;
-      for (int q = 0; q < 4; ++q)
-        m |= uint64_t(_mm512_cmp_ps_mask(_mm512_loadu_ps(p + 16 * q), _mm512_setzero_ps(), _CMP_NEQ_UQ)) << (16 * q);
-      return m;
-    } else {
-      uint64_t m = 0;
-      for (int q = 0; q < 8; ++q)
-        m |= uint64_t(_mm512_cmp_pd_mask(_mm512_loadu_pd(p + 8 * q), _mm512_setzero_pd(), _CMP_NEQ_UQ)) << (8 * q);
-      return m;
-    }
-  }
-#elif defined(__SSE2__)
-  if (n == 64) {
-    uint64_t m = 0;
-    if constexpr (std::is_same_v<in_t, uint8_t>) {
-      for (int q = 0; q < 4; ++q) {
-        const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * q));
-        m |= uint64_t(~_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_setzero_si128())) & 0xffff) << (16 * q);
-      }
-    } else if constexpr (std::is_same_v<in_t, float>) {
-      for (int q = 0; q < 16; ++q)
-        m |= uint64_t(_mm_movemask_ps(_mm_cmpneq_ps(_mm_loadu_ps(p + 4 * q), _mm_setzero_ps()))) << (4 * q);
-    } else {
-      for (int q = 0; q < 32; ++q)
-        m |= uint64_t(_mm_movemask_pd(_mm_cmpneq_pd(_mm_loadu_pd(p + 2 * q), _mm_setzero_pd()))) << (2 * q);
-    }
-    return m;
-  }
-#endif
-  uint64_t m = 0;
-  for (int64_t j = 0; j < n; ++j) m |= uint64_t(p[j] != in_t(0)) << j;
-  return m;
-}
-
-// Calls f(k, x[k]) for each non-zero x[k], k ascending: a mask of 64 entries at a time, then
-// its set bits, so a sparse row costs a few vector compares per 64 entries and a few
-// instructions per non-zero.
-template <typename in_t, typename F>
-inline void for_each_nonzero(const in_t* x, int64_t K, F&& f) {
-  for (int64_t k0 = 0; k0 < K; k0 += 64) {
-    for (uint64_t m = nonzero_mask(x + k0, std::min<int64_t>(64, K - k0)); m; m &= m - 1) {
-      const int64_t k = k0 + __builtin_ctzll(m);
-      f(k, x[k]);
-    }
-  }
-}
-
-// A dense [M, K] input; bool (uint8) input is binary: every non-zero is a 1.
-template <typename scalar_t, typename in_t>
-struct DenseRows {
-  static constexpr bool kBinary = std::is_same_v<in_t, uint8_t>;
-  static constexpr bool kDense = true;
-  const in_t* x;
-  int64_t K;
-  template <typename F>
-  void row(int64_t r, F&& f) const {
-    for_each_nonzero(x + r * K, K, [&](int64_t k, in_t v) { f(k, static_cast<scalar_t>(v)); });
-  }
-};
-
-// CSR events; BINARY: no values, every event is a 1.
-template <typename scalar_t, bool BINARY>
-struct CsrRows {
-  static constexpr bool kBinary = BINARY;
-  static constexpr bool kDense = false;
-  const int64_t* indptr;
-  const int32_t* indices;
-  const scalar_t* values;
-  template <typename F>
-  void row(int64_t r, F&& f) const {
-    for (int64_t e = indptr[r]; e < indptr[r + 1]; ++e)
-      f(static_cast<int64_t>(indices[e]), BINARY ? scalar_t(1) : values[e]);
-  }
-};
-
-// acc[0:n] += v * src[0:n] (just src for binary events: v is 1, and 1 * s == s exactly).
-template <bool BINARY, typename scalar_t>
-inline void add_scaled(scalar_t* __restrict acc, const scalar_t* __restrict src, scalar_t v, int64_t n) {
-  if constexpr (BINARY) {
-#pragma omp simd
-    for (int64_t j = 0; j < n; ++j) acc[j] += src[j];
-  } else {
-#pragma omp simd
-    for (int64_t j = 0; j < n; ++j) acc[j] += v * src[j];
-  }
-}
+using namespace events;
 
 // --- forward ---------------------------------------------------------------------------------
 
@@ -293,58 +194,6 @@ void bias_grad(int64_t M, int64_t N, const scalar_t* g, scalar_t* gb, int thread
 // outputs; what only this side can cheaply see, the CSR's contents, is checked here before any
 // kernel reads it.
 
-struct Events {  // what Python hands over: a dense [M, K] input, or CSR events (indptr != 0)
-  int64_t M, K;
-  std::uintptr_t x;
-  bool x_bool;
-  std::uintptr_t indptr, indices, values;
-  int64_t nnz;
-};
-
-void check_events(const Events& in) {
-  if (in.M < 0 || in.K < 1 || in.M > std::numeric_limits<int32_t>::max() ||
-      in.K > std::numeric_limits<int32_t>::max())
-    throw std::invalid_argument("spike_linear: bad shape M=" + std::to_string(in.M) + " K=" + std::to_string(in.K));
-  if (!in.indptr) {
-    if (!in.x && in.M > 0) throw std::invalid_argument("spike_linear: neither a dense input nor events");
-    return;
-  }
-  const auto* indptr = as_ptr<const int64_t>(in.indptr);
-  const auto* indices = as_ptr<const int32_t>(in.indices);
-  if (indptr[0] != 0 || indptr[in.M] != in.nnz)
-    throw std::invalid_argument("SpikeEvents: indptr must start at 0 and end at nnz = " + std::to_string(in.nnz) +
-                                " (the number of indices); got " + std::to_string(indptr[0]) + " ... " +
-                                std::to_string(indptr[in.M]));
-  int64_t bad = in.M;  // the first row whose events are not in order and in range
-#pragma omp parallel for reduction(min : bad) schedule(static)
-  for (int64_t r = 0; r < in.M; ++r) {
-    const int64_t e0 = indptr[r], e1 = indptr[r + 1];
-    bool ok = 0 <= e0 && e0 <= e1 && e1 <= in.nnz;
-    for (int64_t e = e0; ok && e < e1; ++e)
-      ok = indices[e] >= 0 && indices[e] < in.K && (e == e0 || indices[e] > indices[e - 1]);
-    if (!ok) bad = std::min(bad, r);
-  }
-  if (bad < in.M)
-    throw std::invalid_argument("SpikeEvents: row " + std::to_string(bad) + " has indptr " +
-                                std::to_string(indptr[bad]) + ".." + std::to_string(indptr[bad + 1]) +
-                                " out of order, or column indices outside [0, " + std::to_string(in.K) +
-                                ") or not strictly ascending");
-}
-
-// Calls f(source) with the row source the arguments describe.
-template <typename scalar_t, typename F>
-void with_source(const Events& in, F&& f) {
-  if (!in.indptr) {
-    if (in.x_bool) f(DenseRows<scalar_t, uint8_t>{as_ptr<const uint8_t>(in.x), in.K});
-    else f(DenseRows<scalar_t, scalar_t>{as_ptr<const scalar_t>(in.x), in.K});
-    return;
-  }
-  bool_switch(in.values == 0, [&](auto BINARY) {
-    f(CsrRows<scalar_t, BINARY()>{as_ptr<const int64_t>(in.indptr), as_ptr<const int32_t>(in.indices),
-                                  as_ptr<const scalar_t>(in.values)});
-  });
-}
-
 // Work estimates for team_size: the scan of a dense input (a cache line at a time), and an
 // output row's worth of arithmetic per event (nnz unknown before a scan: half the entries).
 int64_t work_of(const Events& in, int64_t N) {
@@ -352,18 +201,11 @@ int64_t work_of(const Events& in, int64_t N) {
   return (in.indptr ? in.M : in.M * in.K / 16) + nnz * N;
 }
 
-template <typename F>
-void dtype_switch(int dtype, F&& f) {
-  int_switch<kFloat32, kFloat64>(dtype, "dtype", [&](auto DT) {
-    f(std::conditional_t<DT() == kFloat64, double, float>(0));
-  });
-}
-
 void spike_linear_fwd(int dtype, int64_t M, int64_t K, int64_t N, std::uintptr_t x, bool x_bool,
                       std::uintptr_t indptr, std::uintptr_t indices, std::uintptr_t values, int64_t nnz,
                       std::uintptr_t wt, std::uintptr_t bias, std::uintptr_t out, int threads) {
   const Events in{M, K, x, x_bool, indptr, indices, values, nnz};
-  check_events(in);
+  check_events(in, "spike_linear");
   if (N < 1 || !wt || (!out && M > 0)) throw std::invalid_argument("spike_linear_fwd: bad weight or output");
   pybind11::gil_scoped_release release;
   dtype_switch(dtype, [&](auto zero) {
@@ -379,7 +221,7 @@ void spike_linear_bwd(int dtype, int64_t M, int64_t K, int64_t N, std::uintptr_t
                       std::uintptr_t indptr, std::uintptr_t indices, std::uintptr_t values, int64_t nnz,
                       std::uintptr_t grad, std::uintptr_t grad_weight, std::uintptr_t grad_bias, int threads) {
   const Events in{M, K, x, x_bool, indptr, indices, values, nnz};
-  check_events(in);
+  check_events(in, "spike_linear");
   if (N < 1 || (!grad && M > 0)) throw std::invalid_argument("spike_linear_bwd: bad upstream gradient");
   threads = threads > 0 ? threads : 1;
   pybind11::gil_scoped_release release;

@@ -18,14 +18,15 @@ from . import backends, codes, encode, losses, surrogate
 from .neurons import *  # noqa: F401,F403 - the neuron modules, listed in neurons.__all__
 from .neurons import __all__ as _neurons
 from .interop import export_to_nir, from_snntorch, import_from_nir
-from .layers import SpikeLinear
+from .layers import SpikeConv2d, SpikeLinear
 from .network import sequence
 from .ops.lif import lif_sequence
 from .ops.synaptic import synaptic_sequence
 from .reference import lif_sequence_reference
 
 __version__ = "0.2.0"
-__all__ = [*_neurons, "SpikeLinear", "sequence", "lif_sequence", "synaptic_sequence", "lif_sequence_reference", "surrogate",
+__all__ = [*_neurons, "SpikeLinear", "SpikeConv2d", "sequence", "lif_sequence", "synaptic_sequence",
+           "lif_sequence_reference", "surrogate",
            "encode", "losses", "backends", "codes", "from_snntorch", "export_to_nir", "import_from_nir"]
 
 

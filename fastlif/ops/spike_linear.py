@@ -28,8 +28,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .. import backends
-from ..events import SpikeEvents
-from .common import CPP_DTYPES, HALF_DTYPES, check_tensor, cpp_dtype_code, num_threads, ptr
+# SAMPLE_ROWS and estimated_density stay importable from here, where they were first
+from ..events import (SAMPLE_ROWS, SpikeEvents, as_float, check_events, choose_path, dense_wins,  # noqa: F401
+                      estimated_density, kernel_args, needs_autograd, save_for_backward, saved)
+from .common import check_tensor, cpp_dtype_code, num_threads, ptr
 
 FAMILY = "spike_linear"
 
@@ -42,59 +44,19 @@ FAMILY = "spike_linear"
 # drop when another process shares the L3 (the lowest figures). Set below most of them; near a
 # crossover the two paths cost about the same, so the exact figure matters little.
 DENSE_ABOVE = 0.25
-SAMPLE_ROWS = 64  # rows of a dense input that estimated_density counts, evenly spaced
 
 
-def estimated_density(x):
-    """The fraction of non-zero entries of ``x`` ``[M, K]``, counted in about SAMPLE_ROWS
-    evenly spaced rows (all of them when there are fewer): a few microseconds, where counting
-    all of a large input would cost as much as a scan by the kernel. Only the choice of path
-    depends on it, never a result's correctness."""
-    rows = x.shape[0]
-    if rows > SAMPLE_ROWS:
-        x = x[::rows // SAMPLE_ROWS]
-    return int(torch.count_nonzero(x)) / max(x.numel(), 1)
-
-
-def _dense(x, dense_above):
-    """Whether a dense input goes to the GEMM (events never do, here)."""
-    return dense_above < 1.0 and x.numel() > 0 and estimated_density(x) > dense_above
-
-
-def _as_float(x, dtype):
-    return x if x.dtype == dtype else x.to(dtype)
-
-
-# --- C++ launchers ------------------------------------------------------------------------------
-
-def _events_args(x, indptr, indices, values, dtype, rows):
-    """The arguments the C++ kernels take for the input: dense ``x`` or the CSR events. The
-    layout the kernels rely on is checked here too (the ops can be called directly); the
-    contents of the CSR are checked by the kernels."""
-    if indptr is None:
-        if x.dtype != torch.bool and x.dtype != dtype:
-            raise TypeError(f"spike_linear: input must be bool or {dtype}, got {x.dtype}")
-        return (x.data_ptr(), x.dtype == torch.bool, 0, 0, 0, 0), None
-    if indptr.dtype != torch.int64 or indices is None or indices.dtype != torch.int32 \
-            or indptr.numel() != rows + 1 or (values is not None and values.numel() != indices.numel()):
-        raise ValueError(f"spike_linear: events must be int64 indptr [{rows + 1}], int32 indices [nnz] "
-                         f"and values [nnz] or None")
-    if values is not None:
-        values = _as_float(values, dtype).contiguous()
-    indptr, indices = indptr.contiguous(), indices.contiguous()
-    keep = (indptr, indices, values)  # alive until the kernel returns
-    return (0, False, indptr.data_ptr(), indices.data_ptr(), ptr(values), indices.numel()), keep
-
+# --- C++ launchers (the event plumbing they share with SpikeConv2d: fastlif.events) -------------
 
 def cpp_fwd(x, indptr, indices, values, weight, bias, *, dense_above):
-    if indptr is None and _dense(x, dense_above):
-        return F.linear(_as_float(x, weight.dtype), weight, bias)
+    if indptr is None and dense_wins(x, dense_above):
+        return F.linear(as_float(x, weight.dtype), weight, bias)
     M, K = x.shape
     N = weight.shape[0]
     wt = weight.t().contiguous()  # [K, N]: an event adds one contiguous row
     out = torch.empty((M, N), dtype=weight.dtype)
-    args, _keep = _events_args(x.contiguous() if indptr is None else None, indptr, indices, values,
-                               weight.dtype, M)
+    args, _keep = kernel_args(x.contiguous() if indptr is None else None, indptr, indices, values,
+                              weight.dtype, M, FAMILY)
     _C().spike_linear_fwd(cpp_dtype_code(weight.dtype), M, K, N, *args, wt.data_ptr(),
                           ptr(None if bias is None else bias.contiguous()), out.data_ptr(), num_threads())
     return out
@@ -105,14 +67,14 @@ def cpp_bwd(grad, x, indptr, indices, values, weight, *, need_input, need_weight
     grad_x = grad.mm(weight) if need_input else None
     if not (need_weight or need_bias):
         return grad_x, None, None
-    if indptr is None and _dense(x, dense_above):  # as nn.Linear's backward
-        grad_w = grad.t().mm(_as_float(x, weight.dtype)) if need_weight else None
+    if indptr is None and dense_wins(x, dense_above):  # as nn.Linear's backward
+        grad_w = grad.t().mm(as_float(x, weight.dtype)) if need_weight else None
         return grad_x, grad_w, (grad.sum(0) if need_bias else None)
     M, N, K = grad.shape[0], weight.shape[0], weight.shape[1]
     grad_w = torch.empty_like(weight, memory_format=torch.contiguous_format) if need_weight else None
     grad_b = torch.empty(N, dtype=weight.dtype) if need_bias else None
-    args, _keep = _events_args(None if x is None else x.contiguous(), indptr, indices, values,
-                               weight.dtype, M)
+    args, _keep = kernel_args(None if x is None else x.contiguous(), indptr, indices, values,
+                              weight.dtype, M, FAMILY)
     _C().spike_linear_bwd(cpp_dtype_code(weight.dtype), M, K, N, *args, grad.data_ptr(), ptr(grad_w),
                           ptr(grad_b), num_threads())
     return grad_x, grad_w, grad_b
@@ -174,13 +136,13 @@ class SpikeLinearFunction(torch.autograd.Function):
         else:
             out = backends.launchers(FAMILY, backend)[0](x, indptr, indices, values, weight, bias,
                                                         dense_above=dense_above)
-        ctx.save_for_backward(x if indptr is None else None, weight, indptr, indices, values)
+        save_for_backward(ctx, x, indptr, indices, values, weight)
         ctx.options = (dense_above, backend)
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        x, weight, indptr, indices, values = ctx.saved_tensors
+        x, indptr, indices, values, weight = saved(ctx)
         need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
         dense_above, backend = ctx.options
         options = dict(need_input=need_input, need_weight=need_weight, need_bias=need_bias,
@@ -227,10 +189,14 @@ def run(input, weight, bias=None, *, backend="auto"):
     lead = x.shape[:-1]
     rows = math.prod(lead)
     if events is not None:
-        _check_events(events, rows, x.device)
-    name = _path(backend, x, weight, events)
+        if events.item_dims != 1:
+            raise ValueError(f"SpikeEvents for a linear layer need a row per input vector: from_dense(x) "
+                             f"(item_dims=1), got item_dims={events.item_dims}")
+        check_events(events, rows, x.device)
+    name = choose_path(backend, x, weight, events, family=FAMILY, dense_above=DENSE_ABOVE,
+                       dense_name="the dense GEMM")
     if name == "reference":
-        return F.linear(_as_float(x, weight.dtype), weight, bias)
+        return F.linear(as_float(x, weight.dtype), weight, bias)
     if rows >= 2**31:
         raise ValueError(f"the event kernels take fewer than 2**31 rows, got {rows}")
     dense_above = DENSE_ABOVE if backend == "auto" else math.inf
@@ -240,58 +206,12 @@ def run(input, weight, bias=None, *, backend="auto"):
         indptr, indices, values = events.indptr, events.indices, events.values
     elif not x2.is_contiguous():
         x2 = x2.contiguous()  # here, not in the launcher: backward reads the same copy
-    if (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
-                                     or (bias is not None and bias.requires_grad))) \
-            or torch.compiler.is_compiling():
+    if needs_autograd(x, weight, bias):
         out = SpikeLinearFunction.apply(x2, weight, bias, indptr, indices, values, dense_above, name)
     else:  # nothing to differentiate: the launcher itself, without the autograd Function around it
         out = backends.launchers(FAMILY, name)[0](x2, indptr, indices, values, weight, bias,
                                                   dense_above=dense_above)
     return out.reshape(*lead, N)
-
-
-def _path(backend, x, weight, events):
-    """``"cpp"`` (the event kernels) or ``"reference"`` (the dense GEMM) for this call."""
-    if backend == "reference":
-        return "reference"
-    if backend not in ("auto", "cpp"):
-        backends.check_name(backend)  # an unknown name: ValueError listing the names
-        raise backends.BackendUnavailable(
-            f"backend={backend!r} cannot run spike_linear: fastlif has no {backend} kernels for it "
-            f"(backend='auto' runs the dense GEMM on CUDA)")
-    if x.device.type != "cpu" or weight.dtype not in CPP_DTYPES:
-        if backend == "auto":
-            return "reference"
-        why = (f"{x.device.type} tensors" if x.device.type != "cpu" else
-               f"{weight.dtype} ({'use' if weight.dtype in HALF_DTYPES else 'the kernels compute in'} "
-               f"float32 or float64)")
-        raise backends.BackendUnavailable(f"backend='cpp' (the event kernels) runs CPU float32/float64 "
-                                          f"layers, not {why}; backend='auto' runs the dense GEMM there")
-    name = backends.select(backend, "cpu", FAMILY)
-    if name == "cpp" and backend == "auto" and events is not None and events.density > DENSE_ABOVE:
-        return "reference"  # dense enough events: the GEMM, on events.dense
-    return name
-
-
-def _check_events(events, rows, device):
-    """The shapes, dtypes and devices of SpikeEvents (their contents are checked by the kernels)."""
-    indptr, indices, values = events.indptr, events.indices, events.values
-    for t, what, dtype in ((indptr, "indptr", torch.int64), (indices, "indices", torch.int32)):
-        if not isinstance(t, torch.Tensor) or t.dim() != 1 or t.dtype != dtype:
-            got = f"{t.dtype} of shape {tuple(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
-            raise ValueError(f"SpikeEvents.{what} must be a 1-D {dtype} tensor, got {got}")
-    if indptr.numel() != rows + 1:
-        raise ValueError(f"SpikeEvents do not match their dense tensor: indptr has {indptr.numel()} "
-                         f"entries, the dense tensor of shape {tuple(events.dense.shape)} has {rows} rows "
-                         f"(indptr must have rows + 1)")
-    if values is not None and (not isinstance(values, torch.Tensor) or values.shape != indices.shape
-                               or not values.is_floating_point()):
-        raise ValueError(f"SpikeEvents.values must be None (binary spikes) or a floating point tensor "
-                         f"of one value per index ({indices.numel()}), got "
-                         f"{getattr(values, 'dtype', type(values).__name__)} {tuple(getattr(values, 'shape', ()))}")
-    for t, what in ((indptr, "indptr"), (indices, "indices"), (values, "values")):
-        if t is not None and t.device != device:
-            raise ValueError(f"SpikeEvents.{what} is on {t.device}, the dense tensor on {device}")
 
 
 def spike_linear(input, weight, bias=None, *, backend="auto"):
