@@ -130,8 +130,11 @@ template <typename scalar_t, int RESET, bool IMMEDIATE, bool PER_NEURON>
 void rleaky_fwd_cpu(const RLeakyArgs<scalar_t>& a, const ParamSet<scalar_t, 4>& params) {
   const Items items(a.R, a.L);
   const int64_t M = a.R * a.L;
-#pragma omp parallel for schedule(dynamic) num_threads(team_size(a.num_threads, items.count, a.T * M))
+  // bytes moved: 3 arrays of T*M values
+  Team team(a.num_threads, items.count, a.T * M * int64_t(3 * sizeof(scalar_t)));
+#pragma omp parallel for schedule(dynamic) num_threads(team.n)
   for (int64_t index = 0; index < items.count; ++index) {
+    const Team::Item mark(team);
     const Item it(items, a.L, index);
     const auto [beta, V, thr, graded] = params.at(it.l0);
     scalar_t m[kChunk], sp[kChunk];
@@ -166,8 +169,11 @@ void rleaky_bwd_cpu(const RLeakyArgs<scalar_t>& a, const ParamSet<scalar_t, 4>& 
   const int64_t M = a.R * a.L;
   const scalar_t p = a.sg_param;
   const scalar_t* saved = IMMEDIATE ? a.u_in : a.mem_saved;
-#pragma omp parallel for schedule(dynamic) num_threads(team_size(a.num_threads, items.count, a.T * M))
+  // bytes moved: 4 arrays of T*M values
+  Team team(a.num_threads, items.count, a.T * M * int64_t(4 * sizeof(scalar_t)));
+#pragma omp parallel for schedule(dynamic) num_threads(team.n)
   for (int64_t index = 0; index < items.count; ++index) {
+    const Team::Item mark(team);
     const Item it(items, a.L, index);
     const auto [beta, V, thr, graded] = params.at(it.l0);
     scalar_t carry_m[kChunk], carry_s[kChunk], gb[kChunk], gv[kChunk], gth[kChunk], gg[kChunk];
@@ -238,8 +244,11 @@ void rleaky_bwd_cpu(const RLeakyArgs<scalar_t>& a, const ParamSet<scalar_t, 4>& 
 template <typename scalar_t, int RESET, bool IMMEDIATE, bool PER_NEURON>
 void rleaky_linear_fwd_cpu(const RLeakyArgs<scalar_t>& a, const ParamSet<scalar_t, 4>& params) {
   const int64_t L = a.L, M = a.R * a.L;
-#pragma omp parallel for schedule(dynamic) num_threads(team_size(a.num_threads, a.R, a.T * M * 8))
+  // dense: L weights per spike and step; counted as 32 values per neuron-step (measured like the rest)
+  Team team(a.num_threads, a.R, a.T * M * int64_t(32 * sizeof(scalar_t)));
+#pragma omp parallel for schedule(dynamic) num_threads(team.n)
   for (int64_t row = 0; row < a.R; ++row) {
+    const Team::Item mark(team);
     const auto [beta, V, thr, graded] = params.at(0);
     std::vector<scalar_t> m(L), sp(L), rec(L);
     for (int64_t j = 0; j < L; ++j) {
@@ -306,8 +315,10 @@ void rleaky_linear_bwd_cpu(const RLeakyArgs<scalar_t>& a, const ParamSet<scalar_
   const int64_t tiles = (a.R + tile_rows - 1) / tile_rows;
   const scalar_t p = a.sg_param;
   const scalar_t* saved = IMMEDIATE ? a.u_in : a.mem_saved;
-#pragma omp parallel for schedule(dynamic) num_threads(team_size(a.num_threads, tiles, a.T * M * 8))
+  Team team(a.num_threads, tiles, a.T * M * int64_t(32 * sizeof(scalar_t)));
+#pragma omp parallel for schedule(dynamic) num_threads(team.n)
   for (int64_t tile = 0; tile < tiles; ++tile) {
+    const Team::Item mark(team);
     const auto [beta, V, thr, graded] = params.at(0);
     const int64_t row0 = tile * tile_rows;
     const int rows = static_cast<int>(std::min<int64_t>(tile_rows, a.R - row0));

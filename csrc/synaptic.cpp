@@ -60,8 +60,11 @@ template <typename scalar_t, int RESET, bool IMMEDIATE, bool PER_NEURON>
 void synaptic_fwd_cpu(const SynapticArgs<scalar_t>& a, const ParamSet<scalar_t, 4>& params) {
   const Items items(a.R, a.L);
   const int64_t M = a.R * a.L;
-#pragma omp parallel for schedule(dynamic) num_threads(team_size(a.num_threads, items.count, a.T * M))
+  // bytes moved: 4 arrays of T*M values
+  Team team(a.num_threads, items.count, a.T * M * int64_t(4 * sizeof(scalar_t)));
+#pragma omp parallel for schedule(dynamic) num_threads(team.n)
   for (int64_t index = 0; index < items.count; ++index) {
+    const Team::Item mark(team);
     const Item it(items, a.L, index);
     const auto [alpha, beta, thr, graded] = params.at(it.l0);
     scalar_t m[kChunk], sy[kChunk];
@@ -111,8 +114,11 @@ void synaptic_bwd_cpu(const SynapticArgs<scalar_t>& a, const ParamSet<scalar_t, 
   const int64_t M = a.R * a.L;
   const scalar_t p = a.sg_param;
   const scalar_t* saved = IMMEDIATE ? a.u_in : a.mem_saved;
-#pragma omp parallel for schedule(dynamic) num_threads(team_size(a.num_threads, items.count, a.T * M))
+  // bytes moved: 6 arrays of T*M values
+  Team team(a.num_threads, items.count, a.T * M * int64_t(6 * sizeof(scalar_t)));
+#pragma omp parallel for schedule(dynamic) num_threads(team.n)
   for (int64_t index = 0; index < items.count; ++index) {
+    const Team::Item mark(team);
     const Item it(items, a.L, index);
     const auto [alpha, beta, thr, graded] = params.at(it.l0);
     scalar_t carry_m[kChunk], carry_s[kChunk], ga[kChunk], gb[kChunk], gth[kChunk], gg[kChunk];
