@@ -101,6 +101,7 @@ struct TeamPolicy {
   std::atomic<int64_t> solo_until{0};
   std::atomic<int64_t> solo_period{kSoloMinNs};
   std::atomic<int64_t> solo_events{0};
+  std::atomic<int> last_team{0};  // the latest region's team (tests)
   std::atomic<bool> huge{true};  // advise_huge on (bench: the allocator options)  // how often a stall was seen (fastlif._C.team_info)
 };
 inline TeamPolicy& team_policy() {
@@ -111,13 +112,17 @@ inline TeamPolicy& team_policy() {
 inline int team_size(int threads, int64_t items, int64_t bytes) {
   TeamPolicy& tp = team_policy();
   const int forced = tp.forced.load(std::memory_order_relaxed);
-  if (forced > 0) return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(forced, items)));
+  if (forced > 0) {
+    const int team = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(forced, items)));
+    tp.last_team.store(team, std::memory_order_relaxed);
+    return team;
+  }
   const int64_t by_work = std::max<int64_t>(1, bytes / std::max<int64_t>(1, tp.grain.load(std::memory_order_relaxed)));
   const int n = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({int64_t(threads), items, by_work})));
-  if (n > 1 && tp.adaptive.load(std::memory_order_relaxed) &&
-      now_ns() < tp.solo_until.load(std::memory_order_relaxed))
-    return 1;
-  return n;
+  const int team = (n > 1 && tp.adaptive.load(std::memory_order_relaxed) &&
+                    now_ns() < tp.solo_until.load(std::memory_order_relaxed)) ? 1 : n;
+  tp.last_team.store(team, std::memory_order_relaxed);
+  return team;
 }
 
 // A parallel region's team and its stall check. Declare it before the region, pass `n` to
@@ -227,6 +232,12 @@ inline void advise_huge(const void* p, int64_t bytes) {
   (void)p;
   (void)bytes;
 #endif
+}
+
+// advise_huge for several outputs of `bytes` each (null ones skipped).
+template <typename... P>
+inline void advise_outputs(int64_t bytes, P... outputs) {
+  (advise_huge(static_cast<const void*>(outputs), bytes), ...);
 }
 
 // H(z) = (z > 0), strict, as snnTorch fires: the spike from mem - threshold, and the reset

@@ -217,10 +217,7 @@ void fwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t x, std::uintptr_t
   a.u_saved = as_ptr<scalar_t>(u_saved);
   a.r_saved = as_ptr<uint8_t>(r_saved);
   a.num_threads = threads > 0 ? threads : 1;
-  const int64_t bytes = T * R * L * int64_t(sizeof(scalar_t));  // fresh outputs: see advise_huge
-  for (const void* out : {static_cast<const void*>(a.spk), static_cast<const void*>(a.mem),
-                          static_cast<const void*>(a.u_saved)})
-    advise_huge(out, bytes);
+  advise_outputs(T * R * L * int64_t(sizeof(scalar_t)), a.spk, a.mem, a.u_saved);  // fresh: see advise_huge
   pybind11::gil_scoped_release release;
   int_switch<kSubtract, kZero, kNone>(reset, "reset_mode", [&](auto RESET) {
     bool_switch(immediate && RESET() != kNone, [&](auto IMM) {

@@ -43,7 +43,7 @@ PYBIND11_MODULE(_C, m) {
     if (adaptive >= 0) tp.adaptive = adaptive != 0;
     if (adaptive == 1) tp.solo_until = 0;  // re-enabling starts from the full team
     return std::map<std::string, int64_t>{{"grain", tp.grain.load()}, {"forced", tp.forced.load()},
-                                          {"adaptive", tp.adaptive.load()}, {"huge", tp.huge.load()}, {"solo_events", tp.solo_events.load()},
+                                          {"adaptive", tp.adaptive.load()}, {"huge", tp.huge.load()}, {"last_team", tp.last_team.load()}, {"solo_events", tp.solo_events.load()},
                                           {"solo_ms_left", std::max<int64_t>(0, tp.solo_until.load() - fastlif::now_ns()) / 1000000},
                                           {"default_grain", fastlif::kGrainBytes}};
   }, "Read (all -1) or set the team policy: grain bytes per thread, a forced team size (0: none), "

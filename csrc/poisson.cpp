@@ -414,6 +414,7 @@ void poisson_fwd(int dtype, int64_t T, int64_t B, int64_t N, std::uintptr_t x, d
     a.dt = dt;
     a.seed = seed;
     a.spikes = as_ptr<uint8_t>(spikes);
+    advise_huge(a.spikes, T * B * N);  // a fresh [T, B, N] bool output: see advise_huge
     a.num_threads = threads > 0 ? threads : 1;
     poisson_typed(a, alloc.is_none() ? nullptr : &fn);
   });

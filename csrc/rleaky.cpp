@@ -414,6 +414,7 @@ void fwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t x, std::uintptr_t
   a.mem = as_ptr<scalar_t>(mem);
   a.u_saved = as_ptr<scalar_t>(u_saved);
   a.r_saved = as_ptr<uint8_t>(r_saved);
+  advise_outputs(T * R * L * int64_t(sizeof(scalar_t)), a.spk, a.mem, a.u_saved);  // fresh: see advise_huge
   pybind11::gil_scoped_release release;
   int_switch<kSubtract, kZero, kNone>(reset, "reset_mode", [&](auto RESET) {
     bool_switch(immediate, [&](auto IMM) {
@@ -454,6 +455,7 @@ void bwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk, std::ui
   a.grad_spk0 = as_ptr<scalar_t>(grad_spk0);
   a.grad_mem0 = as_ptr<scalar_t>(grad_mem0);
   a.sg_param = static_cast<scalar_t>(sg_param);
+  advise_huge(a.grad_x, T * R * L * int64_t(sizeof(scalar_t)));
   ParamGrads<scalar_t, 4> pgrads(all_to_all ? 0 : Items(a.R, a.L).count);
   std::vector<scalar_t> row_partials(all_to_all ? static_cast<size_t>(3 * a.R * a.L) : 0);
   {

@@ -233,6 +233,7 @@ void fwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t x, std::uintptr_t
   a.u_saved = as_ptr<scalar_t>(u_saved);
   a.r_saved = as_ptr<uint8_t>(r_saved);
   a.num_threads = threads > 0 ? threads : 1;
+  advise_outputs(T * R * L * int64_t(sizeof(scalar_t)), a.spk, a.syn, a.mem, a.u_saved);  // fresh: see advise_huge
   pybind11::gil_scoped_release release;
   int_switch<kSubtract, kZero, kNone>(reset, "reset_mode", [&](auto RESET) {
     bool_switch(immediate, [&](auto IMM) {
@@ -276,6 +277,7 @@ void bwd_typed(int64_t T, int64_t R, int64_t L, const std::array<std::uintptr_t,
   a.grad_mem0 = as_ptr<scalar_t>(grad_mem0);
   a.sg_param = static_cast<scalar_t>(sg_param);
   a.num_threads = threads > 0 ? threads : 1;
+  advise_huge(a.grad_x, T * R * L * int64_t(sizeof(scalar_t)));
   ParamGrads<scalar_t, 4> pgrads(Items(a.R, a.L).count);
   pybind11::gil_scoped_release release;
   int_switch<kSubtract, kZero, kNone>(reset, "reset_mode", [&](auto RESET) {
