@@ -374,12 +374,14 @@ void poisson_typed(const PoissonArgs<scalar_t>& a, const Alloc* alloc) {
   namespace py = pybind11;
   const int64_t pixels = a.B * a.N;
   const Items items = work_items(pixels, a.num_threads);
-  // work, in bytes moved: the dense output (T bytes per pixel), the image, and a draw or two per
-  // pixel (a log and a few random numbers, counted as 64 bytes: measured like the rest)
   std::vector<ItemEvents> events(alloc ? static_cast<size_t>(items.count) : 0);
   int status;
   {
-    Team team(a.num_threads, items.count, pixels * (a.T + int64_t(sizeof(scalar_t)) + 64));
+    // work, in the grain's units (bytes a memory-bound kernel moves in the same time): the dense
+    // output (T bytes per pixel), and the draws: ~30 ns a pixel on one thread at the tutorial's
+    // rates, what LIF's kernels take to stream ~1 KiB. A second thread paid at the tutorial's
+    // size (64 x 784 pixels: 0.325 -> 0.215 ms, README) and this puts it over 2 grains.
+    Team team(a.num_threads, items.count, pixels * (a.T + 1024));
     py::gil_scoped_release release;
     status = alloc ? generate<scalar_t, true>(a, items, team, events) : generate<scalar_t, false>(a, items, team, events);
   }
