@@ -232,7 +232,13 @@ inline void advise_huge(const void* p, int64_t bytes) {
   const auto a = reinterpret_cast<std::uintptr_t>(p);
   const std::uintptr_t lo = (a + kHugePage - 1) & ~std::uintptr_t(kHugePage - 1);
   const std::uintptr_t hi = (a + static_cast<std::uintptr_t>(bytes)) & ~std::uintptr_t(kHugePage - 1);
-  if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);  // advice: failure is harmless
+  if (hi <= lo) return;
+  // Only memory about to be faulted in: a block the allocator reuses (its pages resident, as
+  // with raised glibc thresholds, jemalloc or tcmalloc) is left alone, so that the advice costs
+  // it no VMA split and gives khugepaged nothing to collapse. One page's residency tells.
+  unsigned char resident = 0;
+  if (mincore(reinterpret_cast<void*>(lo), 4096, &resident) == 0 && (resident & 1)) return;
+  madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);  // advice: failure is harmless
 #else
   (void)p;
   (void)bytes;
