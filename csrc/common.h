@@ -76,7 +76,7 @@ inline void prefetch_run(const T* p, int64_t n, bool for_write) {
 // kGrainBytes of memory moved. Waking a second thread and meeting it at the closing barrier
 // costs tens of microseconds on this VM (a cross-CPU wake-up is a VM exit), and up to 4 MiB a
 // core's L2 holds a call's data anyway: at the tutorial's size (4.7 MiB forward) two threads
-// took twice one thread's time, at 75 MiB 0.55x (bench/threads.py measures the crossover per
+// took twice one thread's time, at 75 MiB 0.55x (the README's quiet run of 2026-12-02) (bench/threads.py measures the crossover per
 // family; bench/README.md). A second thread joins from 2 grains (16 MiB) moved.
 //
 // A busy machine: when another process holds the cores, a thread of ours that the OS preempts
@@ -102,9 +102,9 @@ struct TeamPolicy {
   std::atomic<bool> adaptive{true};         // false: never go solo (bench/threads.py)
   std::atomic<int64_t> solo_until{0};
   std::atomic<int64_t> solo_period{kSoloMinNs};
-  std::atomic<int64_t> solo_events{0};
-  std::atomic<int> last_team{0};  // the latest region's team (tests)
-  std::atomic<bool> huge{true};  // advise_huge on (bench: the allocator options)  // how often a stall was seen (fastlif._C.team_info)
+  std::atomic<int64_t> solo_events{0};  // how often a stall was seen (fastlif._C._team_policy)
+  std::atomic<int> last_team{0};        // the latest region's team (tests)
+  std::atomic<bool> huge{true};         // advise_huge on (bench/alloc.py turns it off to compare)
 };
 inline TeamPolicy& team_policy() {
   static TeamPolicy policy;
@@ -216,14 +216,16 @@ class Team {
 };
 
 // --- memory ------------------------------------------------------------------------------------
-// A fused op's outputs are fresh tensors. With glibc's default thresholds a large one is an
-// mmap of its own, handed back to the OS when freed, so every call faults its pages in again
-// (4 KiB at a time: a trap, a page allocation and a clear each). Before a kernel first writes an
+// A fused op's outputs are fresh tensors. With glibc's default thresholds a large one is often
+// an mmap of its own, or the top of a heap that was trimmed, so a call can fault its pages in
+// again (4 KiB at a time: a trap, a page allocation and a clear each; ~6,300 a call for a large
+// Leaky forward+backward when it happens, which depends on the order of earlier frees). Before a kernel first writes an
 // output of at least kHugeMin bytes, its 2 MiB-aligned interior is marked MADV_HUGEPAGE: 512x
 // fewer faults, and fewer TLB misses while the kernel streams it (what torch's
 // THP_MEM_ALLOC_ENABLE does for every allocation, but only for these ranges and without any
 // process-wide setting). Where THP is "never" (or not Linux) this is a no-op; where it is
-// "always" the pages were huge already. Measured: bench/README.md, "Threads and memory".
+// "always" the pages were huge already. Measured (bench/alloc.py): README, "Threads, memory and
+// a busy machine".
 constexpr int64_t kHugePage = int64_t(2) << 20;
 constexpr int64_t kHugeMin = int64_t(4) << 20;
 inline void advise_huge(const void* p, int64_t bytes) {
