@@ -11,7 +11,7 @@ TRITON_OLD       := 3.6.0
 TRITON_OLD_DIR   := .triton-3.6
 TRITON_OLD_STAMP := $(TRITON_OLD_DIR)/.installed
 
-.PHONY: install test demo bench bench-sim bench-gpu check clean sanitize
+.PHONY: install test demo bench bench-tuned bench-busy bench-sim bench-gpu check clean sanitize
 .PHONY: compat-install test-compat triton-3.6 test-snntorch-0.9.4
 
 $(STAMP): setup.py pyproject.toml csrc/*.cpp csrc/*.h
@@ -38,13 +38,20 @@ demo: $(STAMP)
 check: $(STAMP)
 	$(PY) -m fastlif check
 
-# glibc hands freed blocks over 128 KiB-32 MiB back to the OS, so every call of every
-# provider page-faults its outputs afresh; these keep freed memory for reuse (what jemalloc
-# or tcmalloc do), the same for all providers. The README reports both settings.
+# `make bench` measures what a user gets: glibc's default allocator settings, torch's default
+# threads. `make bench-tuned` adds the tuned-allocator rows (glibc keeps freed blocks for reuse,
+# as jemalloc or tcmalloc do; case names end in _tuned_malloc), `make bench-busy` the
+# busy-machine rows (beside 1, then 2 spinning processes; bench/results/cpu_busy.csv).
 BENCH_MALLOC := MALLOC_MMAP_THRESHOLD_=268435456 MALLOC_TRIM_THRESHOLD_=536870912
 
 bench: $(STAMP)
-	$(BENCH_MALLOC) $(PY) -m bench.bench_cpu $(BENCH_ARGS)
+	$(PY) -m bench.bench_cpu $(BENCH_ARGS)
+
+bench-tuned: $(STAMP)
+	$(BENCH_MALLOC) $(PY) -m bench.bench_cpu --families leaky --no-compile --no-sweep --case-suffix _tuned_malloc $(BENCH_ARGS)
+
+bench-busy: $(STAMP)
+	$(PY) -m bench.bench_cpu --busy $(BENCH_ARGS)
 
 bench-sim: $(STAMP)
 	$(PY) -m bench.bench_sim $(BENCH_ARGS)

@@ -36,7 +36,7 @@ import torch
 
 from fastlif.testing import run_per_step
 
-from bench.common import append_rows, cpu_name, extra, time_cpu, torch_version
+from bench.common import Spinners, append_rows, cpu_name, extra, time_cpu, torch_version
 
 BETA = 0.95
 THRESHOLD = 1.0
@@ -223,7 +223,13 @@ def family_reference(family, N):
 
 def family_providers(family):
     return {"fastlif": lambda N: family_fastlif(family, N), "snntorch_loop": lambda N: family_snntorch(family, N),
-            "reference": lambda N: family_reference(family, N)}
+            "reference": lambda N: family_reference(family, N),
+            "fastlif_1thread": lambda N: _one_thread(family_fastlif(family, N))}
+
+
+def _one_thread(provider):
+    fn, what = provider
+    return fn, what + " with torch.set_num_threads(1)"
 
 
 def provider_reference(N=None):
@@ -721,6 +727,45 @@ def summarize_targets(run):
     return lines
 
 
+def busy_main(run, families, args):
+    """--busy: each case beside n = 1, then 2 processes that spin on a core each. What is
+    compared: fastlif on the default threads against fastlif on one thread under the same load
+    (target: within 1.5x), and snnTorch's loop on Leaky's tutorial size."""
+    run.wait_idle_s = 0  # the load is the point
+    sizes = {"tutorial": (10, 16, 128), "large": (10, 16, 1024)} if args.quick else \
+        {"tutorial": (50, 64, 128), "large": (100, 64, 1024)}
+    for n in (1, 2):
+        print(f"\n##### beside {n} spinning process{'es' if n > 1 else ''} "
+              f"({n} of {os.cpu_count()} cores busy)", flush=True)
+        with Spinners(n):
+            for family in families:
+                for case, (T, B, N) in sizes.items():
+                    if case == "large" and family != "leaky":
+                        continue
+                    providers = ["fastlif", "fastlif_1thread"]
+                    if case == "tutorial" and family == "leaky":
+                        providers.append("snntorch_loop")
+                    name = case if family == "leaky" else f"{family}_{case}"
+                    run.case(f"busy{n}_{name}", T, B, N, providers, (FB,), heavy=False, family=family)
+    print("\nBusy machine (target: fastlif within 1.5x of its 1-thread time under the same load):")
+    worst = 0.0
+    for (case, shape, provider, direction), res in run.results.items():
+        if provider != "fastlif":
+            continue
+        one = run.results.get((case, shape, "fastlif_1thread", direction))
+        sn = run.results.get((case, shape, "snntorch_loop", direction))
+        ratio = res["median_ms"] / one["median_ms"]
+        worst = max(worst, ratio)
+        print(f"  [{'met' if ratio <= 1.5 else 'NOT met'}] {case} {shape}: {res['median_ms']:.3f} ms on "
+              f"{run.threads} threads, {one['median_ms']:.3f} ms on 1: {ratio:.2f}x"
+              + (f"; snnTorch's loop {sn['median_ms']:.1f} ms = {sn['median_ms'] / res['median_ms']:.1f}x" if sn else ""))
+    csv_name = args.csv or (None if args.quick else "cpu_busy.csv")
+    if csv_name:
+        rows = run.csv_rows()
+        print(f"{len(rows)} rows appended to {append_rows(csv_name, rows)}")
+    return 0
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
@@ -738,6 +783,12 @@ def main(argv=None):
     p.add_argument("--families", default="leaky,synaptic,rleaky,rleaky_dense",
                    help="comma-separated neuron families to run (default: all four)")
     p.add_argument("--csv", default=None, help="CSV name under bench/results/ (default cpu.csv)")
+    p.add_argument("--case-suffix", default="", help="appended to every case name (make bench-tuned: "
+                   "_tuned_malloc, so that its rows sit beside the default allocator's)")
+    p.add_argument("--busy", action="store_true",
+                   help="only the busy-machine cases: every family's tutorial size (and Leaky's large) "
+                        "on the default threads and on 1 thread, beside 1 and then 2 spinning processes "
+                        "(cases busy1_*, busy2_*); rows go to cpu_busy.csv")
     p.add_argument("--compiled-worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
@@ -770,6 +821,8 @@ def main(argv=None):
     unknown = set(families) - set(FAMILY_PROVIDERS)
     if unknown:
         p.error(f"unknown families {sorted(unknown)}; choose from {sorted(FAMILY_PROVIDERS)}")
+    if args.busy:
+        return busy_main(run, families, args)
     main_providers = ["fastlif", "fastlif_1thread", "snntorch_loop", "spikingjelly_lif", "spikingjelly_plif", "reference"]
     compile_timeout = None if (args.no_compile or args.quick) else args.compile_timeout
     family_providers_ = ["fastlif", "snntorch_loop", "reference"]
@@ -778,11 +831,11 @@ def main(argv=None):
     for family in families:
         for case, (T, B, N) in sizes.items():
             if family == "leaky":
-                run.case(case, T, B, N, main_providers, (FWD, FB), heavy=not args.quick,
+                run.case(case + args.case_suffix, T, B, N, main_providers, (FWD, FB), heavy=not args.quick,
                          compile_timeout=compile_timeout)
             else:
-                run.case(f"{family}_{case}", T, B, N, family_providers_, (FWD, FB), heavy=not args.quick,
-                         family=family)
+                run.case(f"{family}_{case}{args.case_suffix}", T, B, N, family_providers_, (FWD, FB),
+                         heavy=not args.quick, family=family)
     if not args.quick and "leaky" in families:
         if not args.no_sweep:
             sweep = ["fastlif", "snntorch_loop", "spikingjelly_lif"]

@@ -37,7 +37,7 @@ import time
 
 import torch
 
-from bench.common import append_rows, cpu_name, extra, torch_version
+from bench.common import Spinners, append_rows, cpu_name, extra, torch_version
 
 T_STEPS, BATCH, RATE, DT = 50, 64, 100.0, 1e-3
 CSV = "demo_epoch.csv"
@@ -139,6 +139,9 @@ def main(argv=None):
     ap.add_argument("--dataset", default="digits", choices=("digits", "mnist", "auto"))
     ap.add_argument("--subset", type=int, default=10000)
     ap.add_argument("--no-csv", action="store_true", help="print only, append nothing")
+    ap.add_argument("--busy", type=int, default=0, metavar="N",
+                    help="time beside N processes spinning on a core each (a busy machine); the case "
+                         "name says so")
     args = ap.parse_args(argv)
 
     from fastlif import backends
@@ -160,6 +163,9 @@ def main(argv=None):
     for p in providers:  # warm-up (first calls build caches, allocate)
         for i in range(2):
             p.step(*batches[i], torch.Generator().manual_seed(i))
+    spinners = Spinners(args.busy) if args.busy else None
+    if spinners:
+        spinners.__enter__()
     for r in range(args.rounds):
         loads.append(os.getloadavg()[0])
         order = providers[r % len(providers):] + providers[:r % len(providers)]
@@ -178,6 +184,8 @@ def main(argv=None):
                 p.times["encode"].append(t1 - t0)
                 p.times["train_epoch_network"].append(t3 - t2)
         print(f"  round {r + 1}/{args.rounds} done (load average {loads[-1]:.2f})", flush=True)
+    if spinners:
+        spinners.__exit__(None, None, None)
 
     ref = next((p for p in providers if p.name == "fastlif"), None)
     peer = next((p for p in providers if p.name == "snntorch"), None)
@@ -196,7 +204,8 @@ def main(argv=None):
             print(f"{p.name:<18} {direction:<20} {med * n_epoch:>8.2f} {q20 * n_epoch:>7.2f} "
                   f"{q80 * n_epoch:>7.2f} {med * 1e3:>9.2f} {ratio:>11.2f}x {speedup:>12.1f}x")
             rows.append({
-                "bench": "demo_epoch", "case": f"TinySNN 784-128-10 {split.name}-{len(split.train_y)}",
+                "bench": "demo_epoch", "case": f"TinySNN 784-128-10 {split.name}-{len(split.train_y)}"
+                        + (f" beside {args.busy} spinning" if args.busy else ""),
                 "shape": f"T{T_STEPS}xB{BATCH}x784", "dtype": "float32", "provider": p.name,
                 "direction": direction, "median_ms": f"{med * n_epoch * 1e3:.1f}",
                 "q20_ms": f"{q20 * n_epoch * 1e3:.1f}", "q80_ms": f"{q80 * n_epoch * 1e3:.1f}",

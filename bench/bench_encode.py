@@ -42,7 +42,7 @@ import torch
 
 from bench.bench_cpu import OthersBusy, wait_idle
 from bench.bench_demo_epoch import quantiles, tutorial_poisson_encode
-from bench.common import append_rows, cpu_name, extra, torch_version
+from bench.common import Spinners, append_rows, cpu_name, extra, torch_version
 
 RATE, DT, N_PIX = 100.0, 1e-3, 784
 CSV = "encode.csv"
@@ -152,6 +152,8 @@ def main(argv=None):
     ap.add_argument("--wait-idle", type=float, default=0.0, metavar="S",
                     help="before each case, wait up to S seconds for other processes to leave the cores")
     ap.add_argument("--no-csv", action="store_true", help="print only, append nothing")
+    ap.add_argument("--busy", type=int, default=0, metavar="N",
+                    help="beside N processes spinning on a core each (a busy machine); cases busyN_*")
     args = ap.parse_args(argv)
     rounds = args.rounds or (3 if args.quick else 10)
     calls = args.calls or (10 if args.quick else 20)
@@ -168,8 +170,12 @@ def main(argv=None):
     if not args.quick:
         cases.append(("large", torch.rand(256, N_PIX, generator=g) ** 3, 200))
     rows = []
-    for case, x, T in cases:
-        run_case(case, x, T, rounds if case != "large" else max(1, rounds // 2), calls, rows, args.wait_idle)
+    from contextlib import nullcontext
+    with (Spinners(args.busy) if args.busy else nullcontext()):
+        for case, x, T in cases:
+            run_case(f"busy{args.busy}_{case}" if args.busy else case, x, T,
+                     rounds if case != "large" else max(1, rounds // 2), calls, rows,
+                     0.0 if args.busy else args.wait_idle)
     if not args.no_csv:
         print(f"\n{len(rows)} rows appended to {append_rows(CSV, rows)}")
     return 0

@@ -211,10 +211,19 @@ def main(argv=None):
     p.add_argument("--extra", default=None,
                    help="comma-separated extra keys to show as columns, or 'all' "
                         "(default: the well-known ones present)")
+    p.add_argument("--latest-run", action="store_true",
+                   help="only the rows of each bench's latest run (its latest timestamp): no row "
+                        "of an older run, another machine or allocator setting, fills a gap")
     args = p.parse_args(argv)
     cases = set(args.case.split(",")) if args.case else None
     extra_keys = args.extra.split(",") if args.extra else None
-    print(render(load(args.names), cases, extra_keys))
+    rows = load(args.names)
+    if args.latest_run:
+        last = {}
+        for r in rows:
+            last[r.get("bench")] = max(last.get(r.get("bench"), ""), r.get("timestamp", ""))
+        rows = [r for r in rows if r.get("timestamp", "") == last[r.get("bench")]]
+    print(render(rows, cases, extra_keys))
     return 0
 
 

@@ -16,13 +16,23 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "codes.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
 
 namespace fastlif {
 
@@ -60,15 +70,187 @@ inline void prefetch_run(const T* p, int64_t n, bool for_write) {
   }
 }
 
-// How many threads a call gets: no more than there are items, and one per kGrain
-// neuron-steps at most. Every extra thread must reach the region's closing barrier, and on a
-// busy machine a preempted one costs a scheduler tick (milliseconds): small calls (an output
-// layer of 10 neurons, one step of a per-step loop) run on one thread, as PyTorch's own
-// element-wise ops do below their grain size.
-constexpr int64_t kGrain = int64_t(1) << 17;
-inline int team_size(int threads, int64_t items, int64_t work) {
-  const int64_t by_work = std::max<int64_t>(1, work / kGrain);
-  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({int64_t(threads), items, by_work})));
+// --- threads ---------------------------------------------------------------------------------
+// How many threads a region gets (api.md, "Threads and memory"): no more than the caller allows
+// (fastlif.set_num_threads / torch's setting), than there are items, or than one per
+// kGrainBytes of memory moved. Waking a second thread and meeting it at the closing barrier
+// costs tens of microseconds on this VM (a cross-CPU wake-up is a VM exit), and up to 4 MiB a
+// core's L2 holds a call's data anyway: at the tutorial's size (4.7 MiB forward) two threads
+// took twice one thread's time, at 75 MiB 0.55x (the README's quiet run of 2026-12-02) (bench/threads.py measures the crossover per
+// family; bench/README.md). A second thread joins from 2 grains (16 MiB) moved.
+//
+// A busy machine: when another process holds the cores, a thread of ours that the OS preempts
+// holds the whole call at the barrier for a scheduler slice (milliseconds), and libgomp's
+// waiting threads spin on a core the other process needs. Every region checks, at no cost worth
+// counting (two clock reads per item), whether a thread of its team started or finished much
+// later than the others; if so the following calls run on one thread ("solo") for a while, then
+// try the full team again, with the solo period doubling (50 ms to 2 s) while the machine stays
+// busy. Results do not depend on the team size, so none of this changes a bit.
+constexpr int64_t kGrainBytes = int64_t(8) << 20;
+constexpr int64_t kSoloMinNs = 50'000'000, kSoloMaxNs = 2'000'000'000;
+constexpr int64_t kStallNs = 250'000;  // a delay that no wake-up or item imbalance explains
+
+inline int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Process-wide (one per loaded extension: an inline function's static is shared by every file).
+struct TeamPolicy {
+  std::atomic<int64_t> grain{kGrainBytes};  // tests and bench/threads.py move it (fastlif._C)
+  std::atomic<int> forced{0};               // > 0: every region gets this team (tests)
+  std::atomic<bool> adaptive{true};         // false: never go solo (bench/threads.py)
+  std::atomic<int64_t> solo_until{0};
+  std::atomic<int64_t> solo_period{kSoloMinNs};
+  std::atomic<int64_t> solo_events{0};  // how often a stall was seen (fastlif._C._team_policy)
+  std::atomic<int> last_team{0};        // the latest region's team (tests)
+  std::atomic<bool> huge{true};         // advise_huge on (bench/alloc.py turns it off to compare)
+};
+inline TeamPolicy& team_policy() {
+  static TeamPolicy policy;
+  return policy;
+}
+
+inline int team_size(int threads, int64_t items, int64_t bytes) {
+  TeamPolicy& tp = team_policy();
+  const int forced = tp.forced.load(std::memory_order_relaxed);
+  if (forced > 0) {
+    const int team = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(forced, items)));
+    tp.last_team.store(team, std::memory_order_relaxed);
+    return team;
+  }
+  const int64_t by_work = std::max<int64_t>(1, bytes / std::max<int64_t>(1, tp.grain.load(std::memory_order_relaxed)));
+  const int n = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({int64_t(threads), items, by_work})));
+  const int team = (n > 1 && tp.adaptive.load(std::memory_order_relaxed) &&
+                    now_ns() < tp.solo_until.load(std::memory_order_relaxed)) ? 1 : n;
+  tp.last_team.store(team, std::memory_order_relaxed);
+  return team;
+}
+
+// A parallel region's team and its stall check. Declare it before the region, pass `n` to
+// num_threads, and open a Team::Item at the top of each iteration:
+//
+//   Team team(threads, items.count, bytes);
+//   #pragma omp parallel for schedule(dynamic) num_threads(team.n)
+//   for (...) { const Team::Item mark(team); ... }
+//
+// The destructor, after the region, judges it: a thread that began its first item, or ended its
+// last, more than max(kStallNs, an eighth of the region) after the others was held off its core
+// (dynamic scheduling keeps a quiet team within one item, microseconds, of each other; a
+// spinning master burns its share of a busy core while it waits, so even a large region that
+// loses an eighth to a stall ran slower than one thread would have).
+class Team {
+  struct alignas(64) Slot {  // one cache line per thread: no false sharing
+    int64_t first = 0, last = 0;
+  };
+
+ public:
+  Team(int threads, int64_t items, int64_t bytes) : n(team_size(threads, items, bytes)) {
+    if (n > 1) {
+      slots_.reset(new Slot[static_cast<size_t>(n)]);
+      start_ = now_ns();
+    }
+  }
+  ~Team() {
+    if (n > 1) judge();
+  }
+  Team(const Team&) = delete;
+  Team& operator=(const Team&) = delete;
+
+  const int n;
+
+  class Item {
+   public:
+    explicit Item(Team& team) : team_(team) {
+      if (team_.n > 1) {
+        slot_ = &team_.slots_[static_cast<size_t>(thread_index())];
+        if (slot_->first == 0) slot_->first = now_ns();
+      }
+    }
+    ~Item() {
+      if (slot_) slot_->last = now_ns();
+    }
+    Item(const Item&) = delete;
+    Item& operator=(const Item&) = delete;
+
+   private:
+    Team& team_;
+    Slot* slot_ = nullptr;
+  };
+
+ private:
+  static int thread_index() {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+  }
+  void judge() {
+    TeamPolicy& tp = team_policy();
+    if (!tp.adaptive.load(std::memory_order_relaxed) || tp.forced.load(std::memory_order_relaxed) > 0) return;
+    const int64_t end = now_ns(), wall = end - start_;
+    int64_t late = 0, first_done = end, last_done = start_;
+    for (int i = 0; i < n; ++i) {
+      const Slot& s = slots_[static_cast<size_t>(i)];
+      if (s.first == 0) {  // never got an item: it started after the others had done them all
+        late = wall;
+        continue;
+      }
+      late = std::max(late, s.first - start_);
+      first_done = std::min(first_done, s.last);
+      last_done = std::max(last_done, s.last);
+    }
+    const int64_t stall = std::max(late, last_done - std::min(first_done, last_done));
+    if (stall > std::max(kStallNs, wall / 8)) {
+      const int64_t period = tp.solo_period.load(std::memory_order_relaxed);
+      tp.solo_until.store(end + period, std::memory_order_relaxed);
+      tp.solo_period.store(std::min(kSoloMaxNs, 2 * period), std::memory_order_relaxed);
+      tp.solo_events.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      tp.solo_period.store(kSoloMinNs, std::memory_order_relaxed);
+    }
+  }
+  std::unique_ptr<Slot[]> slots_;
+  int64_t start_ = 0;
+};
+
+// --- memory ------------------------------------------------------------------------------------
+// A fused op's outputs are fresh tensors. With glibc's default thresholds a large one is often
+// an mmap of its own, or the top of a heap that was trimmed, so a call can fault its pages in
+// again (4 KiB at a time: a trap, a page allocation and a clear each; ~6,300 a call for a large
+// Leaky forward+backward when it happens, which depends on the order of earlier frees). Before a kernel first writes an
+// output of at least kHugeMin bytes, its 2 MiB-aligned interior is marked MADV_HUGEPAGE: 512x
+// fewer faults, and fewer TLB misses while the kernel streams it (what torch's
+// THP_MEM_ALLOC_ENABLE does for every allocation, but only for these ranges and without any
+// process-wide setting). Where THP is "never" (or not Linux) this is a no-op; where it is
+// "always" the pages were huge already. Measured (bench/alloc.py): README, "Threads, memory and
+// a busy machine".
+constexpr int64_t kHugePage = int64_t(2) << 20;
+constexpr int64_t kHugeMin = int64_t(4) << 20;
+inline void advise_huge(const void* p, int64_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  if (p == nullptr || bytes < kHugeMin || !team_policy().huge.load(std::memory_order_relaxed)) return;
+  const auto a = reinterpret_cast<std::uintptr_t>(p);
+  const std::uintptr_t lo = (a + kHugePage - 1) & ~std::uintptr_t(kHugePage - 1);
+  const std::uintptr_t hi = (a + static_cast<std::uintptr_t>(bytes)) & ~std::uintptr_t(kHugePage - 1);
+  if (hi <= lo) return;
+  // Only memory about to be faulted in: a block the allocator reuses (its pages resident, as
+  // with raised glibc thresholds, jemalloc or tcmalloc) is left alone, so that the advice costs
+  // it no VMA split and gives khugepaged nothing to collapse. One page's residency tells.
+  unsigned char resident = 0;
+  if (mincore(reinterpret_cast<void*>(lo), 4096, &resident) == 0 && (resident & 1)) return;
+  madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);  // advice: failure is harmless
+#else
+  (void)p;
+  (void)bytes;
+#endif
+}
+
+// advise_huge for several outputs of `bytes` each (null ones skipped).
+template <typename... P>
+inline void advise_outputs(int64_t bytes, P... outputs) {
+  (advise_huge(static_cast<const void*>(outputs), bytes), ...);
 }
 
 // H(z) = (z > 0), strict, as snnTorch fires: the spike from mem - threshold, and the reset

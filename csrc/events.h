@@ -145,7 +145,7 @@ struct Events {  // what Python hands over: a dense [M, K] input, or CSR events 
 };
 
 // family: the op that checks (its name starts the messages about shapes).
-inline void check_events(const Events& in, const char* family) {
+inline void check_events(const Events& in, const char* family, int threads) {
   if (in.M < 0 || in.K < 1 || in.M > std::numeric_limits<int32_t>::max() ||
       in.K > std::numeric_limits<int32_t>::max())
     throw std::invalid_argument(std::string(family) + ": bad shape M=" + std::to_string(in.M) + " K=" + std::to_string(in.K));
@@ -160,7 +160,9 @@ inline void check_events(const Events& in, const char* family) {
                                 " (the number of indices); got " + std::to_string(indptr[0]) + " ... " +
                                 std::to_string(indptr[in.M]));
   int64_t bad = in.M;  // the first row whose events are not in order and in range
-#pragma omp parallel for reduction(min : bad) schedule(static)
+  // reads indptr and indices once: a team sized by those bytes, like every other region's
+#pragma omp parallel for reduction(min : bad) schedule(static) \
+    num_threads(team_size(threads > 0 ? threads : 1, in.M, in.M * int64_t(sizeof(int64_t)) + in.nnz * int64_t(sizeof(int32_t))))
   for (int64_t r = 0; r < in.M; ++r) {
     const int64_t e0 = indptr[r], e1 = indptr[r + 1];
     bool ok = 0 <= e0 && e0 <= e1 && e1 <= in.nnz;

@@ -50,8 +50,11 @@ template <typename scalar_t, int RESET, bool IMMEDIATE, bool PER_NEURON>
 void lif_fwd_cpu(const LifArgs<scalar_t>& a, const ParamSet<scalar_t, 3>& params) {
   const Items items(a.R, a.L);
   const int64_t M = a.R * a.L;
-#pragma omp parallel for schedule(dynamic) num_threads(team_size(a.num_threads, items.count, a.T * M))
+  // bytes moved: 3 arrays of T*M values
+  Team team(a.num_threads, items.count, a.T * M * int64_t(3 * sizeof(scalar_t)));
+#pragma omp parallel for schedule(dynamic) num_threads(team.n)
   for (int64_t index = 0; index < items.count; ++index) {
+    const Team::Item mark(team);
     const Item it(items, a.L, index);
     const auto [beta, thr, graded] = params.at(it.l0);
     scalar_t m[kChunk];
@@ -99,8 +102,11 @@ void lif_bwd_cpu(const LifArgs<scalar_t>& a, const ParamSet<scalar_t, 3>& params
   const int64_t M = a.R * a.L;
   const SurrogateConsts<scalar_t>& p = a.sg;
   const scalar_t* saved = IMMEDIATE ? a.u_in : a.mem_saved;
-#pragma omp parallel for schedule(dynamic) num_threads(team_size(a.num_threads, items.count, a.T * M))
+  // bytes moved: 4 arrays of T*M values
+  Team team(a.num_threads, items.count, a.T * M * int64_t(4 * sizeof(scalar_t)));
+#pragma omp parallel for schedule(dynamic) num_threads(team.n)
   for (int64_t index = 0; index < items.count; ++index) {
+    const Team::Item mark(team);
     const Item it(items, a.L, index);
     const auto [beta, thr, graded] = params.at(it.l0);
     scalar_t carry[kChunk], gb[kChunk], gth[kChunk], gg[kChunk], m_init[kChunk], m_prev[kChunk];
@@ -211,6 +217,7 @@ void fwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t x, std::uintptr_t
   a.u_saved = as_ptr<scalar_t>(u_saved);
   a.r_saved = as_ptr<uint8_t>(r_saved);
   a.num_threads = threads > 0 ? threads : 1;
+  advise_outputs(T * R * L * int64_t(sizeof(scalar_t)), a.spk, a.mem, a.u_saved);  // fresh: see advise_huge
   pybind11::gil_scoped_release release;
   int_switch<kSubtract, kZero, kNone>(reset, "reset_mode", [&](auto RESET) {
     bool_switch(immediate && RESET() != kNone, [&](auto IMM) {
@@ -245,6 +252,7 @@ void bwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk, std::ui
   a.grad_mem0 = as_ptr<scalar_t>(grad_mem0);
   a.sg = SurrogateConsts<scalar_t>(sg, sg_param);
   a.num_threads = threads > 0 ? threads : 1;
+  advise_huge(a.grad_x, T * R * L * int64_t(sizeof(scalar_t)));
   ParamGrads<scalar_t, 3> pgrads(Items(a.R, a.L).count);
   pybind11::gil_scoped_release release;
   int_switch<kSubtract, kZero, kNone>(reset, "reset_mode", [&](auto RESET) {

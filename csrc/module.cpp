@@ -7,6 +7,7 @@
 #include <string>
 
 #include "codes.h"
+#include "common.h"
 #include "module.h"
 
 PYBIND11_MODULE(_C, m) {
@@ -33,5 +34,21 @@ PYBIND11_MODULE(_C, m) {
     lost = nullptr;
   });
 #endif
+  // How the regions size their teams (common.h, team_size): for tests and bench/threads.py.
+  m.def("_team_policy", [](int64_t grain, int forced, int adaptive, int huge) {
+    auto& tp = fastlif::team_policy();
+    if (huge >= 0) tp.huge = huge != 0;
+    if (grain > 0) tp.grain = grain;
+    if (forced >= 0) tp.forced = forced;
+    if (adaptive >= 0) tp.adaptive = adaptive != 0;
+    if (adaptive == 1) tp.solo_until = 0;  // re-enabling starts from the full team
+    return std::map<std::string, int64_t>{{"grain", tp.grain.load()}, {"forced", tp.forced.load()},
+                                          {"adaptive", tp.adaptive.load()}, {"huge", tp.huge.load()}, {"last_team", tp.last_team.load()}, {"solo_events", tp.solo_events.load()},
+                                          {"solo_ms_left", std::max<int64_t>(0, tp.solo_until.load() - fastlif::now_ns()) / 1000000},
+                                          {"default_grain", fastlif::kGrainBytes}};
+  }, "Read (all -1) or set the team policy: grain bytes per thread, a forced team size (0: none), "
+     "adaptive (1/0): whether a stalled region makes the next calls run on one thread for a while; "
+     "huge (1/0): whether large outputs are advised MADV_HUGEPAGE before they are written.",
+        pybind11::arg("grain") = -1, pybind11::arg("forced") = -1, pybind11::arg("adaptive") = -1, pybind11::arg("huge") = -1);
   for (auto reg : fastlif::registrars()) reg(m);
 }

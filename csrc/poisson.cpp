@@ -305,10 +305,11 @@ int item_spikes(const PoissonArgs<scalar_t>& a, const Item& it, ItemEvents* ev, 
 
 // One pass over the work items. Returns kOk, or why not (the caller raises).
 template <typename scalar_t, bool EVENTS>
-int generate(const PoissonArgs<scalar_t>& a, const Items& items, int team, std::vector<ItemEvents>& events) {
+int generate(const PoissonArgs<scalar_t>& a, const Items& items, Team& team, std::vector<ItemEvents>& events) {
   int status = kOk;
-#pragma omp parallel for schedule(dynamic) num_threads(team) reduction(| : status)
+#pragma omp parallel for schedule(dynamic) num_threads(team.n) reduction(| : status)
   for (int64_t index = 0; index < items.count; ++index) {
+    const Team::Item mark(team);
     try {
       status |= item_spikes<scalar_t, EVENTS>(a, Item(items, a.B * a.N, index),
                                               EVENTS ? &events[index] : nullptr, thread_scratch());
@@ -347,9 +348,12 @@ void row_offsets(int64_t T, int64_t B, int64_t N, const Items& items, std::vecto
 }
 
 // Each item copies its keys' runs of columns to their positions in indices.
-void scatter_events(const Items& items, const std::vector<ItemEvents>& events, int32_t* indices, int team) {
-#pragma omp parallel for schedule(dynamic) num_threads(team)
+void scatter_events(const Items& items, const std::vector<ItemEvents>& events, int32_t* indices, int threads,
+                    int64_t nnz) {
+  Team team(threads, items.count, nnz * int64_t(2 * sizeof(int32_t)));  // read and write each event
+#pragma omp parallel for schedule(dynamic) num_threads(team.n)
   for (int64_t index = 0; index < items.count; ++index) {
+    const Team::Item mark(team);
     const ItemEvents& ev = events[static_cast<size_t>(index)];
     for (size_t k = 0; k < ev.count.size(); ++k) {
       const int64_t from = ev.key_start[k], len = ev.key_start[k + 1] - from;
@@ -370,11 +374,14 @@ void poisson_typed(const PoissonArgs<scalar_t>& a, const Alloc* alloc) {
   namespace py = pybind11;
   const int64_t pixels = a.B * a.N;
   const Items items = work_items(pixels, a.num_threads);
-  // work: the dense output (T bytes per pixel) and a draw or two per pixel (~16 neuron-steps)
-  const int team = team_size(a.num_threads, items.count, pixels * (a.T + 16));
   std::vector<ItemEvents> events(alloc ? static_cast<size_t>(items.count) : 0);
   int status;
   {
+    // work, in the grain's units (bytes a memory-bound kernel moves in the same time): the dense
+    // output (T bytes per pixel), and the draws: ~30 ns a pixel on one thread at the tutorial's
+    // rates, what LIF's kernels take to stream ~1 KiB. A second thread paid at the tutorial's
+    // size (64 x 784 pixels: 0.325 -> 0.215 ms, README) and this puts it over 2 grains.
+    Team team(a.num_threads, items.count, pixels * (a.T + 1024));
     py::gil_scoped_release release;
     status = alloc ? generate<scalar_t, true>(a, items, team, events) : generate<scalar_t, false>(a, items, team, events);
   }
@@ -387,7 +394,7 @@ void poisson_typed(const PoissonArgs<scalar_t>& a, const Alloc* alloc) {
   if (!indptr || (nnz && !indices)) throw std::invalid_argument("poisson: alloc returned a null pointer");
   py::gil_scoped_release release;
   row_offsets(a.T, a.B, a.N, items, events, as_ptr<int64_t>(indptr));
-  scatter_events(items, events, as_ptr<int32_t>(indices), team_size(a.num_threads, items.count, nnz * 8));
+  scatter_events(items, events, as_ptr<int32_t>(indices), a.num_threads, nnz);
 }
 
 void poisson_fwd(int dtype, int64_t T, int64_t B, int64_t N, std::uintptr_t x, double rate, double dt,
@@ -409,6 +416,7 @@ void poisson_fwd(int dtype, int64_t T, int64_t B, int64_t N, std::uintptr_t x, d
     a.dt = dt;
     a.seed = seed;
     a.spikes = as_ptr<uint8_t>(spikes);
+    advise_huge(a.spikes, T * B * N);  // a fresh [T, B, N] bool output: see advise_huge
     a.num_threads = threads > 0 ? threads : 1;
     poisson_typed(a, alloc.is_none() ? nullptr : &fn);
   });

@@ -130,8 +130,11 @@ template <typename scalar_t, int RESET, bool IMMEDIATE, bool PER_NEURON>
 void rleaky_fwd_cpu(const RLeakyArgs<scalar_t>& a, const ParamSet<scalar_t, 4>& params) {
   const Items items(a.R, a.L);
   const int64_t M = a.R * a.L;
-#pragma omp parallel for schedule(dynamic) num_threads(team_size(a.num_threads, items.count, a.T * M))
+  // bytes moved: 3 arrays of T*M values
+  Team team(a.num_threads, items.count, a.T * M * int64_t(3 * sizeof(scalar_t)));
+#pragma omp parallel for schedule(dynamic) num_threads(team.n)
   for (int64_t index = 0; index < items.count; ++index) {
+    const Team::Item mark(team);
     const Item it(items, a.L, index);
     const auto [beta, V, thr, graded] = params.at(it.l0);
     scalar_t m[kChunk], sp[kChunk];
@@ -166,8 +169,11 @@ void rleaky_bwd_cpu(const RLeakyArgs<scalar_t>& a, const ParamSet<scalar_t, 4>& 
   const int64_t M = a.R * a.L;
   const SurrogateConsts<scalar_t>& p = a.sg;
   const scalar_t* saved = IMMEDIATE ? a.u_in : a.mem_saved;
-#pragma omp parallel for schedule(dynamic) num_threads(team_size(a.num_threads, items.count, a.T * M))
+  // bytes moved: 4 arrays of T*M values
+  Team team(a.num_threads, items.count, a.T * M * int64_t(4 * sizeof(scalar_t)));
+#pragma omp parallel for schedule(dynamic) num_threads(team.n)
   for (int64_t index = 0; index < items.count; ++index) {
+    const Team::Item mark(team);
     const Item it(items, a.L, index);
     const auto [beta, V, thr, graded] = params.at(it.l0);
     scalar_t carry_m[kChunk], carry_s[kChunk], gb[kChunk], gv[kChunk], gth[kChunk], gg[kChunk];
@@ -238,8 +244,11 @@ void rleaky_bwd_cpu(const RLeakyArgs<scalar_t>& a, const ParamSet<scalar_t, 4>& 
 template <typename scalar_t, int RESET, bool IMMEDIATE, bool PER_NEURON>
 void rleaky_linear_fwd_cpu(const RLeakyArgs<scalar_t>& a, const ParamSet<scalar_t, 4>& params) {
   const int64_t L = a.L, M = a.R * a.L;
-#pragma omp parallel for schedule(dynamic) num_threads(team_size(a.num_threads, a.R, a.T * M * 8))
+  // dense: L weights per spike and step; counted as 32 values per neuron-step (measured like the rest)
+  Team team(a.num_threads, a.R, a.T * M * int64_t(32 * sizeof(scalar_t)));
+#pragma omp parallel for schedule(dynamic) num_threads(team.n)
   for (int64_t row = 0; row < a.R; ++row) {
+    const Team::Item mark(team);
     const auto [beta, V, thr, graded] = params.at(0);
     std::vector<scalar_t> m(L), sp(L), rec(L);
     for (int64_t j = 0; j < L; ++j) {
@@ -306,8 +315,10 @@ void rleaky_linear_bwd_cpu(const RLeakyArgs<scalar_t>& a, const ParamSet<scalar_
   const int64_t tiles = (a.R + tile_rows - 1) / tile_rows;
   const SurrogateConsts<scalar_t>& p = a.sg;
   const scalar_t* saved = IMMEDIATE ? a.u_in : a.mem_saved;
-#pragma omp parallel for schedule(dynamic) num_threads(team_size(a.num_threads, tiles, a.T * M * 8))
+  Team team(a.num_threads, tiles, a.T * M * int64_t(32 * sizeof(scalar_t)));
+#pragma omp parallel for schedule(dynamic) num_threads(team.n)
   for (int64_t tile = 0; tile < tiles; ++tile) {
+    const Team::Item mark(team);
     const auto [beta, V, thr, graded] = params.at(0);
     const int64_t row0 = tile * tile_rows;
     const int rows = static_cast<int>(std::min<int64_t>(tile_rows, a.R - row0));
@@ -403,6 +414,7 @@ void fwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t x, std::uintptr_t
   a.mem = as_ptr<scalar_t>(mem);
   a.u_saved = as_ptr<scalar_t>(u_saved);
   a.r_saved = as_ptr<uint8_t>(r_saved);
+  advise_outputs(T * R * L * int64_t(sizeof(scalar_t)), a.spk, a.mem, a.u_saved);  // fresh: see advise_huge
   pybind11::gil_scoped_release release;
   int_switch<kSubtract, kZero, kNone>(reset, "reset_mode", [&](auto RESET) {
     bool_switch(immediate, [&](auto IMM) {
@@ -443,6 +455,7 @@ void bwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk, std::ui
   a.grad_spk0 = as_ptr<scalar_t>(grad_spk0);
   a.grad_mem0 = as_ptr<scalar_t>(grad_mem0);
   a.sg = SurrogateConsts<scalar_t>(sg, sg_param);
+  advise_huge(a.grad_x, T * R * L * int64_t(sizeof(scalar_t)));
   ParamGrads<scalar_t, 4> pgrads(all_to_all ? 0 : Items(a.R, a.L).count);
   std::vector<scalar_t> row_partials(all_to_all ? static_cast<size_t>(3 * a.R * a.L) : 0);
   {

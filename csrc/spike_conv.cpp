@@ -206,22 +206,6 @@ void conv_backward(const Source* src, const Geom& G, const scalar_t* g, scalar_t
   }
 }
 
-// A large output is written once, by the kernel, into memory torch has just allocated and no
-// one has touched: at 4 KiB a page, faulting it in costs more than the writes (an N-MNIST
-// input layer's output is 138 MB). Transparent huge pages for the 2 MiB-aligned part of it
-// (where the kernel offers them on request, THP "madvise") cut the faults 512-fold. Only
-// advice: where it is refused nothing changes.
-void advise_huge_pages(std::uintptr_t p, int64_t bytes) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr std::uintptr_t kHuge = std::uintptr_t(1) << 21;
-  if (bytes < int64_t(4 * kHuge)) return;
-  const std::uintptr_t first = (p + kHuge - 1) & ~(kHuge - 1), last = (p + static_cast<std::uintptr_t>(bytes)) & ~(kHuge - 1);
-  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
-#else
-  (void)p;
-  (void)bytes;
-#endif
-}
 
 // --- bindings --------------------------------------------------------------------------------
 // Python (fastlif/ops/spike_conv.py) checks dtypes, shapes and contiguity, works out the
@@ -257,16 +241,16 @@ void spike_conv2d_fwd(int dtype, const pybind11::tuple& geom, std::uintptr_t x, 
                       std::uintptr_t wt, std::uintptr_t bias, std::uintptr_t out, int threads) {
   const Geom G = geom_of(geom);
   const Events in{G.N, G.C * G.HW(), x, x_bool, indptr, indices, values, nnz};
-  check_events(in, "spike_conv2d");
+  check_events(in, "spike_conv2d", threads);
   if (!wt || (!out && G.N > 0)) throw std::invalid_argument("spike_conv2d_fwd: bad weight or output");
   pybind11::gil_scoped_release release;
-  advise_huge_pages(out, G.N * G.O * G.OHW() * (dtype == kFloat64 ? 8 : 4));
+  advise_huge(as_ptr<const void>(out), G.N * G.O * G.OHW() * (dtype == kFloat64 ? 8 : 4));  // common.h
   dtype_switch(dtype, [&](auto zero) {
     using scalar_t = decltype(zero);
     with_source<scalar_t>(in, [&](const auto& src) {
       og_switch(G.Og(), [&](auto OG) {
         conv_forward<OG()>(src, G, as_ptr<const scalar_t>(wt), as_ptr<const scalar_t>(bias), as_ptr<scalar_t>(out),
-                           threads > 0 ? threads : 1, work_of(in, G, nnz_hint));
+                           threads > 0 ? threads : 1, work_of(in, G, nnz_hint) * int64_t(sizeof(scalar_t)));
       });
     });
   });
@@ -277,7 +261,7 @@ void spike_conv2d_bwd(int dtype, const pybind11::tuple& geom, std::uintptr_t x, 
                       std::uintptr_t grad, std::uintptr_t grad_weight, std::uintptr_t grad_bias, int threads) {
   const Geom G = geom_of(geom);
   const Events in{G.N, G.C * G.HW(), x, x_bool, indptr, indices, values, nnz};
-  check_events(in, "spike_conv2d");
+  check_events(in, "spike_conv2d", threads);
   if (!grad && G.N > 0) throw std::invalid_argument("spike_conv2d_bwd: bad upstream gradient");
   threads = threads > 0 ? threads : 1;
   pybind11::gil_scoped_release release;
@@ -286,7 +270,7 @@ void spike_conv2d_bwd(int dtype, const pybind11::tuple& geom, std::uintptr_t x, 
     const auto* g = as_ptr<const scalar_t>(grad);
     scalar_t* gw = as_ptr<scalar_t>(grad_weight);
     scalar_t* gb = as_ptr<scalar_t>(grad_bias);
-    const int64_t work = work_of(in, G, nnz_hint);  // the read of g: as the output's writes
+    const int64_t work = work_of(in, G, nnz_hint) * int64_t(sizeof(scalar_t));  // bytes: the read of g, as the output's writes
     with_source<scalar_t>(in, [&](const auto& src) {
       using Source = std::decay_t<decltype(src)>;
       if (gw)

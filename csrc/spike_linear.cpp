@@ -44,8 +44,10 @@ template <typename scalar_t, typename Source>
 void linear_forward(const Source& src, int64_t M, int64_t N, const scalar_t* wt, const scalar_t* bias,
                     scalar_t* out, int threads, int64_t work) {
   const int64_t tiles = (M + kRowTile - 1) / kRowTile;
-#pragma omp parallel for schedule(dynamic) num_threads(team_size(threads, tiles, work))
+  Team team(threads, tiles, work);
+#pragma omp parallel for schedule(dynamic) num_threads(team.n)
   for (int64_t tile = 0; tile < tiles; ++tile) {
+    const Team::Item mark(team);
     const int64_t r1 = std::min(M, (tile + 1) * kRowTile);
     for (int64_t r = tile * kRowTile; r < r1; ++r) {
       scalar_t* y = out + r * N;
@@ -71,11 +73,13 @@ struct ColumnEvents {  // CSC: the events of column k are [colptr[k], colptr[k +
 template <typename scalar_t, bool BINARY>
 ColumnEvents<scalar_t> transpose_events(const CsrRows<scalar_t, BINARY>& src, int64_t M, int64_t K, int threads,
                                         int64_t work) {
-  const int P = team_size(threads, M, work);
+  Team team(threads, M, work);
+  const int P = team.n;
   const int64_t per = (M + P - 1) / P;
   std::vector<int64_t> slot(static_cast<size_t>(P) * K, 0);  // counts, then the next free place
 #pragma omp parallel for schedule(static, 1) num_threads(P)
   for (int p = 0; p < P; ++p) {
+    const Team::Item mark(team);
     int64_t* count = slot.data() + p * K;
     for (int64_t r = p * per; r < std::min(M, (p + 1) * per); ++r)
       src.row(r, [&](int64_t k, scalar_t) { ++count[k]; });
@@ -96,6 +100,7 @@ ColumnEvents<scalar_t> transpose_events(const CsrRows<scalar_t, BINARY>& src, in
   if (!BINARY) ev.values.resize(static_cast<size_t>(total));
 #pragma omp parallel for schedule(static, 1) num_threads(P)
   for (int p = 0; p < P; ++p) {
+    const Team::Item mark(team);
     int64_t* next = slot.data() + p * K;
     for (int64_t r = p * per; r < std::min(M, (p + 1) * per); ++r)
       src.row(r, [&](int64_t k, scalar_t v) {
@@ -124,11 +129,13 @@ template <typename scalar_t, typename Fill>
 void weight_grad(int64_t M, int64_t K, int64_t N, scalar_t* gw, int threads, int64_t work, Fill&& fill) {
   const int64_t blocks = (K + kGradCols - 1) / kGradCols;
   const int64_t width = slice_width(M, N, sizeof(scalar_t)), slices = (N + width - 1) / width;
-#pragma omp parallel num_threads(team_size(threads, blocks * slices, work))
+  Team team(threads, blocks * slices, work);
+#pragma omp parallel num_threads(team.n)
   {
     std::vector<scalar_t> acc(static_cast<size_t>(kGradCols * width));
 #pragma omp for schedule(dynamic)
     for (int64_t item = 0; item < blocks * slices; ++item) {  // slice-major
+      const Team::Item mark(team);
       const int64_t n0 = (item / blocks) * width, nw = std::min(width, N - n0);
       const int64_t k0 = (item % blocks) * kGradCols, nk = std::min(kGradCols, K - k0);
       std::fill(acc.begin(), acc.end(), scalar_t(0));
@@ -176,8 +183,10 @@ template <typename scalar_t>
 void bias_grad(int64_t M, int64_t N, const scalar_t* g, scalar_t* gb, int threads) {
   constexpr int64_t kOut = 64;
   const int64_t blocks = (N + kOut - 1) / kOut;
-#pragma omp parallel for schedule(dynamic) num_threads(team_size(threads, blocks, M * N))
+  Team team(threads, blocks, M * N * int64_t(sizeof(scalar_t)));
+#pragma omp parallel for schedule(dynamic) num_threads(team.n)
   for (int64_t b = 0; b < blocks; ++b) {
+    const Team::Item mark(team);
     const int64_t o0 = b * kOut, n = std::min(kOut, N - o0);
     double acc[kOut] = {};
     for (int64_t r = 0; r < M; ++r) {
@@ -198,21 +207,21 @@ void bias_grad(int64_t M, int64_t N, const scalar_t* g, scalar_t* gb, int thread
 // output row's worth of arithmetic per event (nnz unknown before a scan: half the entries).
 int64_t work_of(const Events& in, int64_t N) {
   const int64_t nnz = in.indptr ? in.nnz : in.M * in.K / 2;
-  return (in.indptr ? in.M : in.M * in.K / 16) + nnz * N;
+  return (in.indptr ? in.M : in.M * in.K / 16) + nnz * N;  // times the value size: bytes (callers)
 }
 
 void spike_linear_fwd(int dtype, int64_t M, int64_t K, int64_t N, std::uintptr_t x, bool x_bool,
                       std::uintptr_t indptr, std::uintptr_t indices, std::uintptr_t values, int64_t nnz,
                       std::uintptr_t wt, std::uintptr_t bias, std::uintptr_t out, int threads) {
   const Events in{M, K, x, x_bool, indptr, indices, values, nnz};
-  check_events(in, "spike_linear");
+  check_events(in, "spike_linear", threads);
   if (N < 1 || !wt || (!out && M > 0)) throw std::invalid_argument("spike_linear_fwd: bad weight or output");
   pybind11::gil_scoped_release release;
   dtype_switch(dtype, [&](auto zero) {
     using scalar_t = decltype(zero);
     with_source<scalar_t>(in, [&](const auto& src) {
       linear_forward(src, M, N, as_ptr<const scalar_t>(wt), as_ptr<const scalar_t>(bias), as_ptr<scalar_t>(out),
-                     threads > 0 ? threads : 1, work_of(in, N));
+                     threads > 0 ? threads : 1, work_of(in, N) * int64_t(sizeof(scalar_t)));
     });
   });
 }
@@ -221,7 +230,7 @@ void spike_linear_bwd(int dtype, int64_t M, int64_t K, int64_t N, std::uintptr_t
                       std::uintptr_t indptr, std::uintptr_t indices, std::uintptr_t values, int64_t nnz,
                       std::uintptr_t grad, std::uintptr_t grad_weight, std::uintptr_t grad_bias, int threads) {
   const Events in{M, K, x, x_bool, indptr, indices, values, nnz};
-  check_events(in, "spike_linear");
+  check_events(in, "spike_linear", threads);
   if (N < 1 || (!grad && M > 0)) throw std::invalid_argument("spike_linear_bwd: bad upstream gradient");
   threads = threads > 0 ? threads : 1;
   pybind11::gil_scoped_release release;
@@ -233,8 +242,8 @@ void spike_linear_bwd(int dtype, int64_t M, int64_t K, int64_t N, std::uintptr_t
     with_source<scalar_t>(in, [&](const auto& src) {
       using Source = std::decay_t<decltype(src)>;
       scalar_t* gw = as_ptr<scalar_t>(grad_weight);
-      if constexpr (Source::kDense) weight_grad_dense(src, M, K, N, g, gw, threads, work_of(in, N));
-      else weight_grad_events(src, M, K, N, g, gw, threads, work_of(in, N));
+      if constexpr (Source::kDense) weight_grad_dense(src, M, K, N, g, gw, threads, work_of(in, N) * int64_t(sizeof(scalar_t)));
+      else weight_grad_events(src, M, K, N, g, gw, threads, work_of(in, N) * int64_t(sizeof(scalar_t)));
     });
   });
 }

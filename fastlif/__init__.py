@@ -20,6 +20,7 @@ from .neurons import __all__ as _neurons
 from .interop import export_to_nir, from_snntorch, import_from_nir
 from .layers import SpikeConv2d, SpikeLinear
 from .network import sequence
+from .ops.common import get_num_threads, set_num_threads
 from .ops.lif import lif_sequence
 from .ops.synaptic import synaptic_sequence
 from .reference import lif_sequence_reference
@@ -27,7 +28,8 @@ from .reference import lif_sequence_reference
 __version__ = "0.2.0"
 __all__ = [*_neurons, "SpikeLinear", "SpikeConv2d", "sequence", "lif_sequence", "synaptic_sequence",
            "lif_sequence_reference", "surrogate",
-           "encode", "losses", "backends", "codes", "from_snntorch", "export_to_nir", "import_from_nir"]
+           "encode", "losses", "backends", "codes", "from_snntorch", "export_to_nir", "import_from_nir",
+           "set_num_threads", "get_num_threads"]
 
 
 # --- names resolved on first access ------------------------------------------------------------

@@ -223,5 +223,24 @@ def cpp_param(value):
     return 0, 1, value
 
 
-def num_threads():
-    return torch.get_num_threads()
+_thread_cap = None
+
+
+def set_num_threads(n):
+    """Cap the threads of fastlif's CPU kernels at ``n`` (None: no cap of fastlif's own). torch's
+    ``torch.set_num_threads`` caps them too; each call then takes as many of those as its work
+    pays for, and one while the machine is busy (api.md section 3, "Threads and memory")."""
+    global _thread_cap
+    if n is not None and (type(n) is not int or n < 1):
+        raise ValueError(f"fastlif.set_num_threads: expected an integer >= 1 or None, got {n!r}")
+    _thread_cap = n
+
+
+def get_num_threads():
+    """The most threads a fastlif CPU call may use: torch's setting, capped by
+    :func:`set_num_threads`."""
+    n = torch.get_num_threads()
+    return n if _thread_cap is None else min(n, _thread_cap)
+
+
+num_threads = get_num_threads  # what the launchers pass the kernels
