@@ -88,8 +88,7 @@ def run_brian2(prm, N, T, *, method, p=0.02, seed=1, clamp=True, strict=True,
     handed = dict(v0=_copy(G.v_[:]), synapses=[])
     for Sy, tgt, w in zip(syn, "ei", (prm["we"], prm["wi"])):
         weight = _copy(Sy.w_[:]) if hetero_w else w
-        delay = _copy(Sy.delay_[:]) if hetero_delay else float(Sy.delay_[:][0]) \
-            if len(Sy) else 0.0
+        delay = _copy(Sy.delay_[:]) if hetero_delay else float(np.ravel(Sy.delay_[:])[0])
         handed["synapses"].append(Projection(_copy(Sy.i[:]), _copy(Sy.j[:]), weight, delay,
                                              tgt))
     net = b2.Network(*objects, mon_v, mon_s)

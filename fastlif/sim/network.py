@@ -287,7 +287,7 @@ def _run_parallel(T, nb, coba, exact, clamp, strict, n_ref, c, v_th, v_reset, v,
 
 # ------------------------------------------------------------------ Python layer
 
-def _constants(model, method, dt, tau_m, tau_e, tau_i, E_L, I, E_e, E_i):
+def _constants(model, method, clamp, dt, tau_m, tau_e, tau_i, E_L, I, E_e, E_i):
     """Brian2's scalar block (the ``_lio_`` constants) for the model, computed with the same
     float64 operations in the same order as its generated numpy code."""
     c = np.zeros(8)
@@ -311,8 +311,16 @@ def _constants(model, method, dt, tau_m, tau_e, tau_i, E_L, I, E_e, E_i):
         l11 = -exp(dt / tau_i)
         l12 = (-E_L) - I
         l14 = l4 + (l12 * exp(l8))
-        ke = ((l5 * (l6 + exp(l7))) * exp(l8)) / (l9 + tau_e)
-        ki = ((l10 * (l11 + exp(l7))) * exp(l8)) / (l9 + tau_i)
+        if clamp:
+            ke = ((l5 * (l6 + exp(l7))) * exp(l8)) / (l9 + tau_e)
+            ki = ((l10 * (l11 + exp(l7))) * exp(l8)) / (l9 + tau_i)
+        else:
+            # Without "(unless refractory)" sympy simplifies the same solution into another
+            # form (Brian2 2.9), which rounds differently.
+            ke = (((tau_e * ((-exp(dt / tau_e)) + exp(dt / tau_m))) * exp((-dt) / tau_e))
+                  * exp((-dt) / tau_m)) / (tau_e - tau_m)
+            ki = (((tau_i * ((-exp(dt / tau_i)) + exp(dt / tau_m))) * exp((-dt) / tau_i))
+                  * exp((-dt) / tau_m)) / (tau_i - tau_m)
         c[:6] = [l14, ke, ki, exp(l8), exp((-dt) / tau_e), exp((-dt) / tau_i)]
     return c
 
@@ -562,7 +570,7 @@ def simulate_network(N, T, dt, *, model="cuba", method=None, tau_m=20e-3, tau_e=
         nb = int(threads)
     nb = max(1, min(nb, N))
 
-    c = _constants(model, method, dt, tau_m, tau_e, tau_i, E_L, I, E_e, E_i)
+    c = _constants(model, method, bool(clamp_refractory), dt, tau_m, tau_e, tau_i, E_L, I, E_e, E_i)
     # Brian2's timestep(refractory, dt); capped so the step arithmetic stays in int32.
     n_ref = int(min((refractory + 1e-3 * dt) / dt, T + 1))
     n_ref = np.int32(n_ref)
