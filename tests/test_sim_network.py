@@ -179,7 +179,7 @@ def test_poisson_and_given_input_spikes(model):
     n_in = 50
     steps, srcs = poisson_spikes(n_in, 40.0, T, DT, seed=4)
     pre, post = random_connections(n_in, N, 0.3, seed=5)
-    w = rng.uniform(0.5, 1.5, len(pre)) * (1.0 * scale if model == "cuba" else 0.3)
+    w = rng.uniform(0.5, 1.5, len(pre)) * (4.0 * scale if model == "cuba" else 0.3)
     steps2 = np.arange(5, T, 97)
     srcs2 = np.zeros_like(steps2)
     pre2, post2 = np.zeros(N, np.int64), np.arange(N)

@@ -350,11 +350,11 @@ def _delay_steps(name, delay, S, dt):
     if np.any(d < 0):
         raise ValueError(f"{name} must be >= 0, got {d.min()}")
     steps = np.round(d / dt)
+    if np.any((d > 0) & (steps < 1)):
+        raise ValueError(f"{name} has a delay below one step (dt = {dt}); use 0 or >= dt")
     if np.any(np.abs(steps * dt - d) > 1e-6 * dt + 1e-12 * np.abs(d)):
         raise ValueError(f"{name} must be whole multiples of dt = {dt} (0, or at least one "
                          "step)")
-    if np.any((d > 0) & (steps < 1)):
-        raise ValueError(f"{name} has a delay below one step (dt = {dt}); use 0 or >= dt")
     return np.broadcast_to(steps.astype(np.int64), (S,))
 
 
