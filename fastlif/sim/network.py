@@ -43,7 +43,7 @@ import time
 from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
-from numba import get_num_threads, njit, prange
+from numba import njit, prange
 
 from .lif import _real_array, _scalar
 
@@ -52,10 +52,12 @@ __all__ = ["simulate_network", "NetworkResult", "Projection", "Input",
 
 MODELS = ("cuba", "coba")
 METHODS = ("exact", "euler")
-# Below this many neurons one thread is faster: a parallel region costs ~10 us to start and
-# join each step (far more when other processes hold the cores), about what one thread
-# needs for 4000 neurons and their spikes.
-_MIN_PARALLEL_N = 16_384
+# Threads are opt-in. A parallel region costs ~10 us to start and join on a quiet machine,
+# about what one thread needs for a whole 4000-neuron step with its spikes; on a shared
+# machine a worker thread waits for a core at every join: measured here (2 cores, other
+# jobs running), 2 threads took 0.2-3.5 ms a step against 6-8 us (4k) and 40-80 us (40k)
+# for one thread. The network's steps are too short to amortise a fork/join each.
+_DEFAULT_THREADS = 1
 
 
 class Projection(NamedTuple):
@@ -471,7 +473,8 @@ def simulate_network(N, T, dt, *, model="cuba", method=None, tau_m=20e-3, tau_e=
         External spikes (given or ``poisson_spikes``), acting after the recurrent ones.
     record : None, or indices of neurons whose v to record every step.
     threads : None or int >= 1
-        Threads (blocks of neurons). None: one below 16384 neurons, else Numba's count.
+        Threads (blocks of neurons, each its own targets). None: one (see
+        ``_DEFAULT_THREADS``: a fork/join a step costs more than it saves on busy machines).
         The result is identical for any count.
 
     Returns
@@ -562,7 +565,7 @@ def simulate_network(N, T, dt, *, model="cuba", method=None, tau_m=20e-3, tau_e=
         _index_array("record", record, N, f"{N} neurons")
     rec_v = np.empty((T, rec.shape[0]))
     if threads is None:
-        nb = 1 if N < _MIN_PARALLEL_N else get_num_threads()
+        nb = _DEFAULT_THREADS
     else:
         if isinstance(threads, (bool, np.bool_)) or not isinstance(threads, (int, np.integer)) \
                 or threads < 1:
