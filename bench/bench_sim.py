@@ -424,6 +424,11 @@ def print_markdown(table):
 NET_SIZES = (4000, 40_000, 400_000)
 NET_T = 10_000
 NET_ROUNDS = {4000: 5, 40_000: 3, 400_000: 2}
+# On a shared machine the threaded simulators can take minutes a run (OpenMP barriers
+# waiting for descheduled threads): a provider whose round took longer than NET_SLOW_S runs
+# no more rounds, and a run over NET_TIMEOUT_S is stopped (reported as such).
+NET_SLOW_S = 60.0
+NET_TIMEOUT_S = 600
 MV = 1e-3
 
 
@@ -490,7 +495,7 @@ def brian2_net_worker(target, model, N, threads, conn, out):
         # The very same network as fastlif's (numpy target: compared spike for spike).
         Ce.connect(i=kw["synapses"][0].pre, j=kw["synapses"][0].post)
         Ci.connect(i=kw["synapses"][1].pre, j=kw["synapses"][1].post)
-        G.v = kw["v0"]
+        G.v = kw["v0"] * V
     else:
         ne, p = int(0.8 * N), min(1.0, 80.0 / N)
         Ce.connect(f"i<{ne}", p=p)
@@ -586,7 +591,11 @@ def nest_net_worker(model, N, threads, out):
 def _net_worker_proc(kind, model, N, threads, out, conn=False, env=None):
     cmd = [sys.executable, "-m", "bench.bench_sim", "--net-worker", kind, "--model", model,
            "--n", str(N), "--threads", str(threads), "--out", out] + (["--conn"] if conn else [])
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=NET_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return dict(error=f"timed out after {NET_TIMEOUT_S} s (build + run)")
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not line:
         return dict(error=(proc.stderr.strip().splitlines() or ["failed"])[-1][:300])
@@ -596,7 +605,8 @@ def _net_worker_proc(kind, model, N, threads, out, conn=False, env=None):
 def _run_b2_binary(directory, env):
     """One run of a compiled Brian2 standalone network: its own timing of the network loop
     (results/last_run_info.txt) and its spikes."""
-    subprocess.run(["./main"], cwd=directory, env=env, check=True, capture_output=True)
+    subprocess.run(["./main"], cwd=directory, env=env, check=True, capture_output=True,
+                   timeout=NET_TIMEOUT_S)
     with open(os.path.join(directory, "results", "last_run_info.txt")) as f:
         run_s = float(f.read().split()[0])
     return run_s
@@ -627,6 +637,8 @@ def network_main(sizes, models, rounds_override=None, nest_max_n=40_000):
         for model in models:
             R = rounds_override or NET_ROUNDS.get(N, 2)
             print(f"\n{model.upper()} N={N}: {R} rounds of 1 s (T={NET_T} steps)", flush=True)
+            load = os.getloadavg()[0]        # other jobs on a shared machine inflate times
+            print(f"  load average {load:.1f} on {os.cpu_count()} cores", flush=True)
             kw = net_params(model, N)
             n_syn = sum(len(p.pre) for p in kw["synapses"])
             simulate_network(T=10, dt=DT, **kw)             # Numba compile, excluded
@@ -634,36 +646,56 @@ def network_main(sizes, models, rounds_override=None, nest_max_n=40_000):
                 simulate_network(T=10, dt=DT, threads=2, **kw)
             times = {}
             stats = {}
-            b2dir = None
+            b2dirs = {}
             tmp = tempfile.TemporaryDirectory(prefix=f"b2net_{model}_{N}_")
-            if have_b2:
-                print("  Brian2 cpp_standalone: build and compile ...", flush=True)
-                info = _net_worker_proc("cpp_standalone", model, N, 2,
-                                        os.path.join(tmp.name, "cpp"), env=env)
+            for nt in (2, 1) if have_b2 else ():
+                name = f"brian2 cpp_standalone {nt} thread" + ("s" if nt > 1 else "")
+                print(f"  {name}: build and compile ...", flush=True)
+                d = os.path.join(tmp.name, f"cpp{nt}")
+                info = _net_worker_proc("cpp_standalone", model, N, nt if nt > 1 else 0, d,
+                                        env=env)
                 if "error" in info:
-                    print(f"  brian2 cpp_standalone failed: {info['error']}")
+                    print(f"  {name} failed: {info['error']}")
                 else:
-                    b2dir = os.path.join(tmp.name, "cpp")
-                    stats["brian2 cpp_standalone build_s"] = info["build_s"]
+                    b2dirs[name] = d
+                    stats[name + " build_s"] = info["build_s"]
+            slow = set()
+
+            def too_slow(name):
+                return name in slow
+
+            def note(name, run_s):
+                if run_s > NET_SLOW_S:
+                    slow.add(name)
             for r in tqdm(range(R), desc=f"  {model} {N} rounds", leave=False):
                 res = simulate_network(T=NET_T, dt=DT, **kw)
                 times.setdefault("fastlif", []).append(res.run_s)
                 stats["fastlif"] = (res.spike_i, res.spike_t, res.threads, res.build_s)
-                if N >= 40_000:
+                if N >= 40_000 and not too_slow("fastlif 2 threads"):
                     # Opt-in threads: one parallel region a step (see network.py).
                     res = simulate_network(T=NET_T, dt=DT, threads=2, **kw)
                     times.setdefault("fastlif 2 threads", []).append(res.run_s)
+                    note("fastlif 2 threads", res.run_s)
                     stats["fastlif 2 threads"] = (res.spike_i, res.spike_t, 2, res.build_s)
-                if b2dir:
-                    times.setdefault("brian2 cpp_standalone 2 threads", []).append(
-                        _run_b2_binary(b2dir, env))
-                if have_nest and N <= nest_max_n:
+                for name, d in b2dirs.items():
+                    if too_slow(name):
+                        continue
+                    try:
+                        run_s = _run_b2_binary(d, env)
+                    except subprocess.TimeoutExpired:
+                        print(f"  {name}: over {NET_TIMEOUT_S} s, stopped")
+                        slow.add(name)
+                        continue
+                    times.setdefault(name, []).append(run_s)
+                    note(name, run_s)
+                if have_nest and N <= nest_max_n and not too_slow("nest 2 threads"):
                     out = os.path.join(tmp.name, f"nest{r}.npz")
                     info = _net_worker_proc("nest", model, N, 2, out, env=env)
                     if "error" in info:
                         print(f"  NEST failed: {info['error']}")
                     else:
                         times.setdefault("nest 2 threads", []).append(info["run_s"])
+                        note("nest 2 threads", info["run_s"])
                         d = np.load(out)
                         stats["nest 2 threads"] = (d["i"], d["t"], 2, info["build_s"])
                         stats["nest version"] = info["version"]
@@ -676,10 +708,11 @@ def network_main(sizes, models, rounds_override=None, nest_max_n=40_000):
                         times.setdefault("brian2 numpy", []).append(info["run_s"])
                         d = np.load(out)
                         stats["brian2 numpy"] = (d["i"], d["t"], 1, info["build_s"])
-            if b2dir:
-                i, t = _b2_binary_spikes(b2dir)
-                stats["brian2 cpp_standalone 2 threads"] = (
-                    i, t, 2, stats["brian2 cpp_standalone build_s"])
+            for name, d in b2dirs.items():
+                if name in times:
+                    i, t = _b2_binary_spikes(d)
+                    stats[name] = (i, t, 2 if "2 threads" in name else 1,
+                                   stats[name + " build_s"])
             ref = float(np.median(times["fastlif"]))
             f_i, f_t = stats["fastlif"][:2]
             for prov, ts in times.items():
@@ -687,7 +720,7 @@ def network_main(sizes, models, rounds_override=None, nest_max_n=40_000):
                 rate, cv = rate_cv(i, t, N, NET_T * DT)
                 med = float(np.median(ts))
                 ex = dict(threads=nthreads, rate_Hz=rate, cv_isi=cv, build_s=build_s,
-                          rounds=len(ts), synapses=n_syn)
+                          rounds=len(ts), synapses=n_syn, loadavg_1min=load)
                 if prov == "brian2 numpy":
                     order = np.lexsort((i, np.round(t / DT)))
                     ex["same_spikes"] = bool(

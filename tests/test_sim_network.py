@@ -317,3 +317,20 @@ def test_cuba_rate_and_cv_agree_with_nest():
     assert r1 > 1 and r2 > 1
     assert abs(r1 - r2) / r2 < 0.15, (r1, r2)
     assert abs(cv1 - cv2) < 0.15, (cv1, cv2)
+
+
+# ----------------------------------------------------------------- simulate_lif's threshold
+
+def test_simulate_lif_strict_threshold_option():
+    """A membrane resting exactly on the threshold spikes with ``>=`` (the default) and never
+    with ``strict_threshold=True`` (Brian2's ``v > v_th``)."""
+    from fastlif.sim import simulate_lif
+    I = np.zeros((50, 3))
+    kw = dict(E_L=-0.05, v_th=-0.05, v_reset=-0.06, v0=-0.05, method="exact")
+    loose = simulate_lif(I, DT, 20e-3, **kw)
+    strict = simulate_lif(I, DT, 20e-3, strict_threshold=True, **kw)
+    assert loose.spikes[0].all()
+    assert not strict.spikes.any()
+    np.testing.assert_array_equal(strict.v, np.full((50, 3), -0.05))
+    with pytest.raises(TypeError, match="strict_threshold must be a bool"):
+        simulate_lif(I, DT, 20e-3, strict_threshold="yes")
