@@ -428,7 +428,7 @@ NET_ROUNDS = {4000: 5, 40_000: 3, 400_000: 2}
 # waiting for descheduled threads): a provider whose round took longer than NET_SLOW_S runs
 # no more rounds, and a run over NET_TIMEOUT_S is stopped (reported as such).
 NET_SLOW_S = 60.0
-NET_TIMEOUT_S = 600
+NET_TIMEOUT_S = 300
 MV = 1e-3
 
 
@@ -560,8 +560,14 @@ def nest_network(nest, model, kw, T, dt, threads, conn=True):
         w = scale(float(proj.weight)) * (-1 if (model == "coba" and proj.target == "i") else 1)
         syn = {"weight": w, "delay": dt * 1e3}
         if conn:
-            nest.Connect(pop[np.asarray(proj.pre)], pop[np.asarray(proj.post)], "one_to_one",
-                         syn_spec=syn) if len(proj.pre) else None
+            # Arrays of node ids (NodeCollections may not repeat an id).
+            first = pop[0].global_id
+            if len(proj.pre):
+                n_syn = len(proj.pre)
+                nest.Connect(np.asarray(proj.pre, np.int64) + first,
+                             np.asarray(proj.post, np.int64) + first, "one_to_one",
+                             syn_spec={"weight": np.full(n_syn, syn["weight"]),
+                                       "delay": np.full(n_syn, syn["delay"])})
         else:
             src = pop[:ne] if n == 0 else pop[ne:]
             nest.Connect(src, pop, {"rule": "pairwise_bernoulli", "p": p,
