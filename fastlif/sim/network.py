@@ -155,57 +155,67 @@ def _deliver(lo, hi, j, bisect, tgt_e, tgt_i, P, ptype, psrc, pnpre, pdmin, pnd,
 
 @njit(cache=True, fastmath=False, nogil=True)
 def _update(lo, hi, k, coba, exact, clamp, strict, n_ref, c, v_th, v_reset,
-            v, ge, gi, last, flag, spk):
+            v_all, ge_all, gi_all, last_all, flag_all, spk):
     """Steps ``groups``, ``thresholds`` and ``resets`` of step ``k`` for neurons ``lo:hi``;
     writes the spiking neurons to ``spk[lo:]`` and returns how many.
 
     ``c`` holds Brian2's scalar constants (see ``_constants``). The update loops are
-    branch-free (selects, one loop per model) so that LLVM vectorises them; the few spikes
-    are collected in a second pass."""
+    branch-free (selects, one loop per model, int64 step counters, uint8 flags, local
+    slices) so that LLVM vectorises them; the few spikes are collected in a second pass."""
     c0 = c[0]; c1 = c[1]; c2 = c[2]; c3 = c[3]; c4 = c[4]; c5 = c[5]
-    nonstrict = not strict
-    free = not clamp
+    v = v_all[lo:hi]; ge = ge_all[lo:hi]; gi = gi_all[lo:hi]
+    last = last_all[lo:hi]; flag = flag_all[lo:hi]
+    m = hi - lo
     if coba:
-        for j in range(lo, hi):
+        for j in range(m):
             vj = v[j]; gej = ge[j]; gij = gi[j]
             # (a*((El+I) + ((ge*(Ee - v)) + (gi*(Ei - v)))) - v)) + v
             x = (c0 * ((c1 + ((gej * (c2 - vj)) + (gij * (c3 - vj)))) - vj)) + vj
             ge[j] = (c4 * gej) + gej
             gi[j] = (c5 * gij) + gij
-            not_ref = k - last[j] >= n_ref
-            x = x if (not_ref | free) else vj
-            s = ((x > v_th) | (nonstrict & (x == v_th))) & not_ref
+            not_ref = (k - last[j]) >= n_ref
+            x = vj if (not not_ref) and clamp else x
+            above = x > v_th
+            if not strict:
+                above = above | (x == v_th)
+            s = above & not_ref
             v[j] = v_reset if s else x
-            flag[j] = s
+            flag[j] = np.uint8(1) if s else np.uint8(0)
     elif exact:
-        for j in range(lo, hi):
+        for j in range(m):
             vj = v[j]; gej = ge[j]; gij = gi[j]
             # l14 + (((ke*ge) + (ki*gi)) + (E*v))
             x = c0 + (((c1 * gej) + (c2 * gij)) + (c3 * vj))
             ge[j] = c4 * gej
             gi[j] = c5 * gij
-            not_ref = k - last[j] >= n_ref
-            x = x if (not_ref | free) else vj
-            s = ((x > v_th) | (nonstrict & (x == v_th))) & not_ref
+            not_ref = (k - last[j]) >= n_ref
+            x = vj if (not not_ref) and clamp else x
+            above = x > v_th
+            if not strict:
+                above = above | (x == v_th)
+            s = above & not_ref
             v[j] = v_reset if s else x
-            flag[j] = s
+            flag[j] = np.uint8(1) if s else np.uint8(0)
     else:
-        for j in range(lo, hi):
+        for j in range(m):
             vj = v[j]; gej = ge[j]; gij = gi[j]
             # (a*(((El+I) + (ge + gi)) - v)) + v
             x = (c0 * ((c1 + (gej + gij)) - vj)) + vj
             ge[j] = (c4 * gej) + gej
             gi[j] = (c5 * gij) + gij
-            not_ref = k - last[j] >= n_ref
-            x = x if (not_ref | free) else vj
-            s = ((x > v_th) | (nonstrict & (x == v_th))) & not_ref
+            not_ref = (k - last[j]) >= n_ref
+            x = vj if (not not_ref) and clamp else x
+            above = x > v_th
+            if not strict:
+                above = above | (x == v_th)
+            s = above & not_ref
             v[j] = v_reset if s else x
-            flag[j] = s
+            flag[j] = np.uint8(1) if s else np.uint8(0)
     n = 0
-    for j in range(lo, hi):
+    for j in range(m):
         if flag[j]:
             last[j] = k
-            spk[lo + n] = j
+            spk[lo + n] = lo + j
             n += 1
     return n
 
@@ -238,7 +248,7 @@ def _run_serial(T, coba, exact, clamp, strict, n_ref, c, v_th, v_reset, v, ge, g
                 in_ptr, in_src, sp_cap):
     N = v.shape[0]
     spk = np.empty(N, np.int32)
-    flag = np.zeros(N, np.bool_)
+    flag = np.zeros(N, np.uint8)
     sp_ptr = np.zeros(T + 1, np.int64)
     sp_i = np.empty(sp_cap, np.int32)
     nspk = np.zeros(1, np.int64)
@@ -262,7 +272,7 @@ def _run_parallel(T, nb, coba, exact, clamp, strict, n_ref, c, v_th, v_reset, v,
                   whom, wh, in_ptr, in_src, sp_cap):
     N = v.shape[0]
     spk = np.empty(N, np.int32)
-    flag = np.zeros(N, np.bool_)
+    flag = np.zeros(N, np.uint8)
     sp_ptr = np.zeros(T + 1, np.int64)
     sp_i = np.empty(sp_cap, np.int32)
     nspk = np.zeros(nb, np.int64)
@@ -576,8 +586,7 @@ def simulate_network(N, T, dt, *, model="cuba", method=None, tau_m=20e-3, tau_e=
     c = _constants(model, method, bool(clamp_refractory), dt, tau_m, tau_e, tau_i, E_L, I, E_e, E_i)
     # Brian2's timestep(refractory, dt); capped so the step arithmetic stays in int32.
     n_ref = int(min((refractory + 1e-3 * dt) / dt, T + 1))
-    n_ref = np.int32(n_ref)
-    last = np.full(N, -n_ref - 1, np.int32)
+    last = np.full(N, -n_ref - 1, np.int64)
     sp_cap = max(1024, N)
     common = (model == "coba", method == "exact", bool(clamp_refractory),
               bool(strict_threshold), n_ref, c, v_th, v_reset, v, ge, gi, last, rec, rec_v,
