@@ -2,6 +2,7 @@
 
     python -m bench.bench_sim             # small and large case, ~2 minutes on a quiet 2-core box
     python -m bench.bench_sim --case small
+    python -m bench.bench_sim --network   # recurrent CUBA/COBA vs Brian2 and NEST (below)
 
 The model is the same for every provider: LIF neurons in physical units (tau 20 ms,
 R 100 MOhm, E_L -70 mV, v_th -50 mV, v_reset -65 mV), exact integration, dt 0.1 ms,
