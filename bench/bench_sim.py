@@ -790,6 +790,37 @@ def network_figure(path):
     print(f"wrote {path}")
 
 
+def network_fastlif_only():
+    """fastlif alone on the same networks (5/3/1 runs at 4k/40k/400k), rows with provider
+    "fastlif (final code, run alone)": for re-measuring fastlif after a change without the
+    peers' builds and minutes-long runs."""
+    from fastlif.sim import simulate_network
+    rows = []
+    for N, R in ((4000, 5), (40_000, 3), (400_000, 1)):
+        for model in ("cuba", "coba"):
+            kw = net_params(model, N)
+            simulate_network(T=10, dt=DT, **kw)
+            load = os.getloadavg()[0]
+            ts = []
+            for _ in range(R):
+                res = simulate_network(T=NET_T, dt=DT, **kw)
+                ts.append(res.run_s)
+            rate, cv = rate_cv(res.spike_i, res.spike_t, N, NET_T * DT)
+            med = float(np.median(ts))
+            print(f"{model} N={N}: {med:.4f} s ({min(ts):.4f}-{max(ts):.4f}), {rate:.2f} Hz, "
+                  f"CV {cv:.2f}, load {load:.1f}", flush=True)
+            rows.append(dict(bench="sim_network", case=f"{model} N={N}",
+                             shape=f"T={NET_T} N={N}", dtype="float64",
+                             provider="fastlif (final code, run alone)", direction="spikes",
+                             median_ms=f"{med * 1e3:.4g}", q20_ms=f"{min(ts) * 1e3:.4g}",
+                             q80_ms=f"{max(ts) * 1e3:.4g}", ratio_vs_fastlif="",
+                             throughput=f"{N * NET_T / med:.4g}",
+                             throughput_unit="neuron-steps/s", device=cpu_name(),
+                             extra=extra(threads=1, rate_Hz=rate, cv_isi=cv,
+                                         build_s=res.build_s, rounds=R, loadavg_1min=load)))
+    append_rows("sim_network.csv", rows)
+
+
 def network_cli(argv):
     ap = argparse.ArgumentParser(description="CUBA and COBA networks: fastlif, Brian2, NEST")
     ap.add_argument("--network", action="store_true")
@@ -799,6 +830,8 @@ def network_cli(argv):
     ap.add_argument("--nest-max-n", type=int, default=40_000,
                     help="NEST above this size is skipped (it needs minutes a run)")
     ap.add_argument("--figure", action="store_true", help="only write the figure")
+    ap.add_argument("--fastlif-only", action="store_true",
+                    help="time fastlif alone (no Brian2, no NEST)")
     ap.add_argument("--net-worker", help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
@@ -811,6 +844,8 @@ def network_cli(argv):
     if args.net_worker:
         return brian2_net_worker(args.net_worker, args.model, args.n, args.threads,
                                  args.conn, args.out)
+    if args.fastlif_only:
+        return network_fastlif_only()
     fig = ROOT / "bench" / "results" / "sim_network.png"
     if not args.figure:
         network_main(args.sizes, args.models, args.rounds or None, args.nest_max_n)
@@ -818,7 +853,7 @@ def network_cli(argv):
 
 
 if __name__ == "__main__":
-    if "--network" in sys.argv or "--net-worker" in sys.argv or "--figure" in sys.argv:
+    if any(a in sys.argv for a in ("--network", "--net-worker", "--figure", "--fastlif-only")):
         network_cli(sys.argv[1:])
     else:
         main()
