@@ -107,7 +107,10 @@ setup(
         "sim": SIM,
         "demo": DEMO,
         "dev": [*SIM, *DEMO, "pytest", "pytest-xdist", "hypothesis", "snntorch", "spikingjelly",
-                "brian2", "pybind11", "nir", "nirtorch"],
+                "brian2", "pybind11", "nir", "nirtorch",
+                # The simulator's test and benchmark peer; pip installs it from a wheel here
+                # (3.10.0, manylinux x86_64); elsewhere its tests skip and say why.
+                'nest-simulator; platform_system == "Linux" and platform_machine == "x86_64"'],
     },
     entry_points={"console_scripts": ["fastlif=fastlif.cli:main"]},
 )

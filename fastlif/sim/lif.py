@@ -78,7 +78,7 @@ _MIN_PARALLEL = 1 << 18
 
 @njit(cache=True, fastmath=False, nogil=True)
 def _run_segment(lo, hi, I, v0, exact, a, e, R, E_L, v_th, v_reset, n_ref, clamp,
-                 in_ptr, in_idx, W, v_out, s_out):
+                 in_ptr, in_idx, W, v_out, s_out, strict):
     """Simulate neurons ``lo:hi`` through all T steps, filling their columns of ``s_out``
     [T, N] and ``v_out`` ([T, N], or [1, N] to record no trace).
 
@@ -91,6 +91,7 @@ def _run_segment(lo, hi, I, v0, exact, a, e, R, E_L, v_th, v_reset, n_ref, clamp
     record_v = v_out.shape[0] == T
     shared_I = I.shape[1] == 1
     neg_E_L = -E_L
+    nonstrict = not strict
     v_all = v0[lo:hi].copy()
     # Step of the last spike, like Brian2's `lastspike`; the start value is far enough
     # back that no neuron starts refractory.
@@ -121,7 +122,7 @@ def _run_segment(lo, hi, I, v0, exact, a, e, R, E_L, v_th, v_reset, n_ref, clamp
                         x = a * ((E_L + R * Irow[j]) - vj) + vj
                     refractory = k - lj < n_ref
                     x = vj if refractory & clamp else x
-                    s = (x >= v_th) & (not refractory)
+                    s = ((x > v_th) | (nonstrict & (x == v_th))) & (not refractory)
                     srow[j] = s
                     last[j] = np.int32(k) if s else lj
                     v[j] = v_reset if s else x
@@ -141,14 +142,14 @@ def _run_segment(lo, hi, I, v0, exact, a, e, R, E_L, v_th, v_reset, n_ref, clamp
 
 @njit(parallel=True, cache=True, fastmath=False, nogil=True)
 def _simulate_parallel(nblocks, I, v0, exact, a, e, R, E_L, v_th, v_reset, n_ref, clamp,
-                       in_ptr, in_idx, W, v_out, s_out):
+                       in_ptr, in_idx, W, v_out, s_out, strict):
     """``_run_segment`` on ``nblocks`` equal segments of the population, one per thread."""
     N = s_out.shape[1]
     size = (N + nblocks - 1) // nblocks
     for b in prange(nblocks):
         lo = min(N, b * size)
         _run_segment(lo, min(N, lo + size), I, v0, exact, a, e, R, E_L, v_th, v_reset,
-                     n_ref, clamp, in_ptr, in_idx, W, v_out, s_out)
+                     n_ref, clamp, in_ptr, in_idx, W, v_out, s_out, strict)
 
 
 def _scalar(name, value, *, positive=False, nonnegative=False):
@@ -179,7 +180,7 @@ def _real_array(name, value):
 
 def simulate_lif(I, dt, tau_m, *, R=1.0, E_L=0.0, v_th=1.0, v_reset=0.0, v0=None,
                  refractory=0.0, clamp_refractory=True, method="euler",
-                 spikes_in=None, weights=None, record_v=True):
+                 spikes_in=None, weights=None, record_v=True, strict_threshold=False):
     """Simulate a population of leaky integrate-and-fire neurons,
     ``tau_m dv/dt = (E_L - v) + R*I``, exactly as Brian2 does (see the module docstring
     for the schedule of a step).
@@ -195,8 +196,8 @@ def simulate_lif(I, dt, tau_m, *, R=1.0, E_L=0.0, v_th=1.0, v_reset=0.0, v0=None
     dt, tau_m : float > 0
         Time step and membrane time constant.
     R, E_L, v_th, v_reset : float
-        Membrane resistance, resting potential, threshold (spike when ``v >= v_th``) and
-        reset potential.
+        Membrane resistance, resting potential, threshold (spike when ``v >= v_th``, or
+        ``v > v_th`` with ``strict_threshold``) and reset potential.
     v0 : None, float or array [N]
         Membrane at the start of step 0 (``res.v[0]``); None starts at rest, ``E_L``.
     refractory : float >= 0
@@ -210,6 +211,9 @@ def simulate_lif(I, dt, tau_m, *, R=1.0, E_L=0.0, v_th=1.0, v_reset=0.0, v0=None
         Input spike raster; each input spike at step k adds ``weights[i]`` to v (step 3).
     weights : array [N_in, N], optional
         Dense input weights, in the units of v; required with ``spikes_in`` and only then.
+    strict_threshold : bool
+        False (default): spike when ``v >= v_th`` (Brian2 ``threshold="v >= v_th"``);
+        True: when ``v > v_th``, as Brian2's CUBA and COBA examples write it.
     record_v : bool
         False skips the [T, N] membrane trace (``res.v`` is None): the spikes alone cost
         a ninth of the memory traffic, which is what bounds large simulations.
@@ -236,7 +240,8 @@ def simulate_lif(I, dt, tau_m, *, R=1.0, E_L=0.0, v_th=1.0, v_reset=0.0, v0=None
         raise TypeError(f"method must be a string, one of {METHODS}, got {type(method).__name__}")
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; use one of {METHODS}")
-    for name, flag in (("clamp_refractory", clamp_refractory), ("record_v", record_v)):
+    for name, flag in (("clamp_refractory", clamp_refractory), ("record_v", record_v),
+                       ("strict_threshold", strict_threshold)):
         if not isinstance(flag, (bool, np.bool_)):
             raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
 
@@ -316,7 +321,7 @@ def simulate_lif(I, dt, tau_m, *, R=1.0, E_L=0.0, v_th=1.0, v_reset=0.0, v0=None
     v_out = np.empty((T if record_v else 1, N))
     s_out = np.empty((T, N), np.bool_)
     args = (I2, v0, method == "exact", a, e, R, E_L, v_th, v_reset, n_ref,
-            bool(clamp_refractory), in_ptr, in_idx, W, v_out, s_out)
+            bool(clamp_refractory), in_ptr, in_idx, W, v_out, s_out, bool(strict_threshold))
     nblocks = min(get_num_threads(), N // _MIN_BLOCK)
     if nblocks > 1 and N * T >= _MIN_PARALLEL:
         _simulate_parallel(nblocks, *args)
