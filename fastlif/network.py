@@ -56,10 +56,11 @@ def sequence(net, x, num_steps=None, *, per_step_stats=False, event_driven=False
     once over the folded batch: BatchNorm's statistics then pool all T steps and its running
     statistics update once; Dropout's masks are drawn per (step, sample), the same law.
 
-    ``event_driven=True`` runs each ``nn.Linear`` whose input is spikes (a neuron's output, or a
-    bool input) as its event-driven twin :class:`fastlif.SpikeLinear`, sharing its parameters
-    (results within fp32 summation order of ``nn.Linear``'s), and each ``nn.Conv2d`` likewise as
-    ``fastlif.SpikeConv2d`` where that layer exists.
+    ``event_driven=True`` runs each ``nn.Conv2d``, and each ``nn.Linear`` with at least 64
+    outputs, on the time-varying path (fed by the input sequence or a neuron) as its event-driven
+    twin, :class:`fastlif.SpikeConv2d` / :class:`fastlif.SpikeLinear`, sharing its parameters
+    (results within fp32 summation order). The twins visit only the non-zero inputs and run the
+    dense op themselves above 25 % non-zeros; a narrower Linear stays a dense GEMM (cheaper).
     """
     if not isinstance(net, nn.Module):
         raise TypeError(f"fastlif.sequence: net must be an nn.Module, got {type(net).__name__}")
@@ -178,25 +179,30 @@ class _Runner:
         if stepwise and self.per_step_stats:
             seq = h.seq()
             return _Folded.from_seq(torch.stack([module(seq[t]) for t in range(self.T)]))
-        if self.event_driven and _spiking(h):
+        if self.event_driven and _worth_twinning(module):
             module = _event_twin(module)
-        out = module(h.t)
-        out = _Folded(out, h.T, h.B)
-        out.spikes = False
-        return out
+        return _Folded(module(h.t), h.T, h.B)
 
     def _neuron(self, neuron, h):
         x_seq = h.seq()
         outputs = neuron._sequence_from_reset(x_seq)
         if isinstance(outputs, tuple):
             return tuple(_Folded.from_seq(o) for o in outputs)
-        out = _Folded.from_seq(outputs)
-        out.spikes = True
-        return out
+        return _Folded.from_seq(outputs)
 
 
-def _spiking(h):
-    return getattr(h, "spikes", False) or h.t.dtype == torch.bool
+# A Linear this narrow is cheaper as a dense GEMM than as a pass over its input's events
+# (tutorial 5's 1000 -> 10 and TinySNN's 128 -> 10 ran slower as twins: bench_networks).
+_NARROW_LINEAR = 64
+
+
+def _worth_twinning(module):
+    """Whether an event-driven twin should run ``module`` on the time-varying path. The twins
+    measure their input's density per call and run the dense op above 25 %, so a dense input
+    costs them a sample, not a slow path."""
+    if isinstance(module, nn.Linear):
+        return module.out_features >= _NARROW_LINEAR
+    return isinstance(module, nn.Conv2d)
 
 
 def _returns_tuple(neuron):

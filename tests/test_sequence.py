@@ -135,14 +135,14 @@ def test_tutorial5_fc_net_and_T1():
 
 def test_bool_input_and_spikes_only_output():
     x = torch.rand(6, 5, 20) < 0.3
-    make = lambda m: nn.Sequential(nn.Linear(20, 16), m.Leaky(beta=0.9, init_hidden=True))  # noqa: E731
+    make = lambda m: nn.Sequential(nn.Linear(20, 80), m.Leaky(beta=0.9, init_hidden=True))  # noqa: E731
     torch.manual_seed(0)
     net = make(fastlif)
     ref = copy.deepcopy(net)
     expect = loop(ref, x.float())
     assert torch.equal(fastlif.sequence(net, x.float()), expect)
-    # bool spikes reach nn.Linear only as its event-driven twin (nn.Linear itself refuses bool,
-    # in the loop as here)
+    # bool spikes reach a (wide) nn.Linear only as its event-driven twin (nn.Linear itself
+    # refuses bool, in the loop as here)
     out = fastlif.sequence(net, x, event_driven=True)
     assert out.shape == expect.shape and (out == expect).float().mean() > 0.99
 
@@ -245,10 +245,17 @@ def test_state_left_as_the_loop_leaves_it_and_helpers_still_work():
     assert spk.shape == (2, 10)
 
 
-def test_event_driven_linear_twins():
+def test_event_driven_twins():
+    """event_driven=True: convolutions and Linears of 64 outputs or more run as their twins
+    (values within fp32 summation order); the narrow output Linear stays dense."""
     x = (torch.rand(6, 4, 784) < 0.05).float()
     ours, out = compare(tutorial5_fc, x, event_driven=True, against_snntorch=False)
-    assert out[0].sum() >= 0
+    from fastlif.network import _twins
+    assert isinstance(_twins.get(ours[0]), fastlif.SpikeLinear) and ours[2] not in _twins
+    g = torch.Generator().manual_seed(1)
+    x = (torch.rand(4, 3, 2, 34, 34, generator=g) < 0.05).float()
+    ours, _ = compare(nmnist_conv, x, event_driven=True, against_snntorch=False)
+    assert isinstance(_twins.get(ours[0]), fastlif.SpikeConv2d) and isinstance(_twins.get(ours[3]), fastlif.SpikeConv2d)
 
 
 # --- what it refuses ------------------------------------------------------------------------
