@@ -11,6 +11,7 @@ import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
+from fastlif.testing import Spinners  # noqa: F401 - the benchmarks' --busy, one copy
 from fastlif.timing import time_call
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -85,29 +86,3 @@ def extra(**kv):
 
 def threads():
     return int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1))
-
-
-_SPIN = "import time\nt = time.monotonic() + {s}\nwhile time.monotonic() < t:\n    pass\n"
-
-
-class Spinners:
-    """``n`` busy-looping processes beside the benchmark (``--busy``): another training job or
-    DataLoader workers holding ``n`` cores. Each ends by itself after ``seconds`` at most and is
-    killed when the block ends."""
-
-    def __init__(self, n, seconds=900.0):
-        self.n, self.seconds = n, seconds
-
-    def __enter__(self):
-        import sys
-        import time
-        self.procs = [subprocess.Popen([sys.executable, "-c", _SPIN.format(s=self.seconds)]) for _ in range(self.n)]
-        time.sleep(0.3)  # let them take the cores
-        return self
-
-    def __exit__(self, *exc):
-        for p in self.procs:
-            p.kill()
-        for p in self.procs:
-            p.wait(timeout=10)
-        return False

@@ -179,3 +179,31 @@ def leaves_of(tensors, dtype=torch.float32, device="cpu", learn=()):
 
 
 PARAMS_ALL = ("alpha", "beta", "threshold", "graded", "V")
+
+
+_SPIN = "import time\nt = time.monotonic() + {s}\nwhile time.monotonic() < t:\n    pass\n"
+
+
+class Spinners:
+    """``n`` busy-looping processes (default: one per core), for at most ``seconds`` each (each
+    ends by itself; all are killed when the block ends): another training job or DataLoader
+    workers holding the cores. The benchmarks' ``--busy`` modes and the busy-machine tests use it."""
+
+    def __init__(self, n=None, seconds=900.0):
+        import os
+        self.n, self.seconds = n or os.cpu_count() or 1, seconds
+
+    def __enter__(self):
+        import subprocess
+        import sys
+        import time
+        self.procs = [subprocess.Popen([sys.executable, "-c", _SPIN.format(s=self.seconds)]) for _ in range(self.n)]
+        time.sleep(0.3)  # let them take the cores
+        return self
+
+    def __exit__(self, *exc):
+        for p in self.procs:
+            p.kill()
+        for p in self.procs:
+            p.wait(timeout=10)
+        return False

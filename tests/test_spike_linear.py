@@ -14,26 +14,9 @@ from fastlif.events import SpikeEvents, from_dense
 from fastlif.ops import spike_linear as ops
 from fastlif.testing import normwise
 from conftest import needs_cpp
+from event_cases import KINDS, TOL, make_input
 
 pytestmark = needs_cpp
-
-TOL = {torch.float32: 1e-5, torch.float64: 1e-12}
-KINDS = ("bool", "binary", "graded", "real")
-
-
-def make_input(shape, density, kind, dtype=torch.float32, seed=0):
-    """``kind``: bool spikes, 0/1 spikes as floats, graded spikes (random positive values at the
-    non-zeros) or any real values (a random sign and size at the non-zeros)."""
-    g = torch.Generator().manual_seed(seed)
-    mask = torch.rand(shape, generator=g) < density
-    if kind == "bool":
-        return mask
-    if kind == "binary":
-        return mask.to(dtype)
-    values = torch.rand(shape, generator=g, dtype=torch.float64) + 0.5
-    if kind == "real":
-        values = torch.randn(shape, generator=g, dtype=torch.float64) * 3
-    return (mask * values).to(dtype)
 
 
 def layers(K, N, bias=True, dtype=torch.float32, backend="cpp", seed=0):

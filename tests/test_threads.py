@@ -8,9 +8,6 @@ huge pages for large fresh outputs. None of it may change a bit:
 * with another process spinning on every core, fused calls finish and give the same bits;
 * fastlif.set_num_threads caps the team.
 """
-import os
-import subprocess
-import sys
 import time
 
 import pytest
@@ -19,6 +16,7 @@ import torch
 import fastlif
 import fastlif.encode
 from fastlif import backends
+from fastlif.testing import Spinners
 
 pytestmark = pytest.mark.skipif(backends._cpp_status()[0] is None, reason="no C++ extension")
 
@@ -180,30 +178,6 @@ def test_set_num_threads_caps_the_team(policy):
     assert policy()["last_team"] == 2
     with pytest.raises(ValueError):
         fastlif.set_num_threads(0)
-
-
-SPIN = "import time\nt = time.monotonic() + {s}\nwhile time.monotonic() < t:\n    pass\n"
-
-
-class Spinners:
-    """One busy-looping process per core, for at most ``seconds`` (each ends by itself; killed on
-    exit in any case): another training job or DataLoader workers holding the cores."""
-
-    def __init__(self, n=None, seconds=30.0):
-        self.n, self.seconds = n or os.cpu_count() or 1, seconds
-
-    def __enter__(self):
-        self.procs = [subprocess.Popen([sys.executable, "-c", SPIN.format(s=self.seconds)])
-                      for _ in range(self.n)]
-        time.sleep(0.2)  # let them take the cores
-        return self
-
-    def __exit__(self, *exc):
-        for p in self.procs:
-            p.kill()
-        for p in self.procs:
-            p.wait(timeout=10)
-        return False
 
 
 def test_busy_machine_finishes_and_matches(policy):
