@@ -14,7 +14,7 @@ TRITON_OLD_STAMP := $(TRITON_OLD_DIR)/.installed
 .PHONY: install test demo bench bench-tuned bench-busy bench-sim bench-gpu check clean sanitize
 .PHONY: compat-install test-compat triton-3.6 test-snntorch-0.9.4
 
-$(STAMP): setup.py pyproject.toml csrc/*.cpp csrc/*.h
+$(STAMP): setup.py pyproject.toml csrc/*.cpp csrc/*.h csrc/families/*.h
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "numpy<2.4" $(TORCH) pybind11 setuptools wheel

@@ -82,7 +82,7 @@ class OptionalBuildExt(build_ext):
 ext_modules = []
 if Pybind11Extension is not None:
     ext_modules.append(Pybind11Extension("fastlif._C", sorted(glob.glob("csrc/*.cpp")),
-                                         include_dirs=["csrc"], depends=sorted(glob.glob("csrc/*.h")),
+                                         include_dirs=["csrc"], depends=sorted(glob.glob("csrc/*.h") + glob.glob("csrc/families/*.h")),
                                          cxx_std=17))
 else:
     print("fastlif: pybind11 is not installed; skipping the C++ CPU extension.", file=sys.stderr)

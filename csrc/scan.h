@@ -1,0 +1,357 @@
+// The scan skeleton every spec'd neuron family runs on (fastlif/family.py): the T-step forward,
+// the reverse-time backward, the thread team, the parameter handling and the fixed-order
+// reduction of parameter gradients, written once. A family (csrc/families/<name>.h) is a struct
+// holding only its arithmetic:
+//
+//   struct Step {
+//     static constexpr const char* kName = "...";            // the spec's name
+//     static constexpr int kStates = ..., kParams = ...;     // the spec's states and parameters
+//     static constexpr bool kSpikeState = false;             // state 0 is the previous spike
+//     using Options = OptionSpace<3, 2>;                     // each option's number of values
+//     static constexpr const char* kParamNames[kParams] = {...};
+//     // One step forward: s holds the states before the step and gets them after; returns the
+//     // spike output. p: this neuron's parameters.
+//     template <typename S, class O> static S forward(S x, S* s, const S* p);
+//     // Its gradient: s the states before the step, gs the gradient reaching the states after
+//     // it (in) and before it (out), gspk the spike output's; adds the parameters' into gp and
+//     // returns x's. Rebuilds what it needs of the forward step from x and s, bit for bit.
+//     template <typename S, class O, int SG>
+//     static S backward(S x, const S* s, const S* p, S gspk, S* gs, S* gp, const SurrogateConsts<S>& c);
+//   };
+//
+// O is Opts<v0, v1, ...>, the options' values as compile-time constants (O::at(i)); SG the
+// surrogate's kind. A family's forward arithmetic keeps its peer's operation order (the build
+// passes -ffp-contract=off), so its fp32 spikes and states equal the peer's bit for bit.
+#pragma once
+
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <array>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "common.h"
+#include "module.h"
+#include "static_switch.h"
+
+namespace fastlif {
+
+// --- compile-time options ------------------------------------------------------------------------
+
+template <int... V>
+struct Opts {
+  static constexpr int at(int i) {
+    constexpr int values[] = {V..., 0};
+    return values[i];
+  }
+};
+
+template <int... Sizes>
+struct OptionSpace {
+  static constexpr int count = sizeof...(Sizes);
+};
+
+template <int N, typename F, int... I>
+void index_switch_impl(int value, F&& f, std::integer_sequence<int, I...>) {
+  ((value == I ? (f(std::integral_constant<int, I>{}), true) : false) || ...);
+}
+
+// f(std::integral_constant<int, value>) for value in [0, N); the caller checked the range.
+template <int N, typename F>
+void index_switch(int value, F&& f) {
+  index_switch_impl<N>(value, std::forward<F>(f), std::make_integer_sequence<int, N>{});
+}
+
+template <typename F, int... Chosen>
+void dispatch_options(const std::vector<int>&, size_t, OptionSpace<>, Opts<Chosen...>*, F&& f) {
+  f(Opts<Chosen...>{});
+}
+
+template <typename F, int First, int... Rest, int... Chosen>
+void dispatch_options(const std::vector<int>& values, size_t i, OptionSpace<First, Rest...>, Opts<Chosen...>*,
+                      F&& f) {
+  index_switch<First>(values[i], [&](auto v) {
+    dispatch_options(values, i + 1, OptionSpace<Rest...>{}, static_cast<Opts<Chosen..., decltype(v)::value>*>(nullptr),
+                     f);
+  });
+}
+
+template <int... Sizes>
+void check_options(const char* family, const std::vector<int>& values, OptionSpace<Sizes...>) {
+  constexpr int sizes[] = {Sizes..., 0};
+  if (values.size() != sizeof...(Sizes))
+    throw std::invalid_argument(std::string(family) + ": expected " + std::to_string(sizeof...(Sizes)) +
+                                " options, got " + std::to_string(values.size()));
+  for (size_t i = 0; i < values.size(); ++i)
+    if (values[i] < 0 || values[i] >= sizes[i])
+      throw std::invalid_argument(std::string(family) + ": option " + std::to_string(i) + " out of range: " +
+                                  std::to_string(values[i]));
+}
+
+// --- the arguments of a call -----------------------------------------------------------------------
+
+template <typename scalar_t, int NS>
+struct ScanArgs {
+  int64_t T = 0, R = 0, L = 0;
+  const scalar_t* x = nullptr;
+  std::array<const scalar_t*, NS> state0{};  // [R*L] each, or null (zeros)
+  scalar_t* spk = nullptr;                   // forward outputs, [T*R*L]
+  std::array<scalar_t*, NS> state{};
+  const scalar_t* grad_spk = nullptr;  // backward inputs (null: zeros)
+  std::array<const scalar_t*, NS> grad_state{};
+  std::array<const scalar_t*, NS> state_seq{};  // forward's state outputs
+  scalar_t* grad_x = nullptr;                   // backward outputs
+  std::array<scalar_t*, NS> grad_state0{};
+  SurrogateConsts<scalar_t> sg;
+  int num_threads = 1;
+};
+
+// An item's parameters, one value per neuron (a scalar parameter repeated), so that a family's
+// step reads p[k] the same way in every case.
+template <typename scalar_t, int NP>
+void item_params(const ParamSet<scalar_t, NP>& params, const Item& it, scalar_t (&pv)[NP][kChunk]) {
+  const auto at = params.at(it.l0);
+  for (int k = 0; k < NP; ++k)
+    for (int64_t j = 0; j < it.n; ++j) pv[k][j] = at[k][params.per_neuron ? j : 0];
+}
+
+template <class F, class O, typename scalar_t>
+void scan_fwd(const ScanArgs<scalar_t, F::kStates>& a, const ParamSet<scalar_t, F::kParams>& params) {
+  constexpr int NS = F::kStates, NP = F::kParams;
+  const Items items(a.R, a.L);
+  const int64_t M = a.R * a.L;
+  Team team(a.num_threads, items.count, a.T * M * int64_t((2 + NS) * sizeof(scalar_t)));
+#pragma omp parallel for schedule(dynamic) num_threads(team.n)
+  for (int64_t index = 0; index < items.count; ++index) {
+    const Team::Item mark(team);
+    const Item it(items, a.L, index);
+    scalar_t pv[NP][kChunk], st[NS][kChunk];
+    item_params(params, it, pv);
+    for (int k = 0; k < NS; ++k)
+      for (int64_t j = 0; j < it.n; ++j) st[k][j] = a.state0[k] ? a.state0[k][it.base + j] : scalar_t(0);
+    for (int64_t t = 0; t < a.T; ++t) {
+      const int64_t off = t * M + it.base;
+      const scalar_t* x = a.x + off;
+#pragma omp simd
+      for (int64_t j = 0; j < it.n; ++j) {
+        scalar_t s[NS], p[NP];
+        for (int k = 0; k < NS; ++k) s[k] = st[k][j];
+        for (int k = 0; k < NP; ++k) p[k] = pv[k][j];
+        const scalar_t spk = F::template forward<scalar_t, O>(x[j], s, p);
+        a.spk[off + j] = spk;
+        for (int k = 0; k < NS; ++k) {
+          st[k][j] = s[k];
+          a.state[k][off + j] = s[k];
+        }
+      }
+    }
+  }
+}
+
+template <class F, class O, int SG, typename scalar_t>
+void scan_bwd(const ScanArgs<scalar_t, F::kStates>& a, const ParamSet<scalar_t, F::kParams>& params,
+              ParamGrads<scalar_t, F::kParams>& pgrads) {
+  constexpr int NS = F::kStates, NP = F::kParams;
+  const Items items(a.R, a.L);
+  const int64_t M = a.R * a.L;
+  Team team(a.num_threads, items.count, a.T * M * int64_t((3 + 2 * NS) * sizeof(scalar_t)));
+#pragma omp parallel for schedule(dynamic) num_threads(team.n)
+  for (int64_t index = 0; index < items.count; ++index) {
+    const Team::Item mark(team);
+    const Item it(items, a.L, index);
+    scalar_t pv[NP][kChunk], carry[NS][kChunk], acc[NP][kChunk], init[NS][kChunk];
+    item_params(params, it, pv);
+    for (int64_t j = 0; j < kChunk; ++j) {
+      for (int k = 0; k < NS; ++k) {
+        carry[k][j] = scalar_t(0);
+        init[k][j] = (a.state0[k] && j < it.n) ? a.state0[k][it.base + j] : scalar_t(0);
+      }
+      for (int k = 0; k < NP; ++k) acc[k][j] = scalar_t(0);
+    }
+    for (int64_t t = a.T - 1; t >= 0; --t) {
+      const int64_t off = t * M + it.base;
+      const scalar_t* x = a.x + off;
+      std::array<const scalar_t*, NS> prev;  // the states this step started from
+      for (int k = 0; k < NS; ++k) prev[k] = t > 0 ? a.state_seq[k] + off - M : init[k];
+#pragma omp simd
+      for (int64_t j = 0; j < it.n; ++j) {
+        scalar_t s[NS], p[NP], gs[NS], gp[NP];
+        for (int k = 0; k < NS; ++k) {
+          s[k] = prev[k][j];
+          gs[k] = carry[k][j] + (a.grad_state[k] ? a.grad_state[k][off + j] : scalar_t(0));
+        }
+        for (int k = 0; k < NP; ++k) {
+          p[k] = pv[k][j];
+          gp[k] = scalar_t(0);
+        }
+        scalar_t gspk = a.grad_spk ? a.grad_spk[off + j] : scalar_t(0);
+        if constexpr (F::kSpikeState) {  // the spike output is state 0: one gradient reaches it
+          gspk += gs[0];
+          gs[0] = scalar_t(0);
+        }
+        a.grad_x[off + j] = F::template backward<scalar_t, O, SG>(x[j], s, p, gspk, gs, gp, a.sg);
+        for (int k = 0; k < NS; ++k) carry[k][j] = gs[k];
+        for (int k = 0; k < NP; ++k) acc[k][j] += gp[k];
+      }
+    }
+    for (int k = 0; k < NS; ++k)
+      if (a.grad_state0[k])
+        for (int64_t j = 0; j < it.n; ++j) a.grad_state0[k][it.base + j] = carry[k][j];
+    for (int k = 0; k < NP; ++k) {
+      scalar_t* lane = pgrads.lane(k, index);
+      for (int64_t j = 0; j < kChunk; ++j) lane[j] = j < it.n ? acc[k][j] : scalar_t(0);
+    }
+  }
+}
+
+// --- bindings: one form for every family ------------------------------------------------------------
+
+using ParamTuples = std::vector<std::tuple<std::uintptr_t, int64_t, double>>;
+using Pointers = std::vector<std::uintptr_t>;
+
+template <int K>
+std::array<ParamIn, K> family_params(const char* family, const ParamTuples& in) {
+  if (in.size() != K)
+    throw std::invalid_argument(std::string(family) + ": expected " + std::to_string(K) + " parameters, got " +
+                                std::to_string(in.size()));
+  std::array<ParamIn, K> out;
+  for (int k = 0; k < K; ++k) out[k] = ParamIn{std::get<0>(in[k]), std::get<1>(in[k]), std::get<2>(in[k])};
+  return out;
+}
+
+template <typename T, int K>
+std::array<T*, K> family_pointers(const char* family, const char* what, const Pointers& in, bool required) {
+  if (in.size() != K)
+    throw std::invalid_argument(std::string(family) + ": expected " + std::to_string(K) + " " + what + ", got " +
+                                std::to_string(in.size()));
+  std::array<T*, K> out;
+  for (int k = 0; k < K; ++k) {
+    if (required && !in[k]) throw std::invalid_argument(std::string(family) + ": " + what + " are required");
+    out[k] = as_ptr<T>(in[k]);
+  }
+  return out;
+}
+
+// The grid as the kernels see it: scalar parameters run it as one long row.
+template <class Args, class P>
+void set_grid(Args& a, int64_t T, int64_t R, int64_t L, const P& params, int threads) {
+  a.T = T;
+  a.R = params.per_neuron ? R : 1;
+  a.L = params.per_neuron ? L : R * L;
+  a.num_threads = threads > 0 ? threads : 1;
+}
+
+template <class F, typename scalar_t>
+void family_fwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t x, const Pointers& state0,
+                      const ParamTuples& pin, std::uintptr_t spk, const Pointers& states, const std::vector<int>& options,
+                      int threads) {
+  constexpr int NS = F::kStates, NP = F::kParams;
+  if (!x || !spk) throw std::invalid_argument(std::string(F::kName) + "_fwd: x and spk are required");
+  const ParamSet<scalar_t, NP> params(family_params<NP>(F::kName, pin), L, F::kParamNames);
+  ScanArgs<scalar_t, NS> a;
+  set_grid(a, T, R, L, params, threads);
+  a.x = as_ptr<const scalar_t>(x);
+  a.state0 = family_pointers<const scalar_t, NS>(F::kName, "initial states", state0, false);
+  a.spk = as_ptr<scalar_t>(spk);
+  a.state = family_pointers<scalar_t, NS>(F::kName, "state outputs", states, true);
+  const int64_t bytes = T * R * L * int64_t(sizeof(scalar_t));
+  advise_huge(a.spk, bytes);
+  for (int k = 0; k < NS; ++k) advise_huge(a.state[k], bytes);
+  pybind11::gil_scoped_release release;
+  dispatch_options(options, 0, typename F::Options{}, static_cast<Opts<>*>(nullptr),
+                   [&](auto O) { scan_fwd<F, decltype(O)>(a, params); });
+}
+
+template <class F, typename scalar_t>
+void family_bwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk, const Pointers& grad_states,
+                      std::uintptr_t x, const Pointers& state0, const Pointers& states, const ParamTuples& pin,
+                      std::uintptr_t grad_x, const Pointers& grad_state0, const Pointers& grad_params,
+                      const std::vector<int>& options, int sg, double sg_param, int threads) {
+  constexpr int NS = F::kStates, NP = F::kParams;
+  if (!x || !grad_x) throw std::invalid_argument(std::string(F::kName) + "_bwd: x and grad_x are required");
+  const ParamSet<scalar_t, NP> params(family_params<NP>(F::kName, pin), L, F::kParamNames);
+  ScanArgs<scalar_t, NS> a;
+  set_grid(a, T, R, L, params, threads);
+  a.x = as_ptr<const scalar_t>(x);
+  a.grad_spk = as_ptr<const scalar_t>(grad_spk);
+  a.grad_state = family_pointers<const scalar_t, NS>(F::kName, "state gradients", grad_states, false);
+  a.state0 = family_pointers<const scalar_t, NS>(F::kName, "initial states", state0, false);
+  a.state_seq = family_pointers<const scalar_t, NS>(F::kName, "states", states, true);
+  a.grad_x = as_ptr<scalar_t>(grad_x);
+  a.grad_state0 = family_pointers<scalar_t, NS>(F::kName, "initial-state gradients", grad_state0, false);
+  const auto gparams = family_pointers<scalar_t, NP>(F::kName, "parameter gradients", grad_params, false);
+  a.sg = SurrogateConsts<scalar_t>(sg, sg_param);
+  advise_huge(a.grad_x, T * R * L * int64_t(sizeof(scalar_t)));
+  ParamGrads<scalar_t, NP> pgrads(Items(a.R, a.L).count);
+  {
+    pybind11::gil_scoped_release release;
+    dispatch_options(options, 0, typename F::Options{}, static_cast<Opts<>*>(nullptr), [&](auto O) {
+      int_switch<kAtan, kFastSigmoid, kSigmoid, kTriangular, kStraightThrough, kNoGrad>(
+          sg, "surrogate_kind", [&](auto SG) { scan_bwd<F, decltype(O), SG()>(a, params, pgrads); });
+    });
+  }
+  for (int k = 0; k < NP; ++k) pgrads.reduce(k, a.R, a.L, params.per_neuron, params.given_n[k], gparams[k]);
+}
+
+template <typename F>
+void with_dtype(int dtype, F&& f) {
+  int_switch<kFloat32, kFloat64>(dtype, "dtype", [&](auto DT) {
+    f(std::conditional_t<DT() == kFloat64, double, float>{});
+  });
+}
+
+// Run f(Family{}) for the family called `name` among Families.
+template <class... Families, typename F>
+void with_family(const std::string& name, F&& f) {
+  const bool hit = ((name == Families::kName ? (f(Families{}), true) : false) || ...);
+  if (!hit) throw std::invalid_argument("no C++ kernels for the neuron family '" + name + "'");
+}
+
+template <class... Families>
+void register_families(pybind11::module_& m) {
+  namespace py = pybind11;
+  m.def(
+      "family_fwd",
+      [](const std::string& name, int dtype, int64_t T, int64_t R, int64_t L, std::uintptr_t x, const Pointers& state0,
+         const ParamTuples& params, std::uintptr_t spk, const Pointers& states, const std::vector<int>& options,
+         int threads) {
+        check_grid(name.c_str(), T, R, L);
+        with_family<Families...>(name, [&](auto fam) {
+          using F = decltype(fam);
+          check_options(F::kName, options, typename F::Options{});
+          with_dtype(dtype, [&](auto v) {
+            family_fwd_typed<F, decltype(v)>(T, R, L, x, state0, params, spk, states, options, threads);
+          });
+        });
+      },
+      "a spec'd family's forward over T steps (pointers; see fastlif/family.py)", py::arg("family"),
+      py::arg("dtype"), py::arg("T"), py::arg("R"), py::arg("L"), py::arg("x"), py::arg("state0"), py::arg("params"),
+      py::arg("spk"), py::arg("states"), py::arg("options"), py::arg("num_threads"));
+  m.def(
+      "family_bwd",
+      [](const std::string& name, int dtype, int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk,
+         const Pointers& grad_states, std::uintptr_t x, const Pointers& state0, const Pointers& states,
+         const ParamTuples& params, std::uintptr_t grad_x, const Pointers& grad_state0, const Pointers& grad_params,
+         const std::vector<int>& options, int sg, double sg_param, int threads) {
+        check_grid(name.c_str(), T, R, L);
+        with_family<Families...>(name, [&](auto fam) {
+          using F = decltype(fam);
+          check_options(F::kName, options, typename F::Options{});
+          with_dtype(dtype, [&](auto v) {
+            family_bwd_typed<F, decltype(v)>(T, R, L, grad_spk, grad_states, x, state0, states, params, grad_x,
+                                             grad_state0, grad_params, options, sg, sg_param, threads);
+          });
+        });
+      },
+      "a spec'd family's surrogate backward over T steps (pointers; see fastlif/family.py)", py::arg("family"),
+      py::arg("dtype"), py::arg("T"), py::arg("R"), py::arg("L"), py::arg("grad_spk"), py::arg("grad_states"),
+      py::arg("x"), py::arg("state0"), py::arg("states"), py::arg("params"), py::arg("grad_x"),
+      py::arg("grad_state0"), py::arg("grad_params"), py::arg("options"), py::arg("surrogate_kind"),
+      py::arg("surrogate_param"), py::arg("num_threads"));
+  m.attr("families") = py::make_tuple(Families::kName...);
+}
+
+}  // namespace fastlif

@@ -1,0 +1,31 @@
+"""snnTorch's ``Lapicque``: an RC circuit's membrane, ``m' = ((x*R)*(1/(R*C)))*ts +
+(1 - ts/(R*C))*m``, with snnTorch's resets. C++ step: ``csrc/families/lapicque.h``; Triton
+step: ``kernels/lapicque.py``."""
+from .. import backends
+from ..family import Family, cpp_bwd, cpp_fwd, register
+from ..codes import RESET_MECHANISMS
+
+
+def step(x, states, params, options, spike_fn):
+    """snnTorch 0.9.4 / 1.0 ``Lapicque.forward``, one step: ``k1 = 1/(R*C)`` and
+    ``k2 = 1 - ts/(R*C)`` come computed by torch, as snnTorch computes them."""
+    (mem,) = states
+    R, k1, ts, k2, threshold, graded = params
+    reset = spike_fn(mem - threshold).detach()
+    base = x * R * k1 * ts + k2 * mem
+    mechanism = RESET_MECHANISMS[options["reset_mode"]]
+    if mechanism == "subtract":
+        mem = base - reset * threshold
+    elif mechanism == "zero":
+        mem = base - reset * base
+    else:
+        mem = base
+    return spike_fn(mem - threshold) * graded, (mem,)
+
+
+LAPICQUE = register(Family(
+    name="lapicque", states=("mem",),
+    params=("R", "inv_RC", "time_step", "decay", "threshold", "graded_spikes_factor"),
+    options=("reset_mode",), step=step))
+
+backends.register_cpp(LAPICQUE.name, cpp_fwd, cpp_bwd)
