@@ -42,17 +42,22 @@ class Family:
     output (a recurrent neuron); it is then not returned twice. ``params``: the per-call
     parameters, each a scalar or one value per neuron along the last dimension; those in
     ``clamped`` are clamped to [0, 1] (with no gradient outside, as snnTorch clamps).
-    ``options``: the integer compile-time options, in the kernels' order. ``step``: the
+    ``options``: the integer compile-time options, in the kernels' order, ``choices`` the
+    values each may take (what the tests cross). ``step``: the
     reference step ``step(x, states, params, options, spike_fn) -> (spk, states)``, in the
-    peer's own operation order (the oracle every kernel is tested against).
+    peer's own operation order (the oracle every kernel is tested against). ``example``:
+    ``example(L, generator, dtype)`` -> parameters for tests and benchmarks (one value per
+    neuron where the family allows it), in the spec's order.
     """
     name: str
     states: Tuple[str, ...]
     params: Tuple[str, ...]
     step: Callable
     options: Tuple[str, ...] = ()
+    choices: Tuple[Tuple[int, ...], ...] = ()
     clamped: Tuple[str, ...] = ()
     spike_state: bool = False
+    example: Optional[Callable] = field(default=None, compare=False)
     doc: str = field(default="", compare=False)
 
 
@@ -61,6 +66,8 @@ FAMILIES = {}
 
 def register(family):
     """Make ``family`` known by name (the custom ops and the launchers look it up)."""
+    if len(family.choices) != len(family.options):
+        raise ValueError(f"family {family.name}: give the choices of each of its options {family.options}")
     FAMILIES[family.name] = family
     return family
 
@@ -260,6 +267,9 @@ def run_family(spec, x, states, params, *, single_step, options, spike_fn, surro
     n_last = x.shape[-1] if x.dim() else 1
     params = tuple(check_param(v, name, n_last) for v, name in zip(params, spec.params))
     option_values = tuple(int(options[name]) for name in spec.options)
+    for name, value, allowed in zip(spec.options, option_values, spec.choices):
+        if value not in allowed:
+            raise ValueError(f"{spec.name}: option {name}={value} is not one of {allowed}")
     name = choose_backend(spec.name, backend, x.device.type, surrogate, spike_fn, reference_options)
     returned = slice(1, None) if spec.spike_state else slice(None)
     if name == "reference":

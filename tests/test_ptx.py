@@ -129,6 +129,32 @@ def rleaky_variants():
                    dict(loads, RESET=reset, IMMEDIATE=imm, SG=sg, HAS_GSPK=True, HAS_GMEM=True))
 
 
+def scan_variants():
+    """Every spec'd family on the Triton scan (kernels/scan.py): its steps as compiled arguments,
+    each dtype layout, each option set with atan (all surrogates in fp32)."""
+    import importlib
+    import pkgutil
+    import fastlif.families
+    from fastlif.family import FAMILIES
+    from fastlif.kernels import scan as K
+    for module in pkgutil.iter_modules(fastlif.families.__path__):
+        importlib.import_module(f"fastlif.kernels.{module.name}")
+    for name, (fwd_step, bwd_step) in sorted(K._STEPS.items()):
+        spec = FAMILIES[name]
+        for xdt, values in itertools.product(("fp32", "fp64", "bf16"), itertools.product(*spec.choices)):
+            cdt = compute(xdt)
+            opts = dict(zip(("O0", "O1", "O2"), (*values, 0, 0, 0)))
+            pn = {f"PN{k}": k % 2 == 0 for k in range(K.MAX_PARAMS)}
+            const = dict(opts, **pn, NS=len(spec.states), NP=len(spec.params))
+            tag = f"{name}-{xdt}-o{''.join(map(str, values))}"
+            types = {"x_ptr": xdt, "spk_ptr": xdt}
+            yield f"scanfwd-{tag}", K._FWD, types, dict(const, STEP=fwd_step)
+            bwd_types = {"gspk_ptr": xdt, "gx_ptr": cdt, "x_ptr": xdt}
+            for sg in SURROGATE_KINDS if (FULL or xdt == "fp32") else (0,):
+                yield (f"scanbwd-{tag}-sg{sg}", K._BWD, bwd_types,
+                       dict(const, STEP=bwd_step, SPIKE_STATE=spec.spike_state, SG=sg))
+
+
 def configs_for(name):
     import torch
     from fastlif.kernels import common as KC
@@ -139,7 +165,8 @@ def configs_for(name):
 
 def variants():
     out = []
-    for name, kernel, types, const in itertools.chain(lif_variants(), synaptic_variants(), rleaky_variants()):
+    for name, kernel, types, const in itertools.chain(lif_variants(), synaptic_variants(), rleaky_variants(),
+                                                     scan_variants()):
         for block, prefetch, warps in configs_for(name):
             out.append((f"{name}-b{block}w{warps}{'p' if prefetch else ''}", kernel, types,
                         dict(const, BLOCK=block, PREFETCH=prefetch), warps))

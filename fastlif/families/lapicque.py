@@ -23,9 +23,19 @@ def step(x, states, params, options, spike_fn):
     return spike_fn(mem - threshold) * graded, (mem,)
 
 
+def example(L, generator, dtype):
+    """Per-neuron R and C, a scalar time step; k1 and k2 as the module computes them."""
+    import torch
+    R = torch.rand(L, generator=generator, dtype=dtype) * 1.5 + 0.5
+    C = torch.rand(L, generator=generator, dtype=dtype) * 2 + 1
+    ts = torch.tensor(1.0, dtype=dtype)
+    threshold = torch.rand(L, generator=generator, dtype=dtype) * 0.5 + 0.75
+    return R, 1 / (R * C), ts, 1 - (ts / (R * C)), threshold, torch.tensor(1.0, dtype=dtype)
+
+
 LAPICQUE = register(Family(
     name="lapicque", states=("mem",),
     params=("R", "inv_RC", "time_step", "decay", "threshold", "graded_spikes_factor"),
-    options=("reset_mode",), step=step))
+    options=("reset_mode",), choices=((0, 1, 2),), step=step, example=example))
 
 backends.register_cpp(LAPICQUE.name, cpp_fwd, cpp_bwd)
