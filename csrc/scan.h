@@ -7,16 +7,19 @@
 //     static constexpr const char* kName = "...";            // the spec's name
 //     static constexpr int kStates = ..., kParams = ...;     // the spec's states and parameters
 //     static constexpr bool kSpikeState = false;             // state 0 is the previous spike
+//     static constexpr bool kNeedsX = true;                  // backward reads x (else x is not kept)
 //     using Options = OptionSpace<3, 2>;                     // each option's number of values
 //     static constexpr const char* kParamNames[kParams] = {...};
 //     // One step forward: s holds the states before the step and gets them after; returns the
 //     // spike output. p: this neuron's parameters.
 //     template <typename S, class O> static S forward(S x, S* s, const S* p);
-//     // Its gradient: s the states before the step, gs the gradient reaching the states after
-//     // it (in) and before it (out), gspk the spike output's; adds the parameters' into gp and
-//     // returns x's. Rebuilds what it needs of the forward step from x and s, bit for bit.
+//     // Its gradient: s the states before the step, sn those after it (forward's outputs), gs
+//     // the gradient reaching the states after it (in) and before it (out), gspk the spike
+//     // output's; adds the parameters' into gp and returns x's. Rebuilds what it needs of the
+//     // forward step from x, s and sn, bit for bit (x is 0 unless kNeedsX).
 //     template <typename S, class O, int SG>
-//     static S backward(S x, const S* s, const S* p, S gspk, S* gs, S* gp, const SurrogateConsts<S>& c);
+//     static S backward(S x, const S* s, const S* sn, const S* p, S gspk, S* gs, S* gp,
+//                       const SurrogateConsts<S>& c);
 //   };
 //
 // O is Opts<v0, v1, ...>, the options' values as compile-time constants (O::at(i)); SG the
@@ -38,6 +41,10 @@
 #include "static_switch.h"
 
 namespace fastlif {
+
+// The step loops are left to GCC's own vectoriser (it vectorises them: -fopt-info-vec); under
+// `#pragma omp simd` it gave up on them, a 3-10x slower scalar loop.
+#define FASTLIF_SCAN_SIMD
 
 // --- compile-time options ------------------------------------------------------------------------
 
@@ -91,6 +98,18 @@ void check_options(const char* family, const std::vector<int>& values, OptionSpa
                                   std::to_string(values[i]));
 }
 
+// f(std::integral_constant<int, k>) for k = 0 .. N-1, expanded at compile time: the per-state and
+// per-parameter moves inside a vectorised loop must not be loops themselves (GCC does not unroll
+// them before it vectorises, and gives up on the nest).
+template <typename F, int... I>
+inline void unroll_impl(F& f, std::integer_sequence<int, I...>) {
+  (f(std::integral_constant<int, I>{}), ...);
+}
+template <int N, typename F>
+inline void unroll(F&& f) {
+  unroll_impl(f, std::make_integer_sequence<int, N>{});
+}
+
 // --- the arguments of a call -----------------------------------------------------------------------
 
 template <typename scalar_t, int NS>
@@ -121,6 +140,7 @@ void item_params(const ParamSet<scalar_t, NP>& params, const Item& it, scalar_t 
 template <class F, class O, typename scalar_t>
 void scan_fwd(const ScanArgs<scalar_t, F::kStates>& a, const ParamSet<scalar_t, F::kParams>& params) {
   constexpr int NS = F::kStates, NP = F::kParams;
+  static_assert(NS >= 1 && NS <= 3, "the scan carries one to three states");
   const Items items(a.R, a.L);
   const int64_t M = a.R * a.L;
   Team team(a.num_threads, items.count, a.T * M * int64_t((2 + NS) * sizeof(scalar_t)));
@@ -134,18 +154,24 @@ void scan_fwd(const ScanArgs<scalar_t, F::kStates>& a, const ParamSet<scalar_t, 
       for (int64_t j = 0; j < it.n; ++j) st[k][j] = a.state0[k] ? a.state0[k][it.base + j] : scalar_t(0);
     for (int64_t t = 0; t < a.T; ++t) {
       const int64_t off = t * M + it.base;
-      const scalar_t* x = a.x + off;
-#pragma omp simd
+      if (t + 1 < a.T) prefetch_run(a.x + off + M, it.n, false);
+      // The step reads and writes only local arrays and two hoisted pointers, so that it
+      // vectorises; the states go out to memory in plain copy loops after it.
+      const scalar_t* __restrict x = a.x + off;
+      scalar_t* __restrict spk_out = a.spk + off;
+      scalar_t* __restrict out0 = a.state[0] + off;  // up to three states, each its own pointer
+      scalar_t* __restrict out1 = NS > 1 ? a.state[NS > 1 ? 1 : 0] + off : nullptr;
+      scalar_t* __restrict out2 = NS > 2 ? a.state[NS > 2 ? 2 : 0] + off : nullptr;
+FASTLIF_SCAN_SIMD
       for (int64_t j = 0; j < it.n; ++j) {
         scalar_t s[NS], p[NP];
-        for (int k = 0; k < NS; ++k) s[k] = st[k][j];
-        for (int k = 0; k < NP; ++k) p[k] = pv[k][j];
-        const scalar_t spk = F::template forward<scalar_t, O>(x[j], s, p);
-        a.spk[off + j] = spk;
-        for (int k = 0; k < NS; ++k) {
-          st[k][j] = s[k];
-          a.state[k][off + j] = s[k];
-        }
+        unroll<NS>([&](auto k) { s[k] = st[k][j]; });
+        unroll<NP>([&](auto k) { p[k] = pv[k][j]; });
+        spk_out[j] = F::template forward<scalar_t, O>(x[j], s, p);
+        unroll<NS>([&](auto k) { st[k][j] = s[k]; });
+        out0[j] = s[0];
+        if constexpr (NS > 1) out1[j] = s[NS > 1 ? 1 : 0];
+        if constexpr (NS > 2) out2[j] = s[NS > 2 ? 2 : 0];
       }
     }
   }
@@ -163,8 +189,10 @@ void scan_bwd(const ScanArgs<scalar_t, F::kStates>& a, const ParamSet<scalar_t, 
     const Team::Item mark(team);
     const Item it(items, a.L, index);
     scalar_t pv[NP][kChunk], carry[NS][kChunk], acc[NP][kChunk], init[NS][kChunk];
+    scalar_t prev[NS][kChunk], next[NS][kChunk], zeros[kChunk];
     item_params(params, it, pv);
     for (int64_t j = 0; j < kChunk; ++j) {
+      zeros[j] = scalar_t(0);
       for (int k = 0; k < NS; ++k) {
         carry[k][j] = scalar_t(0);
         init[k][j] = (a.state0[k] && j < it.n) ? a.state0[k][it.base + j] : scalar_t(0);
@@ -173,28 +201,45 @@ void scan_bwd(const ScanArgs<scalar_t, F::kStates>& a, const ParamSet<scalar_t, 
     }
     for (int64_t t = a.T - 1; t >= 0; --t) {
       const int64_t off = t * M + it.base;
-      const scalar_t* x = a.x + off;
-      std::array<const scalar_t*, NS> prev;  // the states this step started from
-      for (int k = 0; k < NS; ++k) prev[k] = t > 0 ? a.state_seq[k] + off - M : init[k];
-#pragma omp simd
-      for (int64_t j = 0; j < it.n; ++j) {
-        scalar_t s[NS], p[NP], gs[NS], gp[NP];
-        for (int k = 0; k < NS; ++k) {
-          s[k] = prev[k][j];
-          gs[k] = carry[k][j] + (a.grad_state[k] ? a.grad_state[k][off + j] : scalar_t(0));
+      if (t > 1)
+        for (int k = 0; k < NS; ++k) prefetch_run(a.state_seq[k] + off - 2 * M, it.n, false);
+      // Gather what the step reads into local arrays (plain copy loops), so that the step itself
+      // reads only local arrays and hoisted pointers, and vectorises.
+      for (int k = 0; k < NS; ++k) {
+        const scalar_t* __restrict before = t > 0 ? a.state_seq[k] + off - M : init[k];
+        const scalar_t* __restrict after = a.state_seq[k] + off;
+        for (int64_t j = 0; j < it.n; ++j) {
+          prev[k][j] = before[j];
+          next[k][j] = after[j];
         }
-        for (int k = 0; k < NP; ++k) {
+        if (a.grad_state[k]) {
+          const scalar_t* __restrict g = a.grad_state[k] + off;
+          for (int64_t j = 0; j < it.n; ++j) carry[k][j] = g[j] + carry[k][j];
+        }
+      }
+      const scalar_t* __restrict x = F::kNeedsX ? a.x + off : zeros;
+      const scalar_t* __restrict gspk_in = a.grad_spk ? a.grad_spk + off : zeros;
+      scalar_t* __restrict gx_out = a.grad_x + off;
+FASTLIF_SCAN_SIMD
+      for (int64_t j = 0; j < it.n; ++j) {
+        scalar_t s[NS], sn[NS], p[NP], gs[NS], gp[NP];
+        unroll<NS>([&](auto k) {
+          s[k] = prev[k][j];
+          sn[k] = next[k][j];
+          gs[k] = carry[k][j];
+        });
+        unroll<NP>([&](auto k) {
           p[k] = pv[k][j];
           gp[k] = scalar_t(0);
-        }
-        scalar_t gspk = a.grad_spk ? a.grad_spk[off + j] : scalar_t(0);
+        });
+        scalar_t gspk = gspk_in[j];
         if constexpr (F::kSpikeState) {  // the spike output is state 0: one gradient reaches it
           gspk += gs[0];
           gs[0] = scalar_t(0);
         }
-        a.grad_x[off + j] = F::template backward<scalar_t, O, SG>(x[j], s, p, gspk, gs, gp, a.sg);
-        for (int k = 0; k < NS; ++k) carry[k][j] = gs[k];
-        for (int k = 0; k < NP; ++k) acc[k][j] += gp[k];
+        gx_out[j] = F::template backward<scalar_t, O, SG>(x[j], s, sn, p, gspk, gs, gp, a.sg);
+        unroll<NS>([&](auto k) { carry[k][j] = gs[k]; });
+        unroll<NP>([&](auto k) { acc[k][j] += gp[k]; });
       }
     }
     for (int k = 0; k < NS; ++k)
@@ -271,7 +316,8 @@ void family_bwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk, 
                       std::uintptr_t grad_x, const Pointers& grad_state0, const Pointers& grad_params,
                       const std::vector<int>& options, int sg, double sg_param, int threads) {
   constexpr int NS = F::kStates, NP = F::kParams;
-  if (!x || !grad_x) throw std::invalid_argument(std::string(F::kName) + "_bwd: x and grad_x are required");
+  if ((F::kNeedsX && !x) || !grad_x)
+    throw std::invalid_argument(std::string(F::kName) + "_bwd: x and grad_x are required");
   const ParamSet<scalar_t, NP> params(family_params<NP>(F::kName, pin), L, F::kParamNames);
   ScanArgs<scalar_t, NS> a;
   set_grid(a, T, R, L, params, threads);

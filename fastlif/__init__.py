@@ -22,7 +22,7 @@ from .layers import SpikeConv2d, SpikeLinear
 from .network import sequence
 from .ops.common import get_num_threads, set_num_threads
 from .ops.lif import lif_sequence
-from .ops.synaptic import synaptic_sequence
+from .families.synaptic import synaptic_sequence
 from .reference import lif_sequence_reference
 
 __version__ = "0.2.0"

@@ -45,7 +45,8 @@ class Family:
     ``options``: the integer compile-time options, in the kernels' order, ``choices`` the
     values each may take (what the tests cross). ``step``: the
     reference step ``step(x, states, params, options, spike_fn) -> (spk, states)``, in the
-    peer's own operation order (the oracle every kernel is tested against). ``example``:
+    peer's own operation order (the oracle every kernel is tested against). ``step`` may take the peer's rarer options as keywords (``reference_options``).
+    ``example``:
     ``example(L, generator, dtype)`` -> parameters for tests and benchmarks (one value per
     neuron where the family allows it), in the spec's order.
     """
@@ -57,6 +58,7 @@ class Family:
     choices: Tuple[Tuple[int, ...], ...] = ()
     clamped: Tuple[str, ...] = ()
     spike_state: bool = False
+    needs_x: bool = True
     example: Optional[Callable] = field(default=None, compare=False)
     doc: str = field(default="", compare=False)
 
@@ -74,25 +76,26 @@ def register(family):
 
 # --- the reference loop ------------------------------------------------------------------------
 
-def reference_sequence(family, x, states, params, options, spike_fn, single_step=False):
+def reference_sequence(family, x, states, params, options, spike_fn, single_step=False, **reference_options):
     """The family's reference step over the leading time dimension of ``x`` (or once, for
     ``single_step``): ``(spk, *states)`` with the states as sequences. Autograd does the
-    backward, through ``spike_fn``'s surrogate."""
+    backward, through ``spike_fn``'s surrogate. ``reference_options``: the peer's rarer options
+    that only the reference step runs (``state_quant``, ``inhibition``, ...)."""
     zeros = torch.zeros_like(x[0] if not single_step else x)
     carried = tuple(zeros if s is None else s for s in states)
     if single_step:
-        spk, carried = family.step(x, carried, params, options, spike_fn)
+        spk, carried = family.step(x, carried, params, options, spike_fn, **reference_options)
         return (spk, *carried)
     spikes, seqs = [], [[] for _ in family.states]
     for x_t in x:
-        spk, carried = family.step(x_t, carried, params, options, spike_fn)
+        spk, carried = family.step(x_t, carried, params, options, spike_fn, **reference_options)
         spikes.append(spk)
         for seq, s in zip(seqs, carried):
             seq.append(s)
     return (torch.stack(spikes), *(torch.stack(seq) for seq in seqs))
 
 
-def _run_reference(family, x, states, params, options, spike_fn, single_step):
+def _run_reference(family, x, states, params, options, spike_fn, single_step, reference_options):
     """The reference loop under the same dtype policy as the kernels."""
     compute = compute_dtype(x.dtype)
     values = []
@@ -100,7 +103,7 @@ def _run_reference(family, x, states, params, options, spike_fn, single_step):
         p = torch.as_tensor(p, device=x.device).to(compute)
         values.append(p.clamp(0, 1) if name in family.clamped else p)
     outs = reference_sequence(family, x.to(compute), [None if s is None else s.to(compute) for s in states],
-                              tuple(values), options, spike_fn, single_step)
+                              tuple(values), options, spike_fn, single_step, **reference_options)
     return (outs[0].to(x.dtype), *outs[1:])
 
 
@@ -127,14 +130,14 @@ def cpp_bwd(grad_spk, grad_states, x, states0, states, params, *, family, steps,
     ref = states[-1]
     compute = ref.dtype
     T, R, L = grid(ref.shape, steps)
-    xc = as_compute(x, compute)
+    xc = as_compute(x, compute)  # None when the family's backward does not read x
     grad_spk = as_compute(grad_spk, compute)
     grad_states = [as_compute(g, compute) for g in grad_states]
     grad_x = torch.empty(ref.shape, dtype=compute)
     grad_states0 = [None if s is None else torch.empty_like(s) for s in states0]
     grad_params = [torch.empty_like(p) if isinstance(p, Tensor) else None for p in params]
     _C().family_bwd(family, cpp_dtype_code(compute), T, R, L, ptr(grad_spk), [ptr(g) for g in grad_states],
-                    xc.data_ptr(), [ptr(s) for s in states0], [s.data_ptr() for s in states],
+                    ptr(xc), [ptr(s) for s in states0], [s.data_ptr() for s in states],
                     [cpp_param(p) for p in params], grad_x.data_ptr(), [ptr(g) for g in grad_states0],
                     [ptr(g) for g in grad_params], list(options), surrogate_kind, surrogate_param,
                     num_threads())
@@ -213,7 +216,7 @@ class FamilyFunction(torch.autograd.Function):
             spk, states = _launchers(spec, backend)[0](x, states0, params, family=spec.name, steps=steps,
                                                        options=options)
         tensor_params = [p if isinstance(p, Tensor) else None for p in params]
-        ctx.save_for_backward(x, *states0, *states, *tensor_params)
+        ctx.save_for_backward(x if spec.needs_x else None, *states0, *states, *tensor_params)
         ctx.float_params = [None if isinstance(p, Tensor) else p for p in params]
         ctx.meta = (spec, steps, options, surrogate_kind, surrogate_param, backend, x.dtype)
         ctx.set_materialize_grads(False)
@@ -234,9 +237,10 @@ class FamilyFunction(torch.autograd.Function):
         options_kw = dict(steps=steps, surrogate_kind=surrogate_kind, surrogate_param=surrogate_param,
                           x_dtype=x_dtype)
         if torch.compiler.is_compiling():
-            compute = states[-1].dtype
-            outs = family_bwd(spec.name, grad_spk, grad_states, x, list(states0), list(states),
-                              [param_tensor(p, compute, x.device) for p in params], options=list(options),
+            ref = states[-1]  # x's shape and device (x itself is not kept by every family)
+            outs = family_bwd(spec.name, grad_spk, grad_states, x if x is not None else ref, list(states0),
+                              list(states), [param_tensor(p, ref.dtype, ref.device) for p in params],
+                              options=list(options),
                               backend=backend, **options_kw)
             grad_x, grad_states0, grad_params = outs[0], outs[1:1 + n], outs[1 + n:]
         else:
@@ -274,7 +278,7 @@ def run_family(spec, x, states, params, *, single_step, options, spike_fn, surro
     returned = slice(1, None) if spec.spike_state else slice(None)
     if name == "reference":
         spk, *seqs = _run_reference(spec, x, states, params, dict(zip(spec.options, option_values)), spike_fn,
-                                    single_step)
+                                    single_step, reference_options or {})
         return (spk, *seqs[returned])
     compute = compute_dtype(x.dtype)
     if x.numel() == 0:

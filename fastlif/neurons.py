@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from .neuron_base import SpikingNeuron, snntorch_bases, warn_once
-from .ops import lif, rleaky, synaptic
+from .families.synaptic import run_synaptic
+from .ops import lif, rleaky
 
 __all__ = ["Leaky", "Synaptic", "RLeaky"]
 
@@ -140,7 +141,7 @@ class Synaptic(SpikingNeuron, *snntorch_bases("Synaptic")):
 
     def _fused(self, x, syn, mem, single_step):
         spike_fn, sg = self._surrogate()
-        return synaptic.run(x, syn, mem, self.alpha, self.beta, self.threshold, self.graded_spikes_factor,
+        return run_synaptic(x, syn, mem, self.alpha, self.beta, self.threshold, self.graded_spikes_factor,
                             single_step=single_step, reset_mode=self._state_reset_mode,
                             reset_delay=self.reset_delay, spike_fn=spike_fn, surrogate=sg,
                             backend=self.backend, reference_options=self._reference_options())

@@ -9,15 +9,16 @@ Triton file (``kernels/<name>.py``) holds only its two step functions and regist
         return spk, s0, s1, s2          # the spike output and the states after the step
 
     @triton.jit
-    def backward(x, s0, s1, s2, p0, p1, p2, p3, p4, p5, gspk, g0, g1, g2, sg_a, sg_b,
-                 SG: tl.constexpr, O0: tl.constexpr, O1: tl.constexpr, O2: tl.constexpr):
+    def backward(x, s0, s1, s2, n0, n1, n2, p0, p1, p2, p3, p4, p5, gspk, g0, g1, g2, sg_a,
+                 sg_b, SG: tl.constexpr, O0: tl.constexpr, O1: tl.constexpr, O2: tl.constexpr):
         ...
         return gx, g0, g1, g2, gp0, gp1, gp2, gp3, gp4, gp5
 
     scan.register(SPEC, forward, backward)
 
 ``s*`` are the states before the step (unused slots: zeros), ``p*`` its parameters in the spec's
-order (unused slots: zeros), ``O*`` its integer options; ``g*`` in backward are the gradients
+order (unused slots: zeros), ``O*`` its integer options; ``n*`` in backward are the states after
+the step (forward's outputs), ``x`` is zeros for a family that does not read it; ``g*`` are the gradients
 reaching the states after the step, and it returns those reaching the states before it, x's,
 and the step's parameter gradients. The same contract as the C++ step (``csrc/scan.h``), so the
 two read alike. The step functions reach the kernels as compile-time arguments.
@@ -135,16 +136,19 @@ def scan_bwd_kernel(
         s0 = tl.where(has_prev, _load(s0_ptr, off - N, pmask, NS > 0, CDT, BLOCK), init0)
         s1 = tl.where(has_prev, _load(s1_ptr, off - N, pmask, NS > 1, CDT, BLOCK), init1)
         s2 = tl.where(has_prev, _load(s2_ptr, off - N, pmask, NS > 2, CDT, BLOCK), init2)
-        x = tl.load(x_ptr + off, mask=mask, other=0).to(CDT)
-        g0 = c0 + _load(gs0_ptr, off, mask, gs0_ptr is not None, CDT, BLOCK)
-        g1 = c1 + _load(gs1_ptr, off, mask, gs1_ptr is not None, CDT, BLOCK)
-        g2 = c2 + _load(gs2_ptr, off, mask, gs2_ptr is not None, CDT, BLOCK)
+        n0 = _load(s0_ptr, off, mask, NS > 0, CDT, BLOCK)
+        n1 = _load(s1_ptr, off, mask, NS > 1, CDT, BLOCK)
+        n2 = _load(s2_ptr, off, mask, NS > 2, CDT, BLOCK)
+        x = _load(x_ptr, off, mask, x_ptr is not None, CDT, BLOCK)
+        g0 = _load(gs0_ptr, off, mask, gs0_ptr is not None, CDT, BLOCK) + c0
+        g1 = _load(gs1_ptr, off, mask, gs1_ptr is not None, CDT, BLOCK) + c1
+        g2 = _load(gs2_ptr, off, mask, gs2_ptr is not None, CDT, BLOCK) + c2
         gspk = _load(gspk_ptr, off, mask, gspk_ptr is not None, CDT, BLOCK)
         if SPIKE_STATE:  # the spike output is state 0: one gradient reaches it
             gspk = gspk + g0
             g0 = tl.zeros([BLOCK], dtype=CDT)
-        gx, c0, c1, c2, q0, q1, q2, q3, q4, q5 = STEP(x, s0, s1, s2, p0, p1, p2, p3, p4, p5, gspk, g0, g1, g2,
-                                                      sga, sgb, SG, O0, O1, O2)
+        gx, c0, c1, c2, q0, q1, q2, q3, q4, q5 = STEP(x, s0, s1, s2, n0, n1, n2, p0, p1, p2, p3, p4, p5, gspk,
+                                                      g0, g1, g2, sga, sgb, SG, O0, O1, O2)
         tl.store(gx_ptr + off, gx, mask=mask)
         a0 += q0
         a1 += q1
@@ -222,7 +226,7 @@ def bwd(grad_spk, grad_states, x, states0, states, params, *, family, steps, opt
     contiguous = (lambda t: None if t is None else t.contiguous())  # noqa: E731
     with C.on_device(ref):
         _BWD[C.grid(N)](contiguous(grad_spk), *_padded(map(contiguous, grad_states), MAX_STATES),
-                        x.contiguous(), *_padded(states0, MAX_STATES), *_padded(states, MAX_STATES), *p, grad_x,
+                        contiguous(x), *_padded(states0, MAX_STATES), *_padded(states, MAX_STATES), *p, grad_x,
                         *_padded(grad_states0, MAX_STATES), *_padded(partial, MAX_PARAMS), T, N, L, C.bucket(N),
                         sg_a, sg_b, STEP=_STEPS[family][1], NS=len(spec.states), NP=len(spec.params),
                         SPIKE_STATE=spec.spike_state, SG=surrogate_kind, O0=o[0], O1=o[1], O2=o[2], PN0=pn[0],

@@ -61,15 +61,15 @@ def test_check_reports_a_disagreeing_backend(monkeypatch):
 
 
 def test_check_reports_a_disagreeing_synaptic_backend(monkeypatch):
-    from fastlif.ops import synaptic
+    from fastlif import neurons
 
-    real = synaptic.run
+    real = neurons.run_synaptic
 
     def broken(*args, backend="auto", **kwargs):
         spk, syn, mem = real(*args, backend=backend, **kwargs)
         return (spk if backend == "reference" else 1 - spk), syn, mem
 
-    monkeypatch.setattr(synaptic, "run", broken)
+    monkeypatch.setattr(neurons, "run_synaptic", broken)
     lines = []
     assert cli.check("cpu", speed=False, out=lines.append) == 1
     assert any("case 'Synaptic" in line and "spikes differ" in line for line in lines)

@@ -90,28 +90,8 @@ def lif_variants():
 EVERY_CONFIG = {"fwd-bf16-fp32-r0d", "fwd-fp16-fp16-r1i-lm", "fwd-fp32-fp32-r0i", "fwd-bf16-bf16-r0i-lm",
                 "bwd-bf16-fp32-r0d-sg0", "bwd-fp16-fp16-r1i-sg0-lm", "bwd-fp32-fp32-r0i-sg0",
                 "bwd-bf16-bf16-r0i-sg0-lm", "fwd-fp64-fp64-r1i", "bwd-fp64-fp64-r1i-sg2",
-                "synfwd-bf16-r0i", "synbwd-bf16-r1i-sg0-ga", "synbwd-fp32-r0i-sg0-ga",
+                "scanfwd-synaptic-bf16-o01", "scanbwd-synaptic-bf16-o11-sg0", "scanbwd-synaptic-fp32-o01-sg0",
                 "rlkfwd-bf16-r0i", "rlkbwd-fp16-r1i-sg0", "rlkbwd-fp32-r0i-sg1"}
-
-
-def synaptic_variants():
-    """Synaptic: states always in the compute dtype; alpha's gradient on or off."""
-    from fastlif.kernels import synaptic as K
-    loads = dict(A_PN=True, BETA_PN=False, THR_PN=True, G_PN=False, HAS_SYN0=True, HAS_MEM0=True)
-    for xdt, (reset, imm) in itertools.product(("fp32", "fp64", "fp16", "bf16"), RESETS):
-        cdt = compute(xdt)
-        tag = f"{xdt}-r{reset}{'i' if imm else 'd'}"
-        types = {"x_ptr": xdt, "spk_ptr": xdt, "syn_ptr": cdt, "mem_ptr": cdt, "state_ptr": cdt, "flags_ptr": "u8"}
-        yield f"synfwd-{tag}", K.SYNAPTIC_FWD, types, dict(loads, RESET=reset, IMMEDIATE=imm)
-        bwd_types = {"gspk_ptr": xdt, "gsyn_ptr": cdt, "gmem_ptr": cdt, "syn_ptr": cdt, "saved_ptr": cdt,
-                     "flags_ptr": "u8", "gx_ptr": xdt}
-        kinds = SURROGATE_KINDS if (FULL or xdt in ("fp32", "fp64")) else (0,)
-        for sg, grad_alpha in itertools.product(kinds, (True, False)):
-            if sg and not grad_alpha and not FULL:  # alpha's gradient only adds loads: once per layout
-                continue
-            yield (f"synbwd-{tag}-sg{sg}{'-ga' if grad_alpha else ''}", K.SYNAPTIC_BWD, bwd_types,
-                   dict(loads, RESET=reset, IMMEDIATE=imm, SG=sg, HAS_GSPK=True, HAS_GSYN=True, HAS_GMEM=True,
-                        GRAD_ALPHA=grad_alpha))
 
 
 def rleaky_variants():
@@ -165,7 +145,7 @@ def configs_for(name):
 
 def variants():
     out = []
-    for name, kernel, types, const in itertools.chain(lif_variants(), synaptic_variants(), rleaky_variants(),
+    for name, kernel, types, const in itertools.chain(lif_variants(), rleaky_variants(),
                                                      scan_variants()):
         for block, prefetch, warps in configs_for(name):
             out.append((f"{name}-b{block}w{warps}{'p' if prefetch else ''}", kernel, types,

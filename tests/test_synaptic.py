@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import fastlif
-from fastlif.ops.synaptic import SynapticFunction
+from fastlif.family import FamilyFunction
+from fastlif.families.synaptic import SYNAPTIC
 from fastlif.reference import synaptic_sequence_reference
 from fastlif.testing import assert_grads_close, forward_backward, leaves_of, normwise, sum_floor
 from conftest import needs_cpp
@@ -107,9 +108,11 @@ def test_gradcheck_fp64():
     graded = (torch.rand(L, generator=g, dtype=torch.float64) + 0.5).requires_grad_()
     off = fastlif.surrogate.no_grad()
     for reset, delay in itertools.product((0, 1, 2), (True, False)):
+        immediate = int(not delay and reset != 2)
+
         def f(x, syn0, mem0, a, b, thr, graded):
-            return SynapticFunction.apply(x, syn0, mem0, a, b, thr, graded, T, reset, delay, off.kind, off.param,
-                                          "cpp")
+            return FamilyFunction.apply(SYNAPTIC, T, (reset, immediate), off.kind, off.param, "cpp", x, syn0, mem0,
+                                        a, b, thr, graded)
         assert torch.autograd.gradcheck(f, (x, syn0, mem0, *params, thr, graded), eps=1e-6, atol=1e-6)
 
 
@@ -119,14 +122,13 @@ def test_opcheck():
     syn0, mem0 = torch.randn(12, generator=g), torch.randn(12, generator=g)
     p = [torch.rand(6, generator=g) for _ in range(4)]
     for reset, delay in ((0, True), (1, False)):
-        kw = dict(steps=4, reset_mode=reset, reset_delay=delay, backend="cpp")
-        torch.library.opcheck(torch.ops.fastlif.synaptic_fwd.default, (x, syn0, mem0, *p), kwargs=kw)
-        spk, syn, mem, state, flags = torch.ops.fastlif.synaptic_fwd(x, syn0, mem0, *p, **kw)
-        bwd_kw = dict(steps=4, reset_mode=reset, reset_delay=delay, surrogate_kind=0, surrogate_param=2.0,
-                      x_dtype=torch.float32, backend="cpp")
-        args = (torch.randn_like(spk), None, torch.randn_like(mem), syn, None if state.numel() else mem, state,
-                flags, syn0, mem0, *p)
-        torch.library.opcheck(torch.ops.fastlif.synaptic_bwd.default, args, kwargs=bwd_kw)
+        options = [reset, int(not delay and reset != 2)]
+        args = ("synaptic", x, [syn0, mem0], p, 4, options, "cpp")
+        torch.library.opcheck(torch.ops.fastlif.family_fwd.default, args)
+        spk, syn, mem = torch.ops.fastlif.family_fwd(*args)
+        bwd_args = ("synaptic", torch.randn_like(spk), [None, torch.randn_like(mem)], x, [syn0, mem0], [syn, mem], p,
+                    4, options, 0, 2.0, torch.float32, "cpp")
+        torch.library.opcheck(torch.ops.fastlif.family_bwd.default, bwd_args)
 
 
 def test_torch_compile_fullgraph():

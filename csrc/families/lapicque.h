@@ -16,7 +16,7 @@ namespace fastlif {
 struct LapicqueStep {
   static constexpr const char* kName = "lapicque";
   static constexpr int kStates = 1, kParams = 6;
-  static constexpr bool kSpikeState = false;
+  static constexpr bool kSpikeState = false, kNeedsX = true;
   using Options = OptionSpace<3>;  // reset_mode
   static constexpr const char* kParamNames[kParams] = {"R", "inv_RC", "time_step", "decay", "threshold",
                                                        "graded_spikes_factor"};
@@ -36,7 +36,7 @@ struct LapicqueStep {
   }
 
   template <typename S, class O, int SG>
-  static S backward(S x, const S* s, const S* p, S gspk, S* gs, S* gp, const SurrogateConsts<S>& c) {
+  static S backward(S x, const S* s, const S*, const S* p, S gspk, S* gs, S* gp, const SurrogateConsts<S>& c) {
     constexpr int RESET = O::at(0);
     const S m = s[0], th = p[kThr];
     const S r = heaviside(m - th);

@@ -6,9 +6,11 @@ from ..family import Family, cpp_bwd, cpp_fwd, register
 from ..codes import RESET_MECHANISMS
 
 
-def step(x, states, params, options, spike_fn):
+def step(x, states, params, options, spike_fn, **reference_options):
     """snnTorch 0.9.4 / 1.0 ``Lapicque.forward``, one step: ``k1 = 1/(R*C)`` and
     ``k2 = 1 - ts/(R*C)`` come computed by torch, as snnTorch computes them."""
+    if reference_options:
+        raise ValueError(f"Lapicque has no reference options {sorted(reference_options)}")
     (mem,) = states
     R, k1, ts, k2, threshold, graded = params
     reset = spike_fn(mem - threshold).detach()

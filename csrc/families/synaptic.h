@@ -1,0 +1,87 @@
+// snnTorch's Synaptic on the scan skeleton (csrc/scan.h; spec and reference step:
+// fastlif/families/synaptic.py). States: the current syn and the membrane m; parameters alpha,
+// beta (clamped by Python), the threshold and the graded-spike factor:
+//
+//   r     = H(m - thr)                                      no gradient
+//   syn'  = a*syn + x
+//   m1    = b*m + syn'
+//   u     = m1 - r*thr | m1 - m1*r | m1                     subtract | zero | none
+//   spk   = H(u - thr) * g
+//   m'    = u, or with an immediate reset: u - d*thr | u - d*u,  d = spk/g - r
+//
+// The zero reset acts on the membrane after it integrated the step's current (snnTorch's
+// _base_zero), not before as Leaky's does. Backward rebuilds the step from the states before it
+// and the current after it (syn' holds x's contribution): x is not kept.
+#pragma once
+
+#include "../common.h"
+
+namespace fastlif {
+
+struct SynapticStep {
+  static constexpr const char* kName = "synaptic";
+  static constexpr int kStates = 2, kParams = 4;
+  static constexpr bool kSpikeState = false, kNeedsX = false;
+  using Options = OptionSpace<3, 2>;  // reset_mode, immediate
+  static constexpr const char* kParamNames[kParams] = {"alpha", "beta", "threshold", "graded_spikes_factor"};
+  enum { kSyn, kMem };
+  enum { kA, kB, kThr, kG };
+
+  template <typename S, int RESET>
+  static S integrate(S m, S syn1, S b, S r, S th) {
+    const S m1 = b * m + syn1;
+    if constexpr (RESET == kSubtract) return m1 - r * th;
+    else if constexpr (RESET == kZero) return m1 - m1 * r;
+    else return m1;
+  }
+
+  template <typename S, class O>
+  static S forward(S x, S* s, const S* p) {
+    constexpr int RESET = O::at(0);
+    const S th = p[kThr], g = p[kG];
+    const S r = heaviside(s[kMem] - th);
+    const S syn1 = p[kA] * s[kSyn] + x;
+    const S u = integrate<S, RESET>(s[kMem], syn1, p[kB], r, th);
+    const S spike = heaviside(u - th);
+    s[kSyn] = syn1;
+    s[kMem] = O::at(1) ? immediate_reset<S, RESET>(u, r, spike, th, g) : u;
+    return spike * g;
+  }
+
+  template <typename S, class O, int SG>
+  static S backward(S, const S* s, const S* sn, const S* p, S gspk, S* gs, S* gp, const SurrogateConsts<S>& c) {
+    constexpr int RESET = O::at(0);
+    constexpr bool IMMEDIATE = O::at(1) == 1;
+    const S a = p[kA], b = p[kB], th = p[kThr], g = p[kG];
+    const S m0 = s[kMem];
+    const S r = heaviside(m0 - th);
+    const S u = integrate<S, RESET>(m0, sn[kSyn], b, r, th);  // as forward computed it
+    const S z = u - th;
+    const S spike = heaviside(z);
+    const S gm = gs[kMem];
+    S gh = gspk * g;  // reaches the Heaviside output
+    S gu = gm;        // reaches the pre-reset membrane u
+    if constexpr (IMMEDIATE && RESET == kSubtract) {  // m' = u - (spike - r) * thr
+      gh -= gm * th;
+      gp[kThr] -= gm * (spike - r);
+    } else if constexpr (IMMEDIATE && RESET == kZero) {  // m' = u - (spike - r) * u
+      gh -= gm * u;
+      gu = gm * (S(1) - (spike - r));
+    }
+    const S gz = surrogate_backward<S, SG>(gh, z, c);
+    gu += gz;
+    gp[kThr] -= gz;
+    gp[kG] += gspk * spike;
+    S gm1 = gu;  // reaches m1 = b*m + syn'
+    if constexpr (RESET == kSubtract) gp[kThr] -= r * gu;
+    else if constexpr (RESET == kZero) gm1 = gu * (S(1) - r);
+    const S gsyn1 = gm1 + gs[kSyn];  // reaches syn'
+    gp[kB] += gm1 * m0;
+    gp[kA] += gsyn1 * s[kSyn];
+    gs[kMem] = gm1 * b;
+    gs[kSyn] = gsyn1 * a;
+    return gsyn1;
+  }
+};
+
+}  // namespace fastlif
