@@ -3,12 +3,13 @@
 // include and one entry in the list below.
 #include "scan.h"
 
+#include "families/alpha.h"
 #include "families/lapicque.h"
 
 namespace fastlif {
 namespace {
 
-void register_spec_families(pybind11::module_& m) { register_families<LapicqueStep>(m); }
+void register_spec_families(pybind11::module_& m) { register_families<LapicqueStep, AlphaStep>(m); }
 
 }  // namespace
 

@@ -4,6 +4,7 @@ step: ``kernels/lapicque.py``."""
 from .. import backends
 from ..family import Family, cpp_bwd, cpp_fwd, register
 from ..codes import RESET_MECHANISMS
+from .snntorch_fire import fire
 
 
 def step(x, states, params, options, spike_fn):
@@ -20,7 +21,10 @@ def step(x, states, params, options, spike_fn):
         mem = base - reset * base
     else:
         mem = base
-    return spike_fn(mem - threshold) * graded, (mem,)
+    quant = options.get("state_quant")  # the reference loop's options (snntorch_fire.py)
+    if quant:
+        mem = quant(mem)
+    return fire(mem, threshold, graded, spike_fn, options), (mem,)
 
 
 LAPICQUE = register(Family(
