@@ -274,6 +274,15 @@ class Lapicque(_FamilyNeuron, *snntorch_bases("Lapicque")):
             settings["R"] = layer.R.detach().clone()
         return settings
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # The RC buffers take the saved shape and dtype: which of beta, R, C snnTorch derived
+        # (beta as shape (1,), R as int64, ...) depends on what its constructor was given.
+        for name in ("beta", "R", "C", "time_step"):
+            saved = state_dict.get(prefix + name)
+            if name in self._buffers and isinstance(saved, torch.Tensor):
+                self._buffers[name] = torch.empty_like(saved, device=self._buffers[name].device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def reset_mem(self):
         return self._clear_states()
 
