@@ -3,13 +3,14 @@
 // include and one entry in the list below.
 #include "scan.h"
 
+#include "families/alpha.h"
 #include "families/lapicque.h"
 #include "families/synaptic.h"
 
 namespace fastlif {
 namespace {
 
-void register_spec_families(pybind11::module_& m) { register_families<LapicqueStep, SynapticStep>(m); }
+void register_spec_families(pybind11::module_& m) { register_families<LapicqueStep, SynapticStep, AlphaStep>(m); }
 
 }  // namespace
 

@@ -1,7 +1,7 @@
 """fastlif: snnTorch's exact neurons, run by fused kernels.
 
 The core (torch and NumPy only):
-  fastlif/neurons.py      the neurons (Leaky, Synaptic, RLeaky); what they share: neuron_base.py
+  fastlif/neurons.py      the neurons (Leaky, Synaptic, RLeaky, ...); what they share: neuron_base.py
   fastlif/layers.py       SpikeLinear, the event-driven nn.Linear
   fastlif/ops/            one file per fused op family: custom ops, autograd, C++ launchers
   fastlif/reference.py    the plain PyTorch loops every fast path is tested against
@@ -39,7 +39,7 @@ _APPLICATIONS = {"sim": "sim", "tutorial": "demo", "cli": "demo"}
 # (which take fastlif's layers: they are snnTorch classes too) ...
 _SNNTORCH_MODULES = ("utils", "functional", "spikegen", "spikeplot", "backprop", "spikevision")
 # ... and snnTorch's neurons that fastlif does not fuse resolve to snnTorch's classes, with a warning.
-_SNNTORCH_UNFUSED = ("Lapicque", "Alpha", "RSynaptic", "SLSTM", "SConv2dLSTM", "LeakyParallel",
+_SNNTORCH_UNFUSED = ("RSynaptic", "SLSTM", "SConv2dLSTM", "LeakyParallel",
                      "BatchNormTT1d", "BatchNormTT2d", "SpikingNeuron", "LIF", "GradedSpikes",
                      "StateLeaky", "LinearLeaky", "DeltaLeaky", "AssociativeLeaky")
 

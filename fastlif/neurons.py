@@ -5,11 +5,14 @@ states, ``init_hidden``, ``step_mode``, snnTorch's helpers) is in :mod:`fastlif.
 import torch
 from torch import nn
 
+from .families.alpha import ALPHA, tau_alpha
+from .families.lapicque import LAPICQUE
+from .family import run_family
 from .neuron_base import SpikingNeuron, snntorch_bases, warn_once
 from .families.synaptic import run_synaptic
 from .ops import lif, rleaky
 
-__all__ = ["Leaky", "Synaptic", "RLeaky"]
+__all__ = ["Leaky", "Synaptic", "Lapicque", "Alpha", "RLeaky"]
 
 
 class Leaky(SpikingNeuron, *snntorch_bases("Leaky")):
@@ -152,6 +155,273 @@ class Synaptic(SpikingNeuron, *snntorch_bases("Synaptic")):
 
     def forward(self, input_, syn=None, mem=None):
         return self._forward(input_, (syn, mem))
+
+
+def _cached(module, key_tensors, compute):
+    """``compute()``, kept on ``module`` while ``key_tensors`` (the very objects, at the same
+    version) are unchanged and none needs a gradient: a per-step call then runs no tensor op
+    to rebuild parameters derived from buffers (Lapicque's ``1/(R*C)``, Alpha's ``tau_alpha``)."""
+    if torch.compiler.is_compiling() or any(t.requires_grad for t in key_tensors):
+        return compute()
+    versions = tuple(t._version for t in key_tensors)
+    cached = module.__dict__.get("_derived_cache")
+    if (cached is not None and len(cached[0]) == len(key_tensors)
+            and all(a is b for a, b in zip(cached[0], key_tensors)) and cached[1] == versions):
+        return cached[2]
+    value = compute()
+    module.__dict__["_derived_cache"] = (tuple(key_tensors), versions, value)
+    return value
+
+
+class _FamilyNeuron(SpikingNeuron):
+    """A neuron run by a spec'd family (:mod:`fastlif.family`)."""
+
+    _family = None
+
+    def _check_reset_delay(self, reset_delay):
+        if not reset_delay:
+            raise ValueError(f"fastlif.{type(self).__name__}: reset_delay=False is not available (snnTorch's "
+                             f"{type(self).__name__} has no immediate reset)")
+
+    def _run_family(self, x, states, params, single_step):
+        spike_fn, sg = self._surrogate()
+        return run_family(self._family, x, states, params, single_step=single_step,
+                          options={"reset_mode": self._state_reset_mode}, spike_fn=spike_fn, surrogate=sg,
+                          backend=self.backend, reference_options=self._reference_options())
+
+
+class Lapicque(_FamilyNeuron, *snntorch_bases("Lapicque")):
+    """snnTorch's ``Lapicque``: a leaky neuron given by its RC circuit, ``mem' = ((x*R)*(1/(R*C)))
+    *time_step + (1 - time_step/(R*C))*mem`` with snnTorch's resets (api.md section 1). Give beta,
+    or R and C, or beta and one of them (the other is derived, as snnTorch derives it).
+
+    ``spk, mem = lif(x_t, mem)`` is one step; ``lif.sequence(x_seq, mem)`` runs ``[T, B, ...]``
+    fused and returns ``(spk_seq, mem_seq)``; ``step_mode="multi"`` as for :class:`Leaky`.
+    With ``learn_beta=True`` the derived C (or R) follows beta: it is computed from it at every
+    call (snnTorch computes it once, at construction, inside beta's graph; api.md).
+    """
+
+    _state_names = ("mem",)
+    _family = LAPICQUE
+
+    def __init__(self, beta=False, R=False, C=False, time_step=1, threshold=1.0, spike_grad=None,
+                 surrogate_disable=False, init_hidden=False, inhibition=False, learn_beta=False,
+                 learn_threshold=False, reset_mechanism="subtract", state_quant=False, output=False,
+                 graded_spikes_factor=1.0, learn_graded_spikes_factor=False, reset_delay=True,
+                 step_mode="single", backend="auto"):
+        self._check_reset_delay(reset_delay)
+        super().__init__(threshold, spike_grad, surrogate_disable, init_hidden, inhibition,
+                         learn_threshold, reset_mechanism, state_quant, output, graded_spikes_factor,
+                         learn_graded_spikes_factor, reset_delay, step_mode, backend)
+        self._lapicque_cases(time_step, beta, R, C, learn_beta)
+        self.state_function = {0: self._base_sub, 1: self._base_zero, 2: self._base_int}[self._state_reset_mode]
+
+    def _lapicque_cases(self, time_step, beta, R, C, learn_beta):
+        """snnTorch's cases, its derivations and messages; what it cannot run raises here."""
+        time_step = time_step if isinstance(time_step, torch.Tensor) else torch.as_tensor(time_step)
+        self.register_buffer("time_step", time_step)
+        values = {}
+        for name, value in (("beta", beta), ("R", R), ("C", C), ("time_step", time_step)):
+            value = value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
+            if value.numel() != 1:
+                raise ValueError(f"fastlif.Lapicque: {name} must be a single value (snnTorch's Lapicque takes "
+                                 f"scalar beta, R, C and time_step); got shape {tuple(value.shape)}")
+            values[name] = value
+        has_beta, has_R, has_C = bool(values["beta"]), bool(values["R"]), bool(values["C"])
+        if not has_beta and not (has_R and has_C):
+            raise ValueError("Either beta or 2 of beta, R and C must be specified as an input argument.")
+        if has_beta and has_R and has_C:
+            raise ValueError("fastlif.Lapicque: give beta, or R and C, or beta and one of R and C, not all "
+                             "three (the fourth is derived from the others; snnTorch's Lapicque registers "
+                             "neither R nor C then, and its forward fails)")
+        self._derived = None  # the one of R, C that a learnable beta drives
+        if not has_beta:
+            if learn_beta:
+                raise ValueError("fastlif.Lapicque: learn_beta=True needs beta (with R and C given, beta is "
+                                 "derived from them and drives nothing; snnTorch's Lapicque fails there too)")
+            beta = torch.exp(torch.ones(1) * (-self.time_step / (R * C)))
+            self.register_buffer("beta", beta)
+            self.register_buffer("R", values["R"] if isinstance(R, torch.Tensor) else torch.as_tensor(R))
+            self.register_buffer("C", values["C"] if isinstance(C, torch.Tensor) else torch.as_tensor(C))
+            return
+        self._register("beta", values["beta"], learn_beta)
+        beta_now = self.beta.detach()
+        if not has_C:
+            R = torch.as_tensor(1) if not has_R else R
+            self.register_buffer("C", self.time_step / (R * torch.log(1 / beta_now)))
+            self.register_buffer("R", R if isinstance(R, torch.Tensor) else torch.as_tensor(R))
+            self._derived = "C" if learn_beta else None
+        else:
+            self.register_buffer("C", C if isinstance(C, torch.Tensor) else torch.as_tensor(C))
+            self.register_buffer("R", self.time_step / (self.C * torch.log(1 / beta_now)))
+            self._derived = "R" if learn_beta else None
+
+    @classmethod
+    def _snntorch_settings(cls, layer):
+        learn_beta = isinstance(layer.beta, nn.Parameter)
+        settings = dict(cls._common_settings(layer), beta=layer.beta.detach().clone(), learn_beta=learn_beta,
+                        time_step=layer.time_step.detach().clone())
+        if not learn_beta:  # R given too (C then derived, and loaded from the state_dict)
+            settings["R"] = layer.R.detach().clone()
+        return settings
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # The RC buffers take the saved shape and dtype: which of beta, R, C snnTorch derived
+        # (beta as shape (1,), R as int64, ...) depends on what its constructor was given.
+        for name in ("beta", "R", "C", "time_step"):
+            saved = state_dict.get(prefix + name)
+            if name in self._buffers and isinstance(saved, torch.Tensor):
+                self._buffers[name] = torch.empty_like(saved, device=self._buffers[name].device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def reset_mem(self):
+        return self._clear_states()
+
+    def init_lapicque(self):
+        """Deprecated, use :class:`Lapicque.reset_mem` instead"""
+        return self.reset_mem()
+
+    def _rc(self):
+        """``(R, C)`` as this call uses them: the buffers, or the one a learnable beta drives,
+        derived from it as snnTorch derives it (and stored back in its buffer, detached)."""
+        R, C = self.R, self.C
+        if self._derived == "C":
+            C = self.time_step / (R * torch.log(1 / self.beta))
+        elif self._derived == "R":
+            R = self.time_step / (C * torch.log(1 / self.beta))
+        if self._derived is not None:
+            buffer = self._buffers[self._derived]
+            with torch.no_grad():
+                if buffer.shape == (R if self._derived == "R" else C).shape:
+                    buffer.copy_(R if self._derived == "R" else C)
+        return R, C
+
+    def _params(self):
+        """The family's parameters, computed by torch in snnTorch's order."""
+        def compute():
+            R, C = self._rc()
+            ts = self.time_step
+            return R, 1 / (R * C), ts, 1 - (ts / (R * C))
+        keys = (self.R, self.C, self.time_step) + ((self.beta,) if self._derived else ())
+        return (*_cached(self, keys, compute), self.threshold, self.graded_spikes_factor)
+
+    # snnTorch's state functions (one step, from self.mem and self.reset), for code that calls them
+    def _base_state_function(self, input_):
+        return (input_ * self.R * (1 / (self.R * self.C)) * self.time_step
+                + (1 - (self.time_step / (self.R * self.C))) * self.mem)
+
+    def _base_sub(self, input_):
+        return self._base_state_function(input_) - self.reset * self.threshold
+
+    def _base_zero(self, input_):
+        return self._base_state_function(input_) - self.reset * self._base_state_function(input_)
+
+    def _base_int(self, input_):
+        return self._base_state_function(input_)
+
+    def _fused(self, x, mem, single_step):
+        return self._run_family(x, (mem,), self._params(), single_step)
+
+    def sequence(self, x_seq, mem=None):
+        """Fused over the leading time dimension: ``x_seq [T, B, ...] -> (spk_seq, mem_seq)``."""
+        return self._fused(x_seq, mem, single_step=False)
+
+    def forward(self, input_, mem=None):
+        return self._forward(input_, (mem,))
+
+
+class Alpha(_FamilyNeuron, *snntorch_bases("Alpha")):
+    """snnTorch's ``Alpha``: an excitatory current ``syn_exc`` (decaying with alpha, fed +x) and
+    an inhibitory one ``syn_inh`` (decaying with beta, fed -x) whose sum, scaled by
+    ``tau_alpha = log(alpha)/(log(beta) - log(alpha)) + 1``, is the membrane; snnTorch's resets,
+    quirks included (api.md section 1). alpha must be greater than beta.
+
+    ``spk, syn_exc, syn_inh, mem = lif(x_t, syn_exc, syn_inh, mem)`` is one step;
+    ``lif.sequence(x_seq, syn_exc, syn_inh, mem)`` runs ``[T, B, ...]`` fused and returns the
+    four sequences; ``step_mode="multi"`` as for :class:`Leaky`. ``learn_alpha=True`` works
+    (snnTorch raises a TypeError there).
+    """
+
+    _state_names = ("syn_exc", "syn_inh", "mem")
+    _returned_states = ("syn_exc", "syn_inh", "mem")
+    _init_hidden_error = "When `init_hidden=True`, Alpha expects 1 input argument."
+    _family = ALPHA
+
+    def __init__(self, alpha, beta, threshold=1.0, spike_grad=None, surrogate_disable=False,
+                 init_hidden=False, inhibition=False, learn_alpha=False, learn_beta=False,
+                 learn_threshold=False, reset_mechanism="zero", state_quant=False, output=False,
+                 graded_spikes_factor=1.0, learn_graded_spikes_factor=False, reset_delay=True,
+                 step_mode="single", backend="auto"):
+        self._check_reset_delay(reset_delay)
+        super().__init__(threshold, spike_grad, surrogate_disable, init_hidden, inhibition,
+                         learn_threshold, reset_mechanism, state_quant, output, graded_spikes_factor,
+                         learn_graded_spikes_factor, reset_delay, step_mode, backend)
+        self._register("beta", beta, learn_beta)
+        alpha = alpha if isinstance(alpha, torch.Tensor) else torch.as_tensor(alpha)
+        # snnTorch keeps alpha clamped to [0, 1] (a learnable one is clamped where it is used)
+        self._register("alpha", alpha if learn_alpha else alpha.clamp(0, 1), learn_alpha)
+        self._alpha_cases()
+        self.state_function = {0: self._base_sub, 1: self._base_zero, 2: self._base_int}[self._state_reset_mode]
+
+    def _alpha_cases(self):
+        alpha, beta = self.alpha.detach(), self.beta.detach()
+        if (alpha.clamp(0, 1) <= beta).any():
+            raise ValueError("alpha must be greater than beta.")
+        if (beta == 1).any():
+            raise ValueError("beta cannot be '1' otherwise ZeroDivisionError occurs: "
+                             "tau_alpha = log(alpha)/log(beta) - log(alpha) + 1")
+
+    @classmethod
+    def _snntorch_settings(cls, layer):
+        return dict(cls._common_settings(layer), alpha=layer.alpha.detach().clone(),
+                    beta=layer.beta.detach().clone(), learn_alpha=isinstance(layer.alpha, nn.Parameter),
+                    learn_beta=isinstance(layer.beta, nn.Parameter),
+                    graded_spikes_factor=layer.graded_spikes_factor.detach().clone(),
+                    learn_graded_spikes_factor=isinstance(layer.graded_spikes_factor, nn.Parameter))
+
+    def reset_mem(self):
+        return self._clear_states()
+
+    def init_alpha(self):
+        """Deprecated, use :class:`Alpha.reset_mem` instead"""
+        return self.reset_mem()
+
+    def _params(self):
+        tau = _cached(self, (self.alpha, self.beta), lambda: tau_alpha(self.alpha, self.beta))
+        return self.alpha, self.beta, tau, self.threshold, self.graded_spikes_factor
+
+    # snnTorch's state functions (one step, from self.syn_exc, self.syn_inh, self.mem, self.reset)
+    def _base_state_function(self, input_):
+        base_fn_syn_exc = self.alpha.clamp(0, 1) * self.syn_exc + input_
+        base_fn_syn_inh = self.beta.clamp(0, 1) * self.syn_inh - input_
+        return base_fn_syn_exc, base_fn_syn_inh, tau_alpha(self.alpha, self.beta) * (base_fn_syn_exc + base_fn_syn_inh)
+
+    def _base_state_reset_sub_function(self, input_):
+        return self.threshold, self.beta.clamp(0, 1) * self.syn_inh - input_, -self.syn_inh
+
+    def _base_sub(self, input_):
+        syn_exc, syn_inh, mem = self._base_state_function(input_)
+        syn_exc2, syn_inh2, mem2 = self._base_state_reset_sub_function(input_)
+        return syn_exc - syn_exc2 * self.reset, syn_inh - syn_inh2 * self.reset, mem - mem2 * self.reset
+
+    def _base_zero(self, input_):
+        syn_exc, syn_inh, mem = self._base_state_function(input_)
+        syn_exc2, syn_inh2, mem2 = self._base_state_function(input_)
+        return syn_exc - syn_exc2 * self.reset, syn_inh - syn_inh2 * self.reset, mem - mem2 * self.reset
+
+    def _base_int(self, input_):
+        return self._base_state_function(input_)
+
+    def _fused(self, x, syn_exc, syn_inh, mem, single_step):
+        return self._run_family(x, (syn_exc, syn_inh, mem), self._params(), single_step)
+
+    def sequence(self, x_seq, syn_exc=None, syn_inh=None, mem=None):
+        """Fused over the leading time dimension: ``x_seq [T, B, ...] -> (spk, syn_exc, syn_inh,
+        mem)`` sequences."""
+        return self._fused(x_seq, syn_exc, syn_inh, mem, single_step=False)
+
+    def forward(self, input_, syn_exc=None, syn_inh=None, mem=None):
+        return self._forward(input_, (syn_exc, syn_inh, mem))
 
 
 class RecurrentOneToOne(nn.Module):

@@ -359,8 +359,8 @@ def test_import_fastlif_as_snn_runs_snntorch_tutorial_code():
         assert snn_.spikeplot is theirs_spikeplot
     assert isinstance(net[2], snn_.SpikingNeuron)
     with pytest.warns(UserWarning, match="does not fuse it"):
-        alpha_cls = snn_.__getattr__("Alpha")
-    assert alpha_cls is snn.Alpha
+        unfused_cls = snn_.__getattr__("SLSTM")
+    assert unfused_cls is snn.SLSTM
     assert snn_.surrogate.LSO is ss.LSO
 
 
@@ -379,7 +379,7 @@ def test_snntorch_names_without_snntorch_say_how(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_snntorch)
     for key in [k for k in sys.modules if k == "snntorch" or k.startswith("snntorch.")]:
         monkeypatch.delitem(sys.modules, key)
-    for name in ("utils", "Lapicque"):
+    for name in ("utils", "SLSTM"):
         monkeypatch.delitem(snn_.__dict__, name, raising=False)
         with pytest.raises(AttributeError, match=r"pip install snntorch"):
             snn_.__getattr__(name)

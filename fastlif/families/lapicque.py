@@ -4,13 +4,12 @@ step: ``kernels/lapicque.py``."""
 from .. import backends
 from ..family import Family, cpp_bwd, cpp_fwd, register
 from ..codes import RESET_MECHANISMS
+from .snntorch_fire import fire
 
 
 def step(x, states, params, options, spike_fn, **reference_options):
     """snnTorch 0.9.4 / 1.0 ``Lapicque.forward``, one step: ``k1 = 1/(R*C)`` and
     ``k2 = 1 - ts/(R*C)`` come computed by torch, as snnTorch computes them."""
-    if reference_options:
-        raise ValueError(f"Lapicque has no reference options {sorted(reference_options)}")
     (mem,) = states
     R, k1, ts, k2, threshold, graded = params
     reset = spike_fn(mem - threshold).detach()
@@ -22,7 +21,10 @@ def step(x, states, params, options, spike_fn, **reference_options):
         mem = base - reset * base
     else:
         mem = base
-    return spike_fn(mem - threshold) * graded, (mem,)
+    quant = reference_options.get("state_quant")  # the reference loop's options (snntorch_fire.py)
+    if quant:
+        mem = quant(mem)
+    return fire(mem, threshold, graded, spike_fn, reference_options), (mem,)
 
 
 def example(L, generator, dtype):
