@@ -414,5 +414,20 @@ class RSynaptic(SpikingNeuron, *snntorch_bases("RSynaptic")):
                 and own[2] is not buffers.get("mem")):
             buffers["spk"] = torch.zeros_like(own[0])
         out = self._forward(input_, (spk, syn, mem))
-        self.__dict__["_own_states"] = (buffers.get("spk"), buffers.get("syn"), buffers.get("mem"))
+        self._mark_own_states()
         return out
+
+    def _mark_own_states(self):
+        buffers = self._buffers
+        self.__dict__["_own_states"] = (buffers.get("spk"), buffers.get("syn"), buffers.get("mem"))
+
+    def _sequence_from_reset(self, x_seq):
+        out = super()._sequence_from_reset(x_seq)
+        self._mark_own_states()
+        return out
+
+    @classmethod
+    def from_snntorch(cls, layer):
+        new = super().from_snntorch(layer)
+        new._mark_own_states()
+        return new

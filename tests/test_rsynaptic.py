@@ -441,3 +441,25 @@ def test_init_hidden_and_helpers(own_instances):
         assert torch.equal(step(fresh, x)[0], out.detach())
         fastlif.RSynaptic.reset_hidden()
         assert not ours.spk.abs().sum()
+
+
+def test_fastlif_sequence_and_utils_reset(own_instances):
+    """fastlif.sequence(net, x) runs the neuron from zero states and leaves its final states; a
+    utils.reset after it (or after from_snntorch of a running layer) starts the next per-step
+    run from zero spikes too."""
+    from snntorch import utils
+    for kw in (dict(all_to_all=False, V=0.5), dict(linear_features=7)):
+        torch.manual_seed(3)
+        ref = snn.RSynaptic(0.9, 0.8, init_hidden=True, **kw)
+        net = torch.nn.Sequential(torch.nn.Linear(5, 7), ref)
+        x = torch.rand(10, 3, 5) * 2
+        utils.reset(net)
+        want = torch.stack([net(xt) for xt in x])
+        net = fastlif.from_snntorch(net)  # mid-run: ref's last spikes come along
+        assert net[1].spk.count_nonzero()
+        utils.reset(net)
+        assert torch.equal(torch.stack([net(xt) for xt in x]), want)
+        a = fastlif.sequence(net, x)
+        assert torch.equal(a, want)
+        utils.reset(net)
+        assert torch.equal(torch.stack([net(xt) for xt in x]), want)
