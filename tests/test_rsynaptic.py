@@ -28,7 +28,8 @@ def make(T, neurons, per_neuron=True, seed=0, scale=0.8):
     L = neurons[-1]
     rand = lambda lo, hi: torch.rand(L if per_neuron else (), generator=g) * (hi - lo) + lo  # noqa: E731
     tensors = {"x": torch.randn(T, *neurons, generator=g) * scale + 0.3,
-               "spk": (torch.rand(*neurons, generator=g) < 0.3).float(), "syn": torch.randn(*neurons, generator=g) * 0.5,
+               "spk": (torch.rand(*neurons, generator=g) < 0.3).float(),
+               "syn": torch.randn(*neurons, generator=g) * 0.5,
                "mem": torch.randn(*neurons, generator=g), "alpha": rand(-0.05, 1.1), "beta": rand(-0.05, 1.1),
                "V": rand(-0.6, 0.6), "threshold": rand(0.75, 1.25), "graded": rand(0.5, 1.5)}
     return tensors, [torch.randn(T, *neurons, generator=g) for _ in range(3)]
@@ -125,7 +126,8 @@ def test_gradcheck_fp64():
 def test_opcheck():
     g = torch.Generator().manual_seed(2)
     x = torch.randn(4, 2, 6, generator=g) + 0.5
-    states = [(torch.rand(2, 6, generator=g) < 0.5).float(), torch.randn(2, 6, generator=g), torch.randn(2, 6, generator=g)]
+    states = [(torch.rand(2, 6, generator=g) < 0.5).float(), torch.randn(2, 6, generator=g),
+              torch.randn(2, 6, generator=g)]
     params = [torch.rand(6, generator=g) for _ in range(5)]
     args = ("rsynaptic", x, states, params, 4, [0, 1], "cpp")
     torch.library.opcheck(torch.ops.fastlif.family_fwd.default, args)
@@ -406,8 +408,7 @@ def test_argument_checks(own_instances):
         fastlif.RSynaptic(0.9, 0.8, linear_features=4).sequence(torch.rand(3, 2, 5))
     lif = fastlif.RSynaptic(0.9, 0.8, all_to_all=False)
     with pytest.raises(ValueError, match="syn"):
-        lif(torch.rand(2, 5), None, torch.zeros(2, 4), None) if False else lif.sequence(torch.rand(3, 2, 5),
-                                                                                          syn=torch.zeros(2, 4))
+        lif.sequence(torch.rand(3, 2, 5), syn=torch.zeros(2, 4))
     with pytest.raises(ValueError, match="unknown reset_mechanism"):
         fastlif.RSynaptic(0.9, 0.8, all_to_all=False, reset_mechanism="half")
     with pytest.raises(TypeError, match="input must be a torch.Tensor"):

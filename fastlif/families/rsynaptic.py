@@ -10,7 +10,7 @@ import torch
 from .. import backends
 from ..codes import RESET_MECHANISMS, is_immediate
 from ..family import Family, cpp_bwd, cpp_fwd, register, run_family
-from ..ops.common import check_input, check_param, check_states, choose_backend, compute_dtype, warn_once
+from ..ops.common import check_input, check_param, check_states, choose_backend, compute_dtype
 from ..reference import _base_reset, _fire
 
 
@@ -114,19 +114,13 @@ def run(x, spk, syn, mem, alpha, beta, recurrent, threshold, graded, *, single_s
     options = dict(reset_mode=reset_mode, immediate=int(is_immediate(reset_mode, reset_delay)))
     if unfused:
         choose_backend(RSYNAPTIC.name, backend, x.device.type, surrogate, spike_fn, unfused)  # raises if not allowed
-        return _run_reference(x, spk, syn, mem, alpha, beta, recurrent if dense else check_param(recurrent, "V", n_last),
-                              threshold, graded, single_step, reset_mode, reset_delay, spike_fn,
-                              reference_options or {}, n_last)
+        rec = recurrent if dense else check_param(recurrent, "V", n_last)
+        return _run_reference(x, spk, syn, mem, alpha, beta, rec, threshold, graded, single_step, reset_mode,
+                              reset_delay, spike_fn, reference_options or {}, n_last)
     params = dict(spike_fn=spike_fn, surrogate=surrogate, backend=backend, options=options)
     if not dense:
         return run_family(RSYNAPTIC, x, (spk, syn, mem), (alpha, beta, recurrent, threshold, graded),
                           single_step=single_step, **params)
-    if x.device.type != "cpu" and backend in ("auto", "reference"):
-        warn_once(("rsynaptic", "dense", x.device.type),
-                  f"fastlif.RSynaptic: the element-wise update has no {x.device.type} kernels yet; it runs "
-                  f"the reference loop (per step, torch's Linear and the update, as snnTorch computes it)",
-                  stacklevel=4)
-        params["backend"] = "reference"
     step_params = (alpha, beta, 1.0, threshold, graded)
     if single_step:
         return _dense_step(x, spk, syn, mem, recurrent, step_params, params)
@@ -157,7 +151,8 @@ def _run_reference(x, spk, syn, mem, alpha, beta, recurrent, threshold, graded, 
                    reset_delay, spike_fn, options, n_last):
     """The reference loop, with snnTorch's rarer options, in the kernels' dtype policy."""
     compute = compute_dtype(x.dtype)
-    as_param = (lambda p, name: torch.as_tensor(check_param(p, name, n_last), device=x.device).to(compute))  # noqa: E731
+    def as_param(p, name):
+        return torch.as_tensor(check_param(p, name, n_last), device=x.device).to(compute)
     alpha, beta = as_param(alpha, "alpha").clamp(0, 1), as_param(beta, "beta").clamp(0, 1)
     threshold, graded = as_param(threshold, "threshold"), as_param(graded, "graded_spikes_factor")
     if not isinstance(recurrent, torch.nn.Module):
