@@ -6,11 +6,14 @@
 #include "families/alpha.h"
 #include "families/lapicque.h"
 #include "families/synaptic.h"
+#include "families/rsynaptic.h"
 
 namespace fastlif {
 namespace {
 
-void register_spec_families(pybind11::module_& m) { register_families<LapicqueStep, SynapticStep, AlphaStep>(m); }
+void register_spec_families(pybind11::module_& m) {
+  register_families<LapicqueStep, SynapticStep, AlphaStep, RSynapticStep>(m);
+}
 
 }  // namespace
 

@@ -39,7 +39,7 @@ _APPLICATIONS = {"sim": "sim", "tutorial": "demo", "cli": "demo"}
 # (which take fastlif's layers: they are snnTorch classes too) ...
 _SNNTORCH_MODULES = ("utils", "functional", "spikegen", "spikeplot", "backprop", "spikevision")
 # ... and snnTorch's neurons that fastlif does not fuse resolve to snnTorch's classes, with a warning.
-_SNNTORCH_UNFUSED = ("RSynaptic", "SLSTM", "SConv2dLSTM", "LeakyParallel",
+_SNNTORCH_UNFUSED = ("SLSTM", "SConv2dLSTM", "LeakyParallel",
                      "BatchNormTT1d", "BatchNormTT2d", "SpikingNeuron", "LIF", "GradedSpikes",
                      "StateLeaky", "LinearLeaky", "DeltaLeaky", "AssociativeLeaky")
 

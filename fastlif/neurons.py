@@ -9,10 +9,11 @@ from .families.alpha import ALPHA, tau_alpha
 from .families.lapicque import LAPICQUE
 from .family import run_family
 from .neuron_base import SpikingNeuron, snntorch_bases, warn_once
+from .families import rsynaptic
 from .families.synaptic import run_synaptic
 from .ops import lif, rleaky
 
-__all__ = ["Leaky", "Synaptic", "Lapicque", "Alpha", "RLeaky"]
+__all__ = ["Leaky", "Synaptic", "Lapicque", "Alpha", "RLeaky", "RSynaptic"]
 
 
 class Leaky(SpikingNeuron, *snntorch_bases("Leaky")):
@@ -552,3 +553,152 @@ class RLeaky(SpikingNeuron, *snntorch_bases("RLeaky")):
 
     def forward(self, input_, spk=None, mem=None):
         return self._forward(input_, (spk, mem))
+
+
+class RSynaptic(SpikingNeuron, *snntorch_bases("RSynaptic")):
+    """Recurrent second-order neuron (snnTorch's ``RSynaptic``): a :class:`Synaptic` whose spikes
+    feed back into the next step's synaptic current through ``recurrent``: one weight per neuron
+    (``all_to_all=False``: ``spk * V``; fused over the whole sequence on the CPU), a dense
+    ``nn.Linear`` (``linear_features``: per step, torch's Linear on the previous spikes as
+    snnTorch computes it, then the fused one-step update) or an ``nn.Conv2d``
+    (``conv2d_channels``, ``kernel_size``; the reference loop, with one warning).
+
+    ``spk, syn, mem = lif(x_t, spk, syn, mem)`` is one step; ``lif.sequence(x_seq, spk, syn,
+    mem)`` runs ``[T, B, ...]`` and returns ``(spk_seq, syn_seq, mem_seq)``;
+    ``step_mode="multi"`` as for :class:`Leaky`. The immediate reset (``reset_delay=False``)
+    is RLeaky's (snnTorch 1.0's raises or does nothing: docs/api.md, deliberate differences).
+    """
+
+    _state_names = ("spk", "syn", "mem")
+    _returned_states = ("syn", "mem")
+    _init_hidden_error = "When `init_hidden=True`, RSynaptic expects 1 input argument."
+
+    def __init__(self, alpha, beta, V=1.0, all_to_all=True, linear_features=None, conv2d_channels=None,
+                 kernel_size=None, threshold=1.0, spike_grad=None, surrogate_disable=False,
+                 init_hidden=False, inhibition=False, learn_alpha=False, learn_beta=False,
+                 learn_threshold=False, learn_recurrent=True, reset_mechanism="subtract",
+                 state_quant=False, output=False, reset_delay=True, step_mode="single", backend="auto"):
+        super().__init__(threshold, spike_grad, surrogate_disable, init_hidden, inhibition,
+                         learn_threshold, reset_mechanism, state_quant, output, 1.0, False, reset_delay,
+                         step_mode, backend)
+        self._register("beta", beta, learn_beta)
+        self.all_to_all, self.learn_recurrent = all_to_all, learn_recurrent
+        self.linear_features, self.kernel_size, self.conv2d_channels = linear_features, kernel_size, conv2d_channels
+        self._rsynaptic_init_cases()
+        if all_to_all:
+            RLeaky._init_recurrent_net(self)
+        else:
+            self._register("V", V, learn_recurrent)
+            self.recurrent = RecurrentOneToOne(self.V)
+        if not learn_recurrent:
+            for param in self.recurrent.parameters():
+                param.requires_grad = False
+        self._register("alpha", alpha, learn_alpha)  # after V, as snnTorch registers them
+        self.state_function = {0: self._base_sub, 1: self._base_zero, 2: self._base_int}[self._state_reset_mode]
+        self.__dict__["_own_states"] = None  # the states the last step left (see forward)
+        if isinstance(self.recurrent, nn.Conv2d):
+            warn_once(("RSynaptic", "conv2d"), "fastlif.RSynaptic: a Conv2d recurrent layer is not fused; "
+                      "layers that use it run the reference loop (exact, as snnTorch computes it, but a "
+                      "plain PyTorch loop).")
+
+    def _rsynaptic_init_cases(self):
+        """snnTorch's checks of the recurrent layer's arguments, with its messages."""
+        conv = bool(self.conv2d_channels) or bool(self.kernel_size)
+        if self.all_to_all:
+            if not self.linear_features:
+                if not conv:
+                    raise TypeError("When `all_to_all=True`, RSynaptic requires either `linear_features` or "
+                                    "(`conv2d_channels` and `kernel_size`) to be specified. The shape should "
+                                    "match the shape of the output spike of the layer.")
+                if bool(self.conv2d_channels) ^ bool(self.kernel_size):
+                    raise TypeError("`conv2d_channels` and `kernel_size` must both be specified. The shape "
+                                    "of `conv2d_channels` should match the shape of the output spikes.")
+            elif conv:
+                raise TypeError("`linear_features` cannot be specified at the same time as `conv2d_channels` "
+                                "or `kernel_size`. A linear layer and conv2d layer cannot both be specified "
+                                "at the same time.")
+        elif self.linear_features or conv:
+            raise TypeError("When `all_to_all`=False, none of `linear_features`, `conv2d_channels`, or "
+                            "`kernel_size` should be specified. The weight `V` is used instead.")
+
+    @classmethod
+    def _snntorch_settings(cls, layer):
+        settings = dict(cls._common_settings(layer), alpha=layer.alpha.detach().clone(),
+                        beta=layer.beta.detach().clone(), learn_alpha=isinstance(layer.alpha, nn.Parameter),
+                        learn_beta=isinstance(layer.beta, nn.Parameter), all_to_all=layer.all_to_all,
+                        linear_features=layer.linear_features, conv2d_channels=layer.conv2d_channels,
+                        kernel_size=layer.kernel_size, learn_recurrent=layer.learn_recurrent)
+        if not layer.all_to_all:
+            settings["V"] = layer.V.detach().clone()
+        return settings
+
+    def reset_mem(self):
+        return self._clear_states()
+
+    def init_rsynaptic(self):
+        """``(spk, syn, mem)``: zeros whose shape is taken from the first input."""
+        return self.reset_mem()
+
+    # snnTorch's state functions (one step, from self.spk, self.syn, self.mem and self.reset)
+    def _base_state_function(self, input_):
+        base_fn_syn = self.alpha.clamp(0, 1) * self.syn + input_ + self.recurrent(self.spk)
+        return base_fn_syn, self.beta.clamp(0, 1) * self.mem + base_fn_syn
+
+    def _base_state_reset_zero(self, input_):
+        return 0, self._base_state_function(input_)[1]
+
+    def _base_sub(self, input_):
+        syn, mem = self._base_state_function(input_)
+        return syn, mem - self.reset * self.threshold
+
+    def _base_zero(self, input_):
+        syn, mem = self._base_state_function(input_)
+        syn2, mem2 = self._base_state_reset_zero(input_)
+        return syn - syn2 * self.reset, mem - mem2 * self.reset
+
+    def _base_int(self, input_):
+        return self._base_state_function(input_)
+
+    def _fused(self, x, spk, syn, mem, single_step):
+        spike_fn, sg = self._surrogate()
+        options = self._reference_options()
+        recurrent = self.recurrent if self.all_to_all else self.V
+        spk_out, syn_out, mem_out = rsynaptic.run_rsynaptic(
+            x, spk, syn, mem, self.alpha, self.beta, recurrent, self.threshold, self.graded_spikes_factor,
+            single_step=single_step, reset_mode=self._state_reset_mode, reset_delay=self.reset_delay,
+            spike_fn=spike_fn, surrogate=sg, backend=self.backend, reference_options=options)
+        return spk_out, spk_out, syn_out, mem_out  # the spikes are also the next step's state
+
+    def sequence(self, x_seq, spk=None, syn=None, mem=None):
+        """Over the leading time dimension (fused for one-to-one feedback):
+        ``x_seq [T, B, ...] -> (spk_seq, syn_seq, mem_seq)``."""
+        spk_seq, _, syn_seq, mem_seq = self._fused(x_seq, spk, syn, mem, single_step=False)
+        return spk_seq, syn_seq, mem_seq
+
+    def forward(self, input_, spk=None, syn=None, mem=None):
+        # snnTorch's RSynaptic.reset_hidden (what snntorch.utils.reset calls) replaces syn and mem
+        # by zeros but keeps spk, the last batch's spikes and their graph: the next step would feed
+        # them back (and a backward then fails). Spikes whose syn and mem were both replaced since
+        # the step that left them restart at zeros.
+        own, buffers = self._own_states, self._buffers
+        if (spk is None and own is not None and own[0] is buffers.get("spk") and own[1] is not buffers.get("syn")
+                and own[2] is not buffers.get("mem")):
+            buffers["spk"] = torch.zeros_like(own[0])
+        out = self._forward(input_, (spk, syn, mem))
+        self._mark_own_states()
+        return out
+
+    def _mark_own_states(self):
+        buffers = self._buffers
+        self.__dict__["_own_states"] = (buffers.get("spk"), buffers.get("syn"), buffers.get("mem"))
+
+    def _sequence_from_reset(self, x_seq):
+        out = super()._sequence_from_reset(x_seq)
+        self._mark_own_states()
+        return out
+
+    @classmethod
+    def from_snntorch(cls, layer):
+        new = super().from_snntorch(layer)
+        new._mark_own_states()
+        return new

@@ -1,0 +1,95 @@
+// snnTorch's RSynaptic (one-to-one feedback) on the scan skeleton (csrc/scan.h; spec and
+// reference step: fastlif/families/rsynaptic.py). States: the previous spikes sp (the spike
+// state, kSpikeState), the synaptic current y and the membrane m; parameters alpha a and beta b
+// (clamped by the caller), the feedback weight V, the threshold and the graded-spike factor g:
+//
+//   r    = H(m - thr)                                    no gradient
+//   y'   = (a*y + x) + sp*V
+//   w    = b*m + y'
+//   u    = w - r*thr | w - w*r | w                       subtract | zero | none
+//   h    = H(u - thr),  spk = h*g
+//   m'   = u, or with an immediate reset: u - d*thr | u - d*u,  d = (h*g)/g - r
+//
+// Backward: the spike's gradient (upstream plus the next step's, through its sp*V) meets the
+// immediate reset's d as RLeaky's does (csrc/rleaky.cpp: d/dh of (h*g)/g taken as 1, the
+// graded factor's gradient from spk only, as the two terms of autograd's cancel).
+#pragma once
+
+#include "../common.h"
+
+namespace fastlif {
+
+struct RSynapticStep {
+  static constexpr const char* kName = "rsynaptic";
+  static constexpr int kStates = 3, kParams = 5;
+  static constexpr bool kSpikeState = true, kNeedsX = true;
+  using Options = OptionSpace<3, 2>;  // reset_mode, immediate
+  static constexpr const char* kParamNames[kParams] = {"alpha", "beta", "V", "threshold", "graded_spikes_factor"};
+  enum { kA, kB, kV, kThr, kG };
+  enum { kSp, kSyn, kMem };
+
+  template <typename S, int RESET>
+  static S membrane(S x, const S* s, const S* p, S& y, S& r) {
+    const S th = p[kThr];
+    r = heaviside(s[kMem] - th);
+    y = (p[kA] * s[kSyn] + x) + s[kSp] * p[kV];
+    const S w = p[kB] * s[kMem] + y;
+    if constexpr (RESET == kSubtract) return w - r * th;
+    else if constexpr (RESET == kZero) return w - w * r;
+    else return w;
+  }
+
+  template <typename S, class O>
+  static S forward(S x, S* s, const S* p) {
+    constexpr int RESET = O::at(0);
+    constexpr bool IMMEDIATE = O::at(1) == 1 && RESET != kNone;
+    S y, r;
+    const S u = membrane<S, RESET>(x, s, p, y, r);
+    const S h = heaviside(u - p[kThr]);
+    const S spk = h * p[kG];
+    S m = u;
+    if constexpr (IMMEDIATE) m = immediate_reset<S, RESET>(u, r, h, p[kThr], p[kG]);
+    s[kSp] = spk;
+    s[kSyn] = y;
+    s[kMem] = m;
+    return spk;
+  }
+
+  template <typename S, class O, int SG>
+  static S backward(S x, const S* s, const S*, const S* p, S gspk, S* gs, S* gp, const SurrogateConsts<S>& c) {
+    constexpr int RESET = O::at(0);
+    constexpr bool IMMEDIATE = O::at(1) == 1 && RESET != kNone;
+    const S th = p[kThr], g = p[kG];
+    S y, r;
+    const S u = membrane<S, RESET>(x, s, p, y, r);
+    const S z = u - th;
+    const S h = heaviside(z);
+    const S gm = gs[kMem];
+    S gh = gspk * g;  // reaching h
+    S gu = gm;        // reaching u directly
+    if constexpr (IMMEDIATE && RESET == kSubtract) {
+      gh -= gm * th;
+      gp[kThr] -= gm * (h - r);
+    } else if constexpr (IMMEDIATE && RESET == kZero) {
+      gh -= gm * u;
+      gu = gm * (S(1) - (h - r));
+    }
+    gp[kG] += gspk * h;
+    const S gz = surrogate_backward<S, SG>(gh, z, c);
+    gu += gz;
+    gp[kThr] -= gz;
+    S gw = gu;
+    if constexpr (RESET == kSubtract) gp[kThr] -= r * gu;
+    else if constexpr (RESET == kZero) gw = gu - gu * r;
+    gp[kB] += gw * s[kMem];
+    const S gy = gw + gs[kSyn];
+    gp[kA] += gy * s[kSyn];
+    gp[kV] += gy * s[kSp];
+    gs[kSp] = gy * p[kV];
+    gs[kSyn] = gy * p[kA];
+    gs[kMem] = gw * p[kB];
+    return gy;
+  }
+};
+
+}  // namespace fastlif
