@@ -4,11 +4,12 @@
 #include "scan.h"
 
 #include "families/lapicque.h"
+#include "families/sj_lif.h"
 
 namespace fastlif {
 namespace {
 
-void register_spec_families(pybind11::module_& m) { register_families<LapicqueStep>(m); }
+void register_spec_families(pybind11::module_& m) { register_families<LapicqueStep, SjLifStep>(m); }
 
 }  // namespace
 

@@ -289,7 +289,7 @@ void family_bwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk, 
   {
     pybind11::gil_scoped_release release;
     dispatch_options(options, 0, typename F::Options{}, static_cast<Opts<>*>(nullptr), [&](auto O) {
-      int_switch<kAtan, kFastSigmoid, kSigmoid, kTriangular, kStraightThrough, kNoGrad>(
+      int_switch<kAtan, kFastSigmoid, kSigmoid, kTriangular, kStraightThrough, kNoGrad, kSjSigmoid, kSjAtan>(
           sg, "surrogate_kind", [&](auto SG) { scan_bwd<F, decltype(O), SG()>(a, params, pgrads); });
     });
   }
