@@ -77,7 +77,7 @@ def assert_grads(got, want, what):
         a, b = got[name], want[name]
         scale = max(1.0, b.abs().max().item())
         if name == "w":  # a sum over batch, neurons and time, in another order
-            scale = max(scale, math.sqrt(x_terms := got["x"].numel()) * got["x"].abs().max().item())
+            scale = max(scale, math.sqrt(got["x"].numel()) * got["x"].abs().max().item())
         err = (a - b).abs().max().item()
         assert err <= 1e-5 * scale, f"{what}: grad {name} off by {err:.2e} (scale {scale:.2e})"
 
@@ -344,3 +344,19 @@ def test_bad_plif_and_input():
     node.tau = 0.9
     with pytest.raises(ValueError, match="tau must be greater than 1"):
         node(torch.randn(2, 3))
+
+
+def test_runs_without_spikingjelly():
+    """Without SpikingJelly the neurons are plain nn.Modules with the same behaviour."""
+    import subprocess
+    import sys
+    code = ("import sys; sys.modules['spikingjelly'] = None\n"
+            "import torch, fastlif.spikingjelly as fsj\n"
+            "n = fsj.ParametricLIFNode(step_mode='m', v_reset=None)\n"
+            "s = n(torch.full((3, 2, 5), 0.8)); n.w.grad is None\n"
+            "s.sum().backward(); assert n.w.grad is not None and n.v.shape == (2, 5)\n"
+            "assert [c.__module__ for c in type(n).__mro__][:3] == ['fastlif.spikingjelly'] * 2 + ['torch.nn.modules.module']\n"
+            "n.reset(); assert n.v == 0.0\n"
+            "print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "ok", out.stderr
