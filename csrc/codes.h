@@ -14,6 +14,8 @@ enum Surrogate : int {
   kTriangular = 3,
   kStraightThrough = 4,
   kNoGrad = 5,
+  kSjSigmoid = 6,  // SpikingJelly's Sigmoid and ATan (fastlif/spikingjelly.py): Heaviside z >= 0
+  kSjAtan = 7,
 };
 
 enum Dtype : int { kFloat32 = 0, kFloat64 = 1 };

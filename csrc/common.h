@@ -260,6 +260,19 @@ inline scalar_t heaviside(scalar_t z) {
   return z > scalar_t(0) ? scalar_t(1) : scalar_t(0);
 }
 
+// SpikingJelly's Heaviside, (z >= 0): it fires at the threshold, where snnTorch does not.
+template <typename scalar_t>
+inline scalar_t sj_heaviside(scalar_t z) {
+  return z >= scalar_t(0) ? scalar_t(1) : scalar_t(0);
+}
+
+// torch.sigmoid's formula, 1 / (1 + exp(-a)); torch's vectorised exp may round differently in
+// the last place, so gradients through it agree to rounding, not bit for bit.
+template <typename scalar_t>
+inline scalar_t sj_sigmoid(scalar_t a) {
+  return scalar_t(1) / (scalar_t(1) + std::exp(-a));
+}
+
 // A surrogate's constants as snnTorch's backward rounds them: its Python-float parameter enters
 // double arithmetic first (alpha/2, pi/2*alpha, -slope) and the result is rounded to the tensor's
 // dtype when it meets a tensor. Built once per call from the double the binding receives.
@@ -268,7 +281,7 @@ struct SurrogateConsts {
   scalar_t a = 0, b = 0;
   SurrogateConsts() = default;
   SurrogateConsts(int kind, double p) {
-    if (kind == kAtan) {
+    if (kind == kAtan || kind == kSjAtan) {
       a = static_cast<scalar_t>(p / 2);
       b = static_cast<scalar_t>(M_PI / 2 * p);
     } else if (kind == kSigmoid) {
@@ -309,6 +322,12 @@ inline scalar_t surrogate_backward(scalar_t gs, scalar_t z, const SurrogateConst
     return z >= scalar_t(0) ? -g : g;
   } else if constexpr (SG == kStraightThrough) {
     return gs;
+  } else if constexpr (SG == kSjSigmoid) {  // SpikingJelly (_ops/surrogate.py, _surrogate_gradient):
+    const scalar_t s = sj_sigmoid(c.a * z);  // s = sigmoid(alpha*x); gs * ((1 - s) * s * alpha)
+    return gs * (((scalar_t(1) - s) * s) * c.a);
+  } else if constexpr (SG == kSjAtan) {  // z' = x*(pi/2*alpha); gs * ((alpha/2) / (1 + z'*z')), where
+    const scalar_t k = z * c.b;          // Python float / tensor is reciprocal(tensor) * float
+    return gs * ((scalar_t(1) / (scalar_t(1) + k * k)) * c.a);
   } else {
     return scalar_t(0);
   }

@@ -7,12 +7,13 @@
 #include "families/lapicque.h"
 #include "families/synaptic.h"
 #include "families/rsynaptic.h"
+#include "families/sj_lif.h"
 
 namespace fastlif {
 namespace {
 
 void register_spec_families(pybind11::module_& m) {
-  register_families<LapicqueStep, SynapticStep, AlphaStep, RSynapticStep>(m);
+  register_families<LapicqueStep, SynapticStep, AlphaStep, RSynapticStep, SjLifStep>(m);
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 //     static constexpr bool kSpikeState = false;             // state 0 is the previous spike
 //     static constexpr bool kNeedsX = true;                  // backward reads x (else x is not kept)
 //     using Options = OptionSpace<3, 2>;                     // each option's number of values
+//     using Surrogates = SnnTorchSurrogates;                 // the surrogate kinds it runs
 //     static constexpr const char* kParamNames[kParams] = {...};
 //     // One step forward: s holds the states before the step and gets them after; returns the
 //     // spike output. p: this neuron's parameters.
@@ -108,6 +109,16 @@ inline void unroll_impl(F& f, std::integer_sequence<int, I...>) {
 template <int N, typename F>
 inline void unroll(F&& f) {
   unroll_impl(f, std::make_integer_sequence<int, N>{});
+}
+
+// The surrogates a family's backward is compiled for (each is one more instantiation of it).
+template <int... Kinds>
+struct SurrogateKinds {};
+using SnnTorchSurrogates = SurrogateKinds<kAtan, kFastSigmoid, kSigmoid, kTriangular, kStraightThrough, kNoGrad>;
+
+template <int... Kinds, typename F>
+void surrogate_switch(int sg, SurrogateKinds<Kinds...>, F&& f) {
+  int_switch<Kinds...>(sg, "surrogate_kind", std::forward<F>(f));
 }
 
 // --- the arguments of a call -----------------------------------------------------------------------
@@ -335,8 +346,8 @@ void family_bwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk, 
   {
     pybind11::gil_scoped_release release;
     dispatch_options(options, 0, typename F::Options{}, static_cast<Opts<>*>(nullptr), [&](auto O) {
-      int_switch<kAtan, kFastSigmoid, kSigmoid, kTriangular, kStraightThrough, kNoGrad>(
-          sg, "surrogate_kind", [&](auto SG) { scan_bwd<F, decltype(O), SG()>(a, params, pgrads); });
+      surrogate_switch(sg, typename F::Surrogates{},
+                       [&](auto SG) { scan_bwd<F, decltype(O), SG()>(a, params, pgrads); });
     });
   }
   for (int k = 0; k < NP; ++k) pgrads.reduce(k, a.R, a.L, params.per_neuron, params.given_n[k], gparams[k]);

@@ -11,8 +11,11 @@ RESET_SUBTRACT, RESET_ZERO, RESET_NONE = range(3)
 RESET_CODES = {name: code for code, name in enumerate(RESET_MECHANISMS)}
 
 SURROGATE_NAMES = ("atan", "fast_sigmoid", "sigmoid", "triangular", "straight_through_estimator",
-                   "disabled")  # a surrogate's kind is its index
+                   "disabled", "sj_sigmoid", "sj_atan")  # a surrogate's kind is its index
 ATAN, FAST_SIGMOID, SIGMOID, TRIANGULAR, STRAIGHT_THROUGH, NO_GRAD = range(6)
+# SpikingJelly's Sigmoid and ATan (fastlif.spikingjelly): Heaviside z >= 0, SpikingJelly's
+# derivative formulas and operation order. After NO_GRAD, so the snnTorch kinds keep their codes.
+SJ_SIGMOID, SJ_ATAN = 6, 7
 
 # Element types of the C++ kernels (the compute dtype: fp32, or fp64 for fp64 input).
 FLOAT32, FLOAT64 = range(2)

@@ -46,6 +46,7 @@ class Family:
     values each may take (what the tests cross). ``step``: the
     reference step ``step(x, states, params, options, spike_fn) -> (spk, states)``, in the
     peer's own operation order (the oracle every kernel is tested against). ``step`` may take the peer's rarer options as keywords (``reference_options``).
+    ``surrogates``: the ``fastlif.surrogate`` factories its kernels run (what the tests cross).
     ``example``:
     ``example(L, generator, dtype)`` -> parameters for tests and benchmarks (one value per
     neuron where the family allows it), in the spec's order.
@@ -59,6 +60,7 @@ class Family:
     clamped: Tuple[str, ...] = ()
     spike_state: bool = False
     needs_x: bool = True
+    surrogates: Tuple[str, ...] = ("atan", "fast_sigmoid", "sigmoid", "triangular")
     example: Optional[Callable] = field(default=None, compare=False)
     doc: str = field(default="", compare=False)
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .codes import ATAN, FAST_SIGMOID, NO_GRAD, SIGMOID, STRAIGHT_THROUGH, SURROGATE_NAMES, TRIANGULAR
+from .codes import (ATAN, FAST_SIGMOID, NO_GRAD, SIGMOID, SJ_ATAN, SJ_SIGMOID, STRAIGHT_THROUGH, SURROGATE_NAMES,
+                    TRIANGULAR)
 
 KIND_NAMES = dict(enumerate(SURROGATE_NAMES))
 
@@ -46,17 +47,24 @@ def surrogate_backward(grad_out, z, kind, param):
         return grad_out.clone()
     if kind == NO_GRAD:
         return torch.zeros_like(grad_out)
+    if kind == SJ_SIGMOID:  # SpikingJelly 2.0, _ops/surrogate.py: _surrogate_gradient
+        s = torch.sigmoid(param * z)
+        return grad_out * ((1 - s) * s * param)
+    if kind == SJ_ATAN:
+        k = z * (math.pi / 2 * param)
+        return grad_out * ((param / 2) / (1 + k * k))
     raise ValueError(f"unknown surrogate kind {kind!r}")
 
 
 class _SpikeFn(torch.autograd.Function):
-    """Heaviside forward (strict: z > 0), surrogate derivative backward."""
+    """Heaviside forward (strict: z > 0; SpikingJelly's kinds: z >= 0), surrogate derivative
+    backward."""
 
     @staticmethod
     def forward(ctx, z, kind, param):
         ctx.save_for_backward(z)
         ctx.kind, ctx.param = kind, param
-        return (z > 0).to(z.dtype)
+        return ((z >= 0) if kind in (SJ_SIGMOID, SJ_ATAN) else (z > 0)).to(z.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -86,6 +94,8 @@ class Surrogate:
         return KIND_NAMES[self.kind]
 
     def __repr__(self):
+        if self.kind in _SJ_CLASSES:
+            return f"fastlif.spikingjelly.surrogate.{_SJ_CLASSES[self.kind]}(alpha={self.param:g})"
         return f"fastlif.surrogate.{self.name}({self.param:g})"
 
 
@@ -210,6 +220,59 @@ def resolve(spike_grad, surrogate_disable=False):
                   f"({', '.join(_SNNTORCH_FACTORIES)}); this layer runs on the reference "
                   f"(plain PyTorch loop) backend.", stacklevel=3)
     return spike_grad, None
+
+
+# --- SpikingJelly's surrogates (fastlif.spikingjelly) ----------------------------------------------
+
+_SJ_CLASSES = {SJ_SIGMOID: "Sigmoid", SJ_ATAN: "ATan"}
+_SJ_KINDS = {name: kind for kind, name in _SJ_CLASSES.items()}
+
+
+def sj_sigmoid(alpha=4.0):
+    """SpikingJelly's ``Sigmoid(alpha=4.)``: Heaviside ``z >= 0``, derivative
+    ``(1 - s) * s * alpha`` with ``s = sigmoid(alpha*z)``."""
+    return Surrogate(SJ_SIGMOID, float(alpha))
+
+
+def sj_atan(alpha=2.0):
+    """SpikingJelly's ``ATan(alpha=2.)``: Heaviside ``z >= 0``, derivative
+    ``(alpha/2) / (1 + (pi/2*alpha*z)^2)``."""
+    return Surrogate(SJ_ATAN, float(alpha))
+
+
+def _from_spikingjelly(fn):
+    """The :class:`Surrogate` equal to a SpikingJelly surrogate module, or None."""
+    cls = type(fn)
+    if cls.__module__ != "spikingjelly.activation_based.surrogate" or cls.__name__ not in _SJ_KINDS:
+        return None
+    alpha = getattr(fn, "alpha", None)
+    if not getattr(fn, "spiking", True) or type(alpha) not in (int, float):
+        return None
+    return Surrogate(_SJ_KINDS[cls.__name__], float(alpha))
+
+
+def resolve_spikingjelly(fn):
+    """:func:`resolve` for SpikingJelly's neurons (:mod:`fastlif.spikingjelly`): ``None`` is
+    SpikingJelly's default ``Sigmoid(alpha=4.)``; fastlif's SpikingJelly surrogates and
+    SpikingJelly's own ``Sigmoid`` and ``ATan`` (spiking, a number alpha) run fused; anything
+    else runs the reference loop, with one warning."""
+    if fn is None:
+        sg = sj_sigmoid()
+        return sg, sg
+    if isinstance(fn, Surrogate) and fn.kind in _SJ_CLASSES:
+        return fn, fn
+    recognised = _from_spikingjelly(fn)
+    if recognised is not None:
+        return recognised, recognised
+    if not callable(fn):
+        raise TypeError(f"surrogate_function must be a SpikingJelly surrogate (spikingjelly or "
+                        f"fastlif.spikingjelly.surrogate), or a callable; got {type(fn).__name__}")
+    if not _already_warned(fn):
+        name = getattr(fn, "__qualname__", type(fn).__name__)
+        warnings.warn(f"fastlif.spikingjelly: surrogate_function {name!r} is not one the fused kernels "
+                      f"know (SpikingJelly's Sigmoid and ATan); this neuron runs on the reference "
+                      f"(plain PyTorch loop) backend.", stacklevel=4)
+    return fn, None
 
 
 def __getattr__(name):

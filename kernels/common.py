@@ -33,6 +33,8 @@ FAST_SIGMOID = tl.constexpr(codes.FAST_SIGMOID)
 SIGMOID = tl.constexpr(codes.SIGMOID)
 TRIANGULAR = tl.constexpr(codes.TRIANGULAR)
 STRAIGHT_THROUGH = tl.constexpr(codes.STRAIGHT_THROUGH)
+SJ_SIGMOID = tl.constexpr(codes.SJ_SIGMOID)
+SJ_ATAN = tl.constexpr(codes.SJ_ATAN)
 
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 VECTOR_BYTES = 16
@@ -247,6 +249,12 @@ def surrogate_backward(gs, z, sg_a, sg_b, SG: tl.constexpr):
         return tl.where(z >= 0, -g, g)
     elif SG == STRAIGHT_THROUGH:
         return gs
+    elif SG == SJ_SIGMOID:  # SpikingJelly's: s = sigmoid(alpha*z); gs * ((1 - s) * s * alpha)
+        sig = div(tl.zeros_like(z) + 1, 1 + tl.exp(-(sg_a * z)))
+        return gs * (((1 - sig) * sig) * sg_a)
+    elif SG == SJ_ATAN:  # SpikingJelly's: k = z*(pi/2*alpha); gs * ((alpha/2) / (1 + k*k))
+        k = z * sg_b
+        return gs * (div(tl.zeros_like(z) + 1, 1 + k * k) * sg_a)
     else:  # disabled
         return tl.zeros_like(z)
 
@@ -259,7 +267,7 @@ def surrogate_constants(kind, param):
     dtype, as PyTorch rounds a Python scalar to a tensor's dtype."""
     import math
     p = float(param)
-    if kind == codes.ATAN:
+    if kind in (codes.ATAN, codes.SJ_ATAN):
         return p / 2, math.pi / 2 * p
     if kind == codes.SIGMOID:
         return p, -p

@@ -25,14 +25,16 @@ def _base(x, m, R, k1, ts, k2, th, RESET: tl.constexpr):
 
 
 @triton.jit
-def forward(x, s0, s1, s2, R, k1, ts, k2, th, g, O0: tl.constexpr, O1: tl.constexpr, O2: tl.constexpr):
+def forward(x, s0, s1, s2, R, k1, ts, k2, th, g, O0: tl.constexpr, O1: tl.constexpr, O2: tl.constexpr,
+            O3: tl.constexpr):
     r, t1, t2, b, u = _base(x, s0, R, k1, ts, k2, th, O0)
     return heaviside(u - th) * g, u, s1, s2
 
 
 @triton.jit
 def backward(x, s0, s1, s2, n0, n1, n2, R, k1, ts, k2, th, g, gspk, g0, g1, g2, sg_a, sg_b, SG: tl.constexpr,
-             O0: tl.constexpr, O1: tl.constexpr, O2: tl.constexpr):
+             O0: tl.constexpr, O1: tl.constexpr, O2: tl.constexpr,
+            O3: tl.constexpr):
     r, t1, t2, b, u = _base(x, s0, R, k1, ts, k2, th, O0)
     z = u - th
     gz = surrogate_backward(gspk * g, z, sg_a, sg_b, SG)

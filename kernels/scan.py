@@ -4,13 +4,14 @@ Triton file (``kernels/<name>.py``) holds only its two step functions and regist
 
     @triton.jit
     def forward(x, s0, s1, s2, p0, p1, p2, p3, p4, p5, O0: tl.constexpr, O1: tl.constexpr,
-                O2: tl.constexpr):
+                O2: tl.constexpr, O3: tl.constexpr):
         ...
         return spk, s0, s1, s2          # the spike output and the states after the step
 
     @triton.jit
     def backward(x, s0, s1, s2, n0, n1, n2, p0, p1, p2, p3, p4, p5, gspk, g0, g1, g2, sg_a,
-                 sg_b, SG: tl.constexpr, O0: tl.constexpr, O1: tl.constexpr, O2: tl.constexpr):
+                 sg_b, SG: tl.constexpr, O0: tl.constexpr, O1: tl.constexpr, O2: tl.constexpr,
+                 O3: tl.constexpr):
         ...
         return gx, g0, g1, g2, gp0, gp1, gp2, gp3, gp4, gp5
 
@@ -33,7 +34,7 @@ from fastlif.ops.common import compute_dtype, grid as step_grid
 
 from . import common as C
 
-MAX_STATES, MAX_PARAMS, MAX_OPTIONS = 3, 6, 3
+MAX_STATES, MAX_PARAMS, MAX_OPTIONS = 3, 6, 4
 
 
 @triton.jit
@@ -64,7 +65,7 @@ def scan_fwd_kernel(
     spk_ptr, s0_ptr, s1_ptr, s2_ptr,                                                 # outputs
     T, N, L, N_BUCKET,
     STEP: tl.constexpr, NS: tl.constexpr, NP: tl.constexpr, O0: tl.constexpr, O1: tl.constexpr,
-    O2: tl.constexpr, PN0: tl.constexpr, PN1: tl.constexpr, PN2: tl.constexpr, PN3: tl.constexpr,
+    O2: tl.constexpr, O3: tl.constexpr, PN0: tl.constexpr, PN1: tl.constexpr, PN2: tl.constexpr, PN3: tl.constexpr,
     PN4: tl.constexpr, PN5: tl.constexpr, BLOCK: tl.constexpr, PREFETCH: tl.constexpr,
 ):
     CDT: tl.constexpr = p0_ptr.dtype.element_ty
@@ -87,7 +88,7 @@ def scan_fwd_kernel(
             x_next = tl.load(x_ptr + off + N, mask=mask & (t + 1 < T), other=0)
         else:
             x = tl.load(x_ptr + off, mask=mask, other=0).to(CDT)
-        spk, s0, s1, s2 = STEP(x, s0, s1, s2, p0, p1, p2, p3, p4, p5, O0, O1, O2)
+        spk, s0, s1, s2 = STEP(x, s0, s1, s2, p0, p1, p2, p3, p4, p5, O0, O1, O2, O3)
         _store(spk_ptr, off, spk, mask, True)
         _store(s0_ptr, off, s0, mask, NS > 0)
         _store(s1_ptr, off, s1, mask, NS > 1)
@@ -101,8 +102,8 @@ def scan_bwd_kernel(
     gx_ptr, gi0_ptr, gi1_ptr, gi2_ptr, gp0_ptr, gp1_ptr, gp2_ptr, gp3_ptr, gp4_ptr, gp5_ptr,    # outputs
     T, N, L, N_BUCKET, sg_a: "fp64", sg_b: "fp64",
     STEP: tl.constexpr, NS: tl.constexpr, NP: tl.constexpr, SPIKE_STATE: tl.constexpr, SG: tl.constexpr,
-    O0: tl.constexpr, O1: tl.constexpr, O2: tl.constexpr, PN0: tl.constexpr, PN1: tl.constexpr,
-    PN2: tl.constexpr, PN3: tl.constexpr, PN4: tl.constexpr, PN5: tl.constexpr, BLOCK: tl.constexpr,
+    O0: tl.constexpr, O1: tl.constexpr, O2: tl.constexpr, O3: tl.constexpr, PN0: tl.constexpr,
+    PN1: tl.constexpr, PN2: tl.constexpr, PN3: tl.constexpr, PN4: tl.constexpr, PN5: tl.constexpr, BLOCK: tl.constexpr,
     PREFETCH: tl.constexpr,
 ):
     """Walks T in reverse; each step is rebuilt from x and the states before it (forward's
@@ -148,7 +149,7 @@ def scan_bwd_kernel(
             gspk = gspk + g0
             g0 = tl.zeros([BLOCK], dtype=CDT)
         gx, c0, c1, c2, q0, q1, q2, q3, q4, q5 = STEP(x, s0, s1, s2, n0, n1, n2, p0, p1, p2, p3, p4, p5, gspk,
-                                                      g0, g1, g2, sga, sgb, SG, O0, O1, O2)
+                                                      g0, g1, g2, sga, sgb, SG, O0, O1, O2, O3)
         tl.store(gx_ptr + off, gx, mask=mask)
         a0 += q0
         a1 += q1
@@ -205,7 +206,7 @@ def fwd(x, states0, params, *, family, steps, options):
     with C.on_device(x):
         _FWD[C.grid(N)](xc, *_padded(states0, MAX_STATES), *p, spk, *_padded(states, MAX_STATES), T, N, L,
                         C.bucket(N), STEP=_STEPS[family][0], NS=len(spec.states), NP=len(spec.params),
-                        O0=o[0], O1=o[1], O2=o[2], PN0=pn[0], PN1=pn[1], PN2=pn[2], PN3=pn[3], PN4=pn[4],
+                        O0=o[0], O1=o[1], O2=o[2], O3=o[3], PN0=pn[0], PN1=pn[1], PN2=pn[2], PN3=pn[3], PN4=pn[4],
                         PN5=pn[5])
     return spk, states
 
@@ -229,7 +230,7 @@ def bwd(grad_spk, grad_states, x, states0, states, params, *, family, steps, opt
                         contiguous(x), *_padded(states0, MAX_STATES), *_padded(states, MAX_STATES), *p, grad_x,
                         *_padded(grad_states0, MAX_STATES), *_padded(partial, MAX_PARAMS), T, N, L, C.bucket(N),
                         sg_a, sg_b, STEP=_STEPS[family][1], NS=len(spec.states), NP=len(spec.params),
-                        SPIKE_STATE=spec.spike_state, SG=surrogate_kind, O0=o[0], O1=o[1], O2=o[2], PN0=pn[0],
+                        SPIKE_STATE=spec.spike_state, SG=surrogate_kind, O0=o[0], O1=o[1], O2=o[2], O3=o[3], PN0=pn[0],
                         PN1=pn[1], PN2=pn[2], PN3=pn[3], PN4=pn[4], PN5=pn[5])
     grad_params = [None if g is None else C.reduce_param_grad(g, v, R, L) for g, v in zip(partial, params)]
     return (grad_x if x_dtype == compute else grad_x.to(x_dtype)), grad_states0, grad_params

@@ -10,7 +10,8 @@ from .common import RESET_SUBTRACT, RESET_ZERO, base_reset, heaviside, immediate
 
 
 @triton.jit
-def forward(x, syn, m, s2, a, b, th, g, p4, p5, O0: tl.constexpr, O1: tl.constexpr, O2: tl.constexpr):
+def forward(x, syn, m, s2, a, b, th, g, p4, p5, O0: tl.constexpr, O1: tl.constexpr, O2: tl.constexpr,
+            O3: tl.constexpr):
     r = heaviside(m - th)
     syn1 = a * syn + x
     u = base_reset(b * m + syn1, r, th, O0)
@@ -24,7 +25,8 @@ def forward(x, syn, m, s2, a, b, th, g, p4, p5, O0: tl.constexpr, O1: tl.constex
 
 @triton.jit
 def backward(x, syn, m0, s2, syn1, n1, n2, a, b, th, g, p4, p5, gspk, gsyn, gm, g2, sg_a, sg_b,
-             SG: tl.constexpr, O0: tl.constexpr, O1: tl.constexpr, O2: tl.constexpr):
+             SG: tl.constexpr, O0: tl.constexpr, O1: tl.constexpr, O2: tl.constexpr,
+            O3: tl.constexpr):
     r = heaviside(m0 - th)
     u = base_reset(b * m0 + syn1, r, th, O0)  # as forward computed it
     z = u - th

@@ -30,7 +30,7 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 BACKEND = "triton" if INTERPRET else "cpp"
 NAMES = sorted(FAMILIES)
 SURROGATES = {"atan": S.atan(), "fast_sigmoid": S.fast_sigmoid(), "sigmoid": S.sigmoid(5),
-              "triangular": S.triangular()}
+              "triangular": S.triangular(), "sj_sigmoid": S.sj_sigmoid(), "sj_atan": S.sj_atan()}
 
 
 def option_sets(spec):
@@ -43,7 +43,7 @@ def cases(small=False):
         spec = FAMILIES[name]
         for options in option_sets(spec):
             tag = "-".join(f"{k}{v}" for k, v in options.items())
-            for sg in (("atan",) if small else SURROGATES):
+            for sg in (spec.surrogates[:1] if small else spec.surrogates):
                 out.append(pytest.param(name, options, sg, id=f"{name}-{tag}-{sg}"))
     return out
 
@@ -107,10 +107,10 @@ def test_single_steps_equal_the_sequence(name):
     spec = FAMILIES[name]
     options = option_sets(spec)[0]
     x, states, params = make(spec, 6, (4, 9))
-    seq, _ = call(spec, BACKEND, x, states, params, options, "atan", torch.float32)
+    seq, _ = call(spec, BACKEND, x, states, params, options, spec.surrogates[0], torch.float32)
     carried = [s.float() for s in states]
     for t in range(x.shape[0]):
-        outs, _ = call(spec, BACKEND, x[t], carried, params, options, "atan", torch.float32, single_step=True)
+        outs, _ = call(spec, BACKEND, x[t], carried, params, options, spec.surrogates[0], torch.float32, single_step=True)
         assert torch.equal(outs[0], seq[0][t])
         returned = list(outs[1:])
         carried = ([outs[0].detach()] if spec.spike_state else []) + [o.detach() for o in returned]
@@ -126,17 +126,17 @@ def test_awkward_shapes(name):
     options = option_sets(spec)[-1]
     for T, neurons in ((1, (3, 5)), (4, (1,)), (5, (2, 3, 1))):
         x, states, params = make(spec, T, neurons)
-        outs, _ = call(spec, BACKEND, x, states, params, options, "atan", torch.float32)
-        ref, _ = call(spec, "reference", x, states, params, options, "atan", torch.float32)
+        outs, _ = call(spec, BACKEND, x, states, params, options, spec.surrogates[0], torch.float32)
+        ref, _ = call(spec, "reference", x, states, params, options, spec.surrogates[0], torch.float32)
         assert all(torch.equal(a, b) for a, b in zip(outs, ref)), (name, T, neurons)
     x, states, params = make(spec, 5, (6, 4))
     xt = x.transpose(1, 2).contiguous().transpose(1, 2)  # same values, non-contiguous
     assert not xt.is_contiguous()
-    outs, _ = call(spec, BACKEND, xt, states, params, options, "atan", torch.float32)
-    ref, _ = call(spec, "reference", x, states, params, options, "atan", torch.float32)
+    outs, _ = call(spec, BACKEND, xt, states, params, options, spec.surrogates[0], torch.float32)
+    ref, _ = call(spec, "reference", x, states, params, options, spec.surrogates[0], torch.float32)
     assert all(torch.equal(a, b) for a, b in zip(outs, ref))
-    half, _ = call(spec, BACKEND, x, [None] * len(states), params, options, "atan", torch.float16)
-    ref, _ = call(spec, "reference", x.half().double(), [None] * len(states), params, options, "atan", torch.float32)
+    half, _ = call(spec, BACKEND, x, [None] * len(states), params, options, spec.surrogates[0], torch.float16)
+    ref, _ = call(spec, "reference", x.half().double(), [None] * len(states), params, options, spec.surrogates[0], torch.float32)
     assert half[0].dtype == torch.float16 and all(o.dtype == torch.float32 for o in half[1:])
     assert torch.equal(half[0], ref[0].half()) and all(torch.equal(a, b) for a, b in zip(half[1:], ref[1:]))
 
@@ -177,8 +177,8 @@ def test_opcheck(name):
     seqs = [outs[0], *outs[1:]] if spec.spike_state else list(outs[1:])
     grads = [None] + [torch.randn_like(s) for s in seqs[1:]] if spec.spike_state else [torch.randn_like(s) for s in seqs]
     torch.library.opcheck(torch.ops.fastlif.family_bwd.default,
-                          (name, torch.randn_like(xs), grads, xs, ss, seqs, ps, 3, options, 0, 2.0, torch.float32,
-                           "cpp"))
+                          (name, torch.randn_like(xs), grads, xs, ss, seqs, ps, 3, options,
+                           SURROGATES[spec.surrogates[0]].kind, 2.0, torch.float32, "cpp"))
 
 
 @needs_cpp
@@ -189,10 +189,12 @@ def test_compiles_without_graph_breaks(name):
     x, states, params = make(spec, 5, (3, 4))
     options = option_sets(spec)[0]
 
+    sg = SURROGATES[spec.surrogates[0]]
+
     def fn(x, *rest):
         n = len(spec.states)
-        outs = run_family(spec, x, rest[:n], rest[n:], single_step=False, options=options, spike_fn=S.atan(),
-                          surrogate=S.atan(), backend="cpp")
+        outs = run_family(spec, x, rest[:n], rest[n:], single_step=False, options=options, spike_fn=sg,
+                          surrogate=sg, backend="cpp")
         return sum(o.sum() for o in outs)
 
     leaves = [t.float().requires_grad_() for t in (x, *states, *params)]

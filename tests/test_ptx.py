@@ -123,7 +123,7 @@ def scan_variants():
         spec = FAMILIES[name]
         for xdt, values in itertools.product(("fp32", "fp64", "bf16"), itertools.product(*spec.choices)):
             cdt = compute(xdt)
-            opts = dict(zip(("O0", "O1", "O2"), (*values, 0, 0, 0)))
+            opts = dict(zip(("O0", "O1", "O2", "O3"), (*values, 0, 0, 0, 0)))
             pn = {f"PN{k}": k % 2 == 0 for k in range(K.MAX_PARAMS)}
             const = dict(opts, **pn, NS=len(spec.states), NP=len(spec.params))
             tag = f"{name}-{xdt}-o{''.join(map(str, values))}"

@@ -23,6 +23,7 @@ struct AlphaStep {
   static constexpr int kStates = 3, kParams = 5;
   static constexpr bool kSpikeState = false, kNeedsX = true;
   using Options = OptionSpace<3>;  // reset_mode
+  using Surrogates = SnnTorchSurrogates;
   static constexpr const char* kParamNames[kParams] = {"alpha", "beta", "tau_alpha", "threshold",
                                                        "graded_spikes_factor"};
   enum { kA, kB, kTau, kThr, kG };

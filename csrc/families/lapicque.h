@@ -18,6 +18,7 @@ struct LapicqueStep {
   static constexpr int kStates = 1, kParams = 6;
   static constexpr bool kSpikeState = false, kNeedsX = true;
   using Options = OptionSpace<3>;  // reset_mode
+  using Surrogates = SnnTorchSurrogates;
   static constexpr const char* kParamNames[kParams] = {"R", "inv_RC", "time_step", "decay", "threshold",
                                                        "graded_spikes_factor"};
   enum { kR, kK1, kTs, kK2, kThr, kG };

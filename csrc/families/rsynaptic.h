@@ -24,6 +24,7 @@ struct RSynapticStep {
   static constexpr int kStates = 3, kParams = 5;
   static constexpr bool kSpikeState = true, kNeedsX = true;
   using Options = OptionSpace<3, 2>;  // reset_mode, immediate
+  using Surrogates = SnnTorchSurrogates;
   static constexpr const char* kParamNames[kParams] = {"alpha", "beta", "V", "threshold", "graded_spikes_factor"};
   enum { kA, kB, kV, kThr, kG };
   enum { kSp, kSyn, kMem };

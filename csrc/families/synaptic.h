@@ -23,6 +23,7 @@ struct SynapticStep {
   static constexpr int kStates = 2, kParams = 4;
   static constexpr bool kSpikeState = false, kNeedsX = false;
   using Options = OptionSpace<3, 2>;  // reset_mode, immediate
+  using Surrogates = SnnTorchSurrogates;
   static constexpr const char* kParamNames[kParams] = {"alpha", "beta", "threshold", "graded_spikes_factor"};
   enum { kSyn, kMem };
   enum { kA, kB, kThr, kG };

@@ -54,7 +54,7 @@ def step(x, states, params, options, spike_fn, **reference_options):
 def example(L, generator, dtype):
     """Per-neuron alpha > beta (snnTorch requires it), tau_alpha from them."""
     beta = torch.rand(L, generator=generator, dtype=dtype) * 0.5 + 0.2
-    alpha = beta + torch.rand(L, generator=generator, dtype=dtype) * 0.25 + 0.05
+    alpha = beta + torch.rand(L, generator=generator, dtype=dtype) * 0.2 + 0.15  # tau_alpha 1.5-4
     threshold = torch.rand(L, generator=generator, dtype=dtype) * 0.5 + 0.75
     return alpha, beta, tau_alpha(alpha, beta), threshold, torch.rand(L, generator=generator, dtype=dtype) + 0.5
 
