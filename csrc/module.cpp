@@ -18,7 +18,8 @@ PYBIND11_MODULE(_C, m) {
         {"RESET_NONE", fastlif::kNone},         {"ATAN", fastlif::kAtan},
         {"FAST_SIGMOID", fastlif::kFastSigmoid}, {"SIGMOID", fastlif::kSigmoid},
         {"TRIANGULAR", fastlif::kTriangular},   {"STRAIGHT_THROUGH", fastlif::kStraightThrough},
-        {"NO_GRAD", fastlif::kNoGrad},          {"FLOAT32", fastlif::kFloat32},
+        {"NO_GRAD", fastlif::kNoGrad},          {"SJ_SIGMOID", fastlif::kSjSigmoid},
+        {"SJ_ATAN", fastlif::kSjAtan},          {"FLOAT32", fastlif::kFloat32},
         {"FLOAT64", fastlif::kFloat64}};
   }, "The integer codes this build was compiled with (mirror of fastlif/codes.py).");
 #ifdef _OPENMP

@@ -18,7 +18,6 @@ fastlif's in the method order, so fastlif's code runs): ``isinstance`` checks, `
 they are plain ``nn.Module`` s with the same behaviour.
 """
 import copy
-import importlib
 import math
 import numbers
 
@@ -30,11 +29,9 @@ from . import surrogate as _surrogate_mod
 from .families.sj_lif import LEAK_DIVIDE, LEAK_MULTIPLY, SJ_LIF
 from .family import run_family
 
-# Optional, as snnTorch is for fastlif's own neurons (see the module docstring). Imported by name:
-# tests/test_layout.py's list of the core's allowed imports names only torch, numpy, triton and
-# snnTorch, and SpikingJelly belongs there as an optional peer (the lead's decision to add it).
+# Optional, as snnTorch is for fastlif's own neurons (see the module docstring).
 try:
-    _sj_neuron = importlib.import_module("spikingjelly.activation_based.neuron")
+    from spikingjelly.activation_based import neuron as _sj_neuron
 except ImportError:  # pragma: no cover - exercised without SpikingJelly
     _sj_neuron = None
 

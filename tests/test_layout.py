@@ -14,7 +14,8 @@ from fastlif import codes
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "fastlif"
 APPLICATIONS = ("fastlif.sim", "fastlif.tutorial", "fastlif.cli")
-CORE_MAY_IMPORT = {"torch", "numpy", "triton", "snntorch", "fastlif"}  # triton, snntorch: optional
+CORE_MAY_IMPORT = {"torch", "numpy", "triton", "snntorch", "spikingjelly", "fastlif"}  # optional: triton and
+# the peers whose neurons fastlif's subclass (snntorch, spikingjelly)
 
 
 def module_name(path):
@@ -72,7 +73,7 @@ def test_cpp_codes_mirror_the_table():
     ext = pytest.importorskip("fastlif._C", reason="the C++ extension is not built")
     mirrored = ext.codes()
     for name in ("RESET_SUBTRACT", "RESET_ZERO", "RESET_NONE", "ATAN", "FAST_SIGMOID", "SIGMOID",
-                 "TRIANGULAR", "STRAIGHT_THROUGH", "NO_GRAD", "FLOAT32", "FLOAT64"):
+                 "TRIANGULAR", "STRAIGHT_THROUGH", "NO_GRAD", "SJ_SIGMOID", "SJ_ATAN", "FLOAT32", "FLOAT64"):
         assert mirrored.pop(name) == getattr(codes, name), name
     assert not mirrored, f"C++ codes with no Python entry: {mirrored}"
 
@@ -80,7 +81,7 @@ def test_cpp_codes_mirror_the_table():
 def test_triton_codes_come_from_the_table():
     common = pytest.importorskip("fastlif.kernels.common", reason="Triton is not installed")
     for name in ("RESET_SUBTRACT", "RESET_ZERO", "RESET_NONE", "ATAN", "FAST_SIGMOID", "SIGMOID",
-                 "TRIANGULAR", "STRAIGHT_THROUGH"):
+                 "TRIANGULAR", "STRAIGHT_THROUGH", "SJ_SIGMOID", "SJ_ATAN"):
         assert getattr(common, name).value == getattr(codes, name), name
 
 
