@@ -118,7 +118,9 @@ def scan_variants():
     from fastlif.family import FAMILIES
     from fastlif.kernels import scan as K
     for module in pkgutil.iter_modules(fastlif.families.__path__):
-        importlib.import_module(f"fastlif.kernels.{module.name}")
+        importlib.import_module(f"fastlif.families.{module.name}")
+    for name in FAMILIES:  # every family has its Triton step (test_family checks they run)
+        importlib.import_module(f"fastlif.kernels.{name}")
     for name, (fwd_step, bwd_step) in sorted(K._STEPS.items()):
         spec = FAMILIES[name]
         for xdt, values in itertools.product(("fp32", "fp64", "bf16"), itertools.product(*spec.choices)):
