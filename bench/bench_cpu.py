@@ -50,7 +50,12 @@ SEED = 0
 # byte count, no roofline.
 BYTES_PER_NS = {"forward": 12, "forward+backward": 28}
 FAMILY_BYTES = {"leaky": BYTES_PER_NS, "synaptic": {"forward": 16, "forward+backward": 36},
-                "rleaky": BYTES_PER_NS, "rleaky_dense": None}
+                "rleaky": BYTES_PER_NS, "rleaky_dense": None,
+                # the neurons added on the family spec (issue 20): ratios only, at the tutorial size
+                "lapicque": None, "alpha": None, "rsynaptic": None, "sj_lif": None, "sj_plif": None}
+SPEC_FAMILIES = ("lapicque", "alpha", "rsynaptic", "sj_lif", "sj_plif")
+# the provider each family's results are checked against (and its ratio target is taken from)
+FAMILY_PEER = {"sj_lif": "spikingjelly_lif", "sj_plif": "spikingjelly_plif"}
 ALPHA, V = 0.9, 0.5
 COPY_MB = 256
 FB, FWD = "forward+backward", "forward"
@@ -136,10 +141,10 @@ def wait_idle(max_s, busy_below=0.15):
 
 
 def make_inputs(T, B, N, seed=SEED):
-    """x and one upstream gradient per output (spikes, then the states: at most three)."""
+    """x and one upstream gradient per output (spikes, then the states: at most three; Alpha has three)."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(T, B, N, generator=g) * 0.5 + 0.1
-    return x, [torch.randn(T, B, N, generator=g) for _ in range(3)]
+    return x, [torch.randn(T, B, N, generator=g) for _ in range(4)]
 
 
 # --- providers: each, given N, is a callable x_seq -> (spk_seq, *state_seqs) -----------------
@@ -190,12 +195,21 @@ def family_layer(lib, family, N):
     """The same layer built by snnTorch (``lib`` = snntorch) or fastlif."""
     if family == "synaptic":
         return lib.Synaptic(alpha=ALPHA, beta=BETA, threshold=THRESHOLD, learn_beta=True)
+    if family == "lapicque":
+        return lib.Lapicque(beta=BETA, threshold=THRESHOLD, learn_threshold=True)
+    if family == "alpha":
+        return lib.Alpha(alpha=BETA, beta=ALPHA, threshold=THRESHOLD, learn_beta=True)  # alpha > beta
+    if family == "rsynaptic":
+        return lib.RSynaptic(alpha=ALPHA, beta=BETA, V=V, all_to_all=False, threshold=THRESHOLD, learn_beta=True)
     if family == "rleaky":
         return lib.RLeaky(beta=BETA, V=V, all_to_all=False, threshold=THRESHOLD, learn_beta=True)
     return _set_dense(lib.RLeaky(beta=BETA, linear_features=N, threshold=THRESHOLD, learn_beta=True), N)
 
 
 FAMILY_WHAT = {"synaptic": "Synaptic(alpha 0.9, beta 0.95 learn_beta)",
+               "lapicque": "Lapicque(beta 0.95, learn_threshold)",
+               "alpha": "Alpha(alpha 0.95, beta 0.9 learn_beta)",
+               "rsynaptic": "RSynaptic(alpha 0.9, beta 0.95 learn_beta, V 0.5 learnable, all_to_all False)",
                "rleaky": "RLeaky(beta 0.95 learn_beta, V 0.5 learnable, all_to_all False)",
                "rleaky_dense": "RLeaky(beta 0.95 learn_beta, linear_features N: dense nn.Linear recurrent)"}
 
@@ -203,8 +217,13 @@ FAMILY_WHAT = {"synaptic": "Synaptic(alpha 0.9, beta 0.95 learn_beta)",
 def family_snntorch(family, N):
     import snntorch as snn
     layer = family_layer(snn, family, N)
-    init = layer.init_synaptic if family == "synaptic" else layer.init_rleaky
-    return (lambda x: step_loop(layer, init(), x, family != "synaptic")), f"snn.{FAMILY_WHAT[family]} stepped in Python; stacked"
+    init = getattr(layer, "init_rleaky" if family.startswith("rleaky") else f"init_{family}")
+
+    def states():
+        zeros = init()
+        return zeros if isinstance(zeros, tuple) else (zeros,)
+    return ((lambda x: step_loop(layer, states(), x, family in ("rleaky", "rleaky_dense", "rsynaptic"))),
+            f"snn.{FAMILY_WHAT[family]} stepped in Python; stacked")
 
 
 def family_fastlif(family, N):
@@ -221,7 +240,29 @@ def family_reference(family, N):
     return layer.sequence, f"fastlif.{FAMILY_WHAT[family]}.sequence backend reference (the plain loop)"
 
 
+def sj_family_providers(parametric):
+    """SpikingJelly's neuron in SpikingJelly and in fastlif.spikingjelly, the same settings."""
+    def fastlif_node(backend, N=None):
+        import fastlif.spikingjelly as fsj
+        common = dict(decay_input=False, v_threshold=1.0, v_reset=None, detach_reset=True,
+                      surrogate_function=fsj.surrogate.ATan(alpha=2.0), step_mode="m", store_v_seq=True,
+                      backend=backend)
+        node = fsj.ParametricLIFNode(init_tau=SJ_TAU, **common) if parametric else fsj.LIFNode(tau=SJ_TAU, **common)
+
+        def run(x):
+            node.reset()
+            spk = node(x)
+            return spk, node.v_seq
+        return run, f"fastlif.spikingjelly.{type(node).__name__} backend {backend}; {SJ_SETTINGS}"
+    peer = FAMILY_PEER["sj_plif" if parametric else "sj_lif"]
+    return {"fastlif": lambda N: fastlif_node("auto"), peer: lambda N: _sj_provider(parametric),
+            "reference": lambda N: fastlif_node("reference"),
+            "fastlif_1thread": lambda N: _one_thread(fastlif_node("auto"))}
+
+
 def family_providers(family):
+    if family in ("sj_lif", "sj_plif"):
+        return sj_family_providers(family == "sj_plif")
     return {"fastlif": lambda N: family_fastlif(family, N), "snntorch_loop": lambda N: family_snntorch(family, N),
             "reference": lambda N: family_reference(family, N),
             "fastlif_1thread": lambda N: _one_thread(family_fastlif(family, N))}
@@ -275,10 +316,11 @@ PROVIDERS = {
     "spikingjelly_plif": lambda N: _sj_provider(True),
     "reference": provider_reference,
 }
-FAMILY_PROVIDERS = {"leaky": PROVIDERS, **{f: family_providers(f) for f in ("synaptic", "rleaky", "rleaky_dense")}}
+FAMILY_PROVIDERS = {"leaky": PROVIDERS, **{f: family_providers(f) for f in ("synaptic", "rleaky", "rleaky_dense")},
+                    **{f: family_providers(f) for f in SPEC_FAMILIES}}
 # families whose fused results must equal snnTorch's bit for bit (the dense RLeaky's sums run in
 # another order: its spikes are reported, not asserted)
-EXACT_FAMILIES = ("leaky", "synaptic", "rleaky")
+EXACT_FAMILIES = ("leaky", "synaptic", "rleaky", *SPEC_FAMILIES)
 # compared bit for bit with snnTorch (same model); SpikingJelly's model differs (see SJ_SETTINGS)
 SAME_MODEL = ("fastlif", "fastlif_1thread", "reference", "reference_compiled")
 
@@ -472,7 +514,8 @@ class Run:
         # first so that the others are compared with it; and the bytes kept for backward.
         base, infos, first = None, {}, {}
         fns = {name: FAMILY_PROVIDERS[family][name](N) for name in providers}
-        for name in sorted(providers, key=lambda n: n != "snntorch_loop"):
+        peer = FAMILY_PEER.get(family, "snntorch_loop")
+        for name in sorted(providers, key=lambda n: n != peer):
             fn, what = fns[name]
             torch.set_num_threads(THREADS.get(name, self.threads))
             t0 = time.perf_counter()
@@ -481,7 +524,7 @@ class Run:
             torch.set_num_threads(self.threads)
             spk = outs[0]
             info = dict(what=what, spike_rate=float(spk.detach().float().mean()), load1=load)
-            if name == "snntorch_loop":
+            if name == peer:
                 base = (outs, gx)
             elif base is not None and name in SAME_MODEL:
                 info["spikes_equal"] = bool(torch.equal(spk, base[0][0]))
@@ -575,7 +618,8 @@ class Run:
             if "spikes_differ" in info:
                 notes.append(f"{info['spikes_differ']} spikes differ from snnTorch's (sums in another order)")
             else:
-                notes.append("spikes==snnTorch" if info["spikes_equal"] else "SPIKES DIFFER")
+                peer = "SpikingJelly" if res["family"] in FAMILY_PEER else "snnTorch"
+                notes.append(f"spikes=={peer}" if info["spikes_equal"] else "SPIKES DIFFER")
         if "compile_s" in info:
             notes.append(f"compile {info['compile_s']:.0f} s" if isinstance(info["compile_s"], float)
                          else f"compile {info['compile_s']} s")
@@ -694,14 +738,17 @@ def summarize_targets(run):
     fl_checks = [c for c in run.checks if c[2] in ("fastlif", "fastlif_1thread", "reference")]
     bad = [c for c in fl_checks if not c[3]]
     if fl_checks:
-        line(not bad, f"fp32 spikes bit-identical to snnTorch: fastlif and reference in "
+        line(not bad, f"fp32 spikes bit-identical to the peer (snnTorch; SpikingJelly for sj_*): fastlif and reference in "
                       f"{len(fl_checks) - len(bad)}/{len(fl_checks)} compared runs"
                       + (f"; differ: {bad}" if bad else ""))
-    for family, target in (("synaptic", 15), ("rleaky", 15), ("rleaky_dense", 5)):
-        ff, fs = get(f"{family}_tutorial", tut, "fastlif"), get(f"{family}_tutorial", tut, "snntorch_loop")
+    for family, target in (("synaptic", 15), ("rleaky", 15), ("rleaky_dense", 5),
+                           *((f, 15) for f in SPEC_FAMILIES)):
+        peer = FAMILY_PEER.get(family, "snntorch_loop")
+        ff, fs = get(f"{family}_tutorial", tut, "fastlif"), get(f"{family}_tutorial", tut, peer)
         if ff and fs:
             ratio = fs["median_ms"] / ff["median_ms"]
-            line(ratio >= target, f"{family} tutorial fwd+bwd: fastlif {ratio:.1f}x snnTorch's loop "
+            whose = "SpikingJelly's own module" if family.startswith("sj_") else "snnTorch's loop"
+            line(ratio >= target, f"{family} tutorial fwd+bwd: fastlif {ratio:.1f}x {whose} "
                                   f"(target >= {target}x); {ff['median_ms']:.2f} ms vs {fs['median_ms']:.1f} ms")
         if FAMILY_BYTES[family] is None:
             continue
@@ -780,8 +827,9 @@ def main(argv=None):
                         "a timing they disturbed (at most twice); default 0 (never wait)")
     p.add_argument("--quick", action="store_true",
                    help="smoke test: small sizes, no compile, nothing written unless --csv is given")
-    p.add_argument("--families", default="leaky,synaptic,rleaky,rleaky_dense",
-                   help="comma-separated neuron families to run (default: all four)")
+    p.add_argument("--families", default="leaky,synaptic,rleaky,rleaky_dense," + ",".join(SPEC_FAMILIES),
+                   help="comma-separated neuron families to run (default: all; the spec'd ones added by "
+                        "issue 20 at the tutorial size only)")
     p.add_argument("--csv", default=None, help="CSV name under bench/results/ (default cpu.csv)")
     p.add_argument("--case-suffix", default="", help="appended to every case name (make bench-tuned: "
                    "_tuned_malloc, so that its rows sit beside the default allocator's)")
@@ -833,8 +881,12 @@ def main(argv=None):
             if family == "leaky":
                 run.case(case + args.case_suffix, T, B, N, main_providers, (FWD, FB), heavy=not args.quick,
                          compile_timeout=compile_timeout)
+            elif family in SPEC_FAMILIES and case != "tutorial":
+                continue
             else:
-                run.case(f"{family}_{case}{args.case_suffix}", T, B, N, family_providers_, (FWD, FB),
+                peer = FAMILY_PEER.get(family, "snntorch_loop")
+                run.case(f"{family}_{case}{args.case_suffix}", T, B, N, [p if p != "snntorch_loop" else peer
+                                                                         for p in family_providers_], (FWD, FB),
                          heavy=not args.quick, family=family)
     if not args.quick and "leaky" in families:
         if not args.no_sweep:

@@ -3,6 +3,7 @@ backward over a sequence at T=50, B=64, N=128 (the tutorial's size):
 
 * snnTorch's ``Lapicque``, ``Alpha``, ``RSynaptic`` (one-to-one V): snnTorch's per-step loop
   against fastlif's ``layer.sequence(x_seq)`` (one fused call each way);
+* ``Synaptic`` (on the spec since issue 20), and ``Leaky`` (its own kernels) as the yardstick;
 * SpikingJelly's ``LIFNode`` and ``ParametricLIFNode``: SpikingJelly's own multi-step module
   (``step_mode='m'``, its default CPU path) against ``fastlif.spikingjelly``'s.
 
@@ -65,6 +66,8 @@ def _spikingjelly_pair(name, **kw):
 
 
 NEURONS = {
+    "leaky (yardstick)": lambda: _snntorch_pair("Leaky", beta=0.9),
+    "synaptic": lambda: _snntorch_pair("Synaptic", alpha=0.8, beta=0.9),
     "lapicque": lambda: _snntorch_pair("Lapicque", beta=0.9),
     "alpha": lambda: _snntorch_pair("Alpha", alpha=0.9, beta=0.8),
     "rsynaptic_v": lambda: _snntorch_pair("RSynaptic", alpha=0.8, beta=0.9, all_to_all=False, V=0.5),
@@ -94,12 +97,12 @@ def main(argv=None):
     x = torch.randn(T, B, N, generator=g) * 0.6 + 0.3
     up = torch.randn(T, B, N, generator=g)
     rows = []
-    print(f"{'neuron':<14}{'peer ms':>10}{'fastlif ms':>12}{'ratio':>8}   spread (q20-q80 of the ratio)")
+    print(f"{'neuron':<18}{'peer ms':>10}{'fastlif ms':>12}{'ratio':>8}   spread (q20-q80 of the ratio)")
     for name in args.neurons:
         try:
             peer, ours = NEURONS[name]()
         except (ImportError, AttributeError) as err:
-            print(f"{name:<14}skipped: {err}")
+            print(f"{name:<18}skipped: {err}")
             continue
         for fn in (peer, ours):  # warm-up
             sample(fn, x, up)
@@ -110,7 +113,7 @@ def main(argv=None):
         med = {k: statistics.median(v) for k, v in times.items()}
         ratios = sorted(a / b for a, b in zip(times["peer"], times["fastlif"]))
         q20, q80 = ratios[len(ratios) // 5], ratios[(4 * len(ratios)) // 5]
-        print(f"{name:<14}{med['peer']:>10.2f}{med['fastlif']:>12.3f}{med['peer'] / med['fastlif']:>8.1f}x"
+        print(f"{name:<18}{med['peer']:>10.2f}{med['fastlif']:>12.3f}{med['peer'] / med['fastlif']:>8.1f}x"
               f"   {q20:.1f}-{q80:.1f}x")
         for provider in ("peer", "fastlif"):
             qs = sorted(times[provider])

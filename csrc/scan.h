@@ -165,7 +165,11 @@ void scan_fwd(const ScanArgs<scalar_t, F::kStates>& a, const ParamSet<scalar_t, 
       for (int64_t j = 0; j < it.n; ++j) st[k][j] = a.state0[k] ? a.state0[k][it.base + j] : scalar_t(0);
     for (int64_t t = 0; t < a.T; ++t) {
       const int64_t off = t * M + it.base;
-      if (t + 1 < a.T) prefetch_run(a.x + off + M, it.n, false);
+      if (t + 1 < a.T) {  // the next step's streams (see prefetch_run)
+        prefetch_run(a.x + off + M, it.n, false);
+        prefetch_run(a.spk + off + M, it.n, true);
+        for (int k = 0; k < NS; ++k) prefetch_run(a.state[k] + off + M, it.n, true);
+      }
       // The step reads and writes only local arrays and two hoisted pointers, so that it
       // vectorises; the states go out to memory in plain copy loops after it.
       const scalar_t* __restrict x = a.x + off;
@@ -212,8 +216,16 @@ void scan_bwd(const ScanArgs<scalar_t, F::kStates>& a, const ParamSet<scalar_t, 
     }
     for (int64_t t = a.T - 1; t >= 0; --t) {
       const int64_t off = t * M + it.base;
-      if (t > 1)
-        for (int k = 0; k < NS; ++k) prefetch_run(a.state_seq[k] + off - 2 * M, it.n, false);
+      if (t > 0) {  // the previous step's streams (see prefetch_run)
+        const int64_t prev = off - M;
+        if (a.grad_spk) prefetch_run(a.grad_spk + prev, it.n, false);
+        if (F::kNeedsX) prefetch_run(a.x + prev, it.n, false);
+        prefetch_run(a.grad_x + prev, it.n, true);
+        for (int k = 0; k < NS; ++k) {
+          if (a.grad_state[k]) prefetch_run(a.grad_state[k] + prev, it.n, false);
+          if (t > 1) prefetch_run(a.state_seq[k] + prev - M, it.n, false);
+        }
+      }
       // Gather what the step reads into local arrays (plain copy loops), so that the step itself
       // reads only local arrays and hoisted pointers, and vectorises.
       for (int k = 0; k < NS; ++k) {
