@@ -207,3 +207,58 @@ class Spinners:
         for p in self.procs:
             p.wait(timeout=10)
         return False
+
+
+# --- spec'd families (fastlif/family.py): cases and the comparison built from the spec ---------
+
+def family_case(spec, T, neurons, seed=0, scale=1.2):
+    """Random inputs for ``spec``'s family in fp64: ``(x [T, *neurons], initial states, params)``,
+    the parameters from the spec's ``example`` (a spike state holds spikes)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(T, *neurons, generator=g, dtype=torch.float64) * scale + 0.4
+    states = [torch.randn(*neurons, generator=g, dtype=torch.float64) * 0.5 for _ in spec.states]
+    if spec.spike_state:
+        states[0] = (states[0] > 0).double()
+    return x, states, list(spec.example(neurons[-1], g, torch.float64))
+
+
+def family_run(spec, backend, x, states, params, options, surrogate, dtype=torch.float32, device="cpu",
+               single_step=False, upstream_seed=1):
+    """One forward+backward of ``spec``'s family on ``backend`` with fresh leaves in ``dtype`` and
+    random upstream gradients on every output; returns ``(outputs, gradients)`` (gradients of x,
+    then of each given state, then of each parameter)."""
+    from .family import run_family
+    compute = torch.float64 if dtype == torch.float64 else torch.float32
+    leaves = [x.to(device, dtype).requires_grad_()]
+    leaves += [None if s is None else s.to(device, compute).requires_grad_() for s in states]
+    leaves += [p.to(device, compute).requires_grad_() for p in params]
+    n = len(spec.states)
+    outs = run_family(spec, leaves[0], leaves[1:1 + n], leaves[1 + n:], single_step=single_step, options=options,
+                      spike_fn=surrogate, surrogate=surrogate, backend=backend)
+    g = torch.Generator().manual_seed(upstream_seed)
+    ups = [torch.randn(o.shape, generator=g, dtype=torch.float64).to(o.device, o.dtype) for o in outs]
+    used = [leaf for leaf in leaves if leaf is not None]
+    grads = torch.autograd.grad(outs, used, ups, allow_unused=True)
+    return [o.detach() for o in outs], [torch.zeros_like(u) if v is None else v for v, u in zip(grads, used)]
+
+
+def compare_family(spec, backend, options, surrogate, device="cpu", T=9, neurons=(3, 7), seed=0, rtol=1e-5):
+    """``backend`` against the family's reference step: fp32 outputs bit for bit, every gradient
+    within ``rtol`` (normwise) of the fp64 reference's (parameter gradients above fp32's own
+    summation floor, :func:`sum_floor`). Returns ``(problems, worst gradient error)``; no
+    problems: it agrees."""
+    x, states, params = family_case(spec, T, neurons, seed)
+    got, got_grads = family_run(spec, backend, x, states, params, options, surrogate, device=device)
+    want, _ = family_run(spec, "reference", x, states, params, options, surrogate, device=device)
+    _, want_grads = family_run(spec, "reference", x, states, params, options, surrogate, torch.float64, device)
+    problems = [f"output {k} differs from the reference's" for k, (a, b) in enumerate(zip(got, want))
+                if not torch.equal(a, b)]
+    labels = ["x", *spec.states, *spec.params]
+    worst = 0.0
+    for label, a, b in zip(labels, got_grads, want_grads):
+        floor = sum_floor({"x": want_grads[0], label: b}, label) if label in spec.params else 1e-6
+        err = normwise(a, b, floor)
+        worst = max(worst, err)
+        if err > rtol:
+            problems.append(f"gradient of {label}: normwise error {err:.2e} > {rtol:g}")
+    return problems, worst

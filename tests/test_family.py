@@ -20,7 +20,7 @@ import torch
 import fastlif.families
 from fastlif import surrogate as S
 from fastlif.family import FAMILIES, run_family
-from fastlif.testing import normwise, sum_floor
+from fastlif.testing import compare_family, family_case, normwise, sum_floor
 from conftest import needs_cpp, run_child_suite
 
 for _module in pkgutil.iter_modules(fastlif.families.__path__):
@@ -49,13 +49,7 @@ def cases(small=False):
 
 
 def make(spec, T, neurons, dtype=torch.float32, seed=0, scale=1.2):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(T, *neurons, generator=g, dtype=torch.float64) * scale + 0.4
-    states = [torch.randn(*neurons, generator=g, dtype=torch.float64) * 0.5 for _ in spec.states]
-    if spec.spike_state:  # a spike state holds spikes
-        states[0] = (states[0] > 0).double()
-    params = spec.example(neurons[-1], g, torch.float64)
-    return x, states, params
+    return family_case(spec, T, neurons, seed, scale)
 
 
 def call(spec, backend, x, states, params, options, sg, dtype, single_step=False):
@@ -84,21 +78,10 @@ needs_backend = needs_cpp if not INTERPRET else pytest.mark.skipif(False, reason
 @pytest.mark.parametrize("name,options,sg", cases(small=INTERPRET))
 @pytest.mark.parametrize("neurons", [(3, 7), (2, 2, 5)], ids=["3x7", "2x2x5"])
 def test_matches_reference(name, options, sg, neurons):
-    spec = FAMILIES[name]
-    x, states, params = make(spec, 9, neurons)
-    outs, leaves = call(spec, BACKEND, x, states, params, options, sg, torch.float32)
-    ref, ref_leaves = call(spec, "reference", x, states, params, options, sg, torch.float32)
-    for k, (a, b) in enumerate(zip(outs, ref)):
-        assert torch.equal(a, b), f"{name} output {k}: fp32 values differ from the reference's"
-    ref64, leaves64 = call(spec, "reference", x, states, params, options, sg, torch.float64)
-    got, want = grads_of(outs, leaves), grads_of(ref64, leaves64)
-    names = ["x", *spec.states, *spec.params]
-    grad_x = want[0]
-    for label, a, b in zip(names, got, want):
-        floor = 1e-6
-        if label in spec.params:  # a sum over batch and time: fp32's own summation floor
-            floor = sum_floor({"x": grad_x, label: b}, label)
-        assert normwise(a, b, floor) <= 1e-5, f"{name} grad {label}: {normwise(a, b, floor):.2e}"
+    """fastlif.testing.compare_family, what `fastlif check` runs: fp32 outputs bit for bit,
+    gradients within 1e-5 of the fp64 reference's."""
+    problems, _ = compare_family(FAMILIES[name], BACKEND, options, SURROGATES[sg], neurons=neurons)
+    assert not problems, f"{name} {options} {sg}: {problems}"
 
 
 @needs_backend
@@ -233,3 +216,25 @@ def test_triton_interpreter_suite():
     pytest.importorskip("triton")
     run_child_suite(Path(__file__), {"TRITON_INTERPRET": "1"}, "family interpreter suite", "-k",
                     "matches_reference or single_steps or awkward")
+
+
+@needs_cpp
+@pytest.mark.skipif(INTERPRET, reason="runs in the parent process")
+def test_compare_family_finds_a_wrong_kernel(monkeypatch):
+    """The comparison `fastlif check` and the tests rely on reports a kernel that is off."""
+    import fastlif.family as family_mod
+    real = family_mod._launchers
+
+    def broken(spec, backend):
+        fwd, bwd = real(spec, backend)
+        if backend == "reference":
+            return fwd, bwd
+
+        def bad_fwd(*args, **kwargs):
+            spk, states = fwd(*args, **kwargs)
+            return spk, [states[0] * 1.0000001, *states[1:]]
+        return bad_fwd, bwd
+    monkeypatch.setattr(family_mod, "_launchers", broken)
+    spec = FAMILIES["synaptic"]
+    problems, _ = compare_family(spec, "cpp", option_sets(spec)[0], S.atan())
+    assert any("output 1 differs" in p for p in problems), problems

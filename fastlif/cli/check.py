@@ -56,6 +56,13 @@ MODULE_CASES = [
      lambda N, g: _rleaky(N, g, all_to_all=False, V=0.4, reset_mechanism="zero",
                           spike_grad=fastlif.surrogate.sigmoid()), True),
     ("RLeaky dense Linear", 8, 4, 33, lambda N, g: _rleaky(N, g, linear_features=N), False),
+    ("Lapicque R C", 9, 3, 19, lambda N, g: fastlif.Lapicque(R=1.5, C=4.0, learn_threshold=True), True),
+    ("Alpha zero-reset", 9, 3, 21,
+     lambda N, g: fastlif.Alpha(alpha=0.9, beta=torch.rand(N, generator=g) * 0.3 + 0.5, learn_alpha=True,
+                                learn_beta=True), True),
+    ("RSynaptic one-to-one V", 10, 2, 17,
+     lambda N, g: fastlif.RSynaptic(alpha=0.8, beta=0.9, all_to_all=False, V=torch.rand(N, generator=g) - 0.5,
+                                    learn_beta=True), True),
 ]
 
 
@@ -101,8 +108,9 @@ def _run_case(backend, tensors, opts):
 
 def _rel_err(a, b):
 
-    if a is None or b is None:
-        return 0.0 if a is None and b is None else float("inf")
+    if a is None or b is None:  # no gradient at all, or zeros (a state only a detached reset reads)
+        other = b if a is None else a
+        return 0.0 if other is None or not other.any() else float("inf")
     a, b = a.double(), b.double()
     scale = max(b.abs().max().item(), 1.0)
     return (a - b).abs().max().item() / scale if a.numel() else 0.0
@@ -157,6 +165,38 @@ def _run_module(layer, backend, x, states, upstream):
     return [o.detach() for o in outs], grads
 
 
+def _compare_families(backend, device, verbose_fail):
+    """Every spec'd family (fastlif/family.py) on ``backend`` against its reference step, built
+    from the spec (fastlif.testing.compare_family): its first and last option sets, with its
+    first surrogate. Returns (ok, n_cases, 0 (states are compared bit for bit), worst gradient
+    error)."""
+    import importlib
+    import itertools
+    import pkgutil
+
+    import fastlif.families
+    from fastlif.family import FAMILIES
+    from fastlif.testing import compare_family
+    for module in pkgutil.iter_modules(fastlif.families.__path__):
+        importlib.import_module(f"fastlif.families.{module.name}")
+    ok, n, worst = True, 0, 0.0
+    for name, spec in sorted(FAMILIES.items()):
+        sets = list(itertools.product(*spec.choices))
+        sg = getattr(fastlif.surrogate, spec.surrogates[0])()
+        for values in {sets[0], sets[-1]}:
+            options = dict(zip(spec.options, values))
+            n += 1
+            try:
+                problems, err = compare_family(spec, backend, options, sg, device=device)
+                worst = max(worst, err)
+            except Exception as err:  # noqa: BLE001 - report any failure as a disagreement
+                problems = [f"raised {type(err).__name__}: {err}"]
+            if problems:
+                ok = False
+                verbose_fail(f"{backend} on {device}, family {name} {options}: " + "; ".join(problems))
+    return ok, n, 0.0, worst
+
+
 def _compare_modules(backend, device, verbose_fail):
     """MODULE_CASES on ``backend``; returns (ok, n_cases, worst state error, worst grad error)."""
     ok, worst_state, worst_grad, n = True, 0.0, 0.0, 0
@@ -169,9 +209,9 @@ def _compare_modules(backend, device, verbose_fail):
         x = (torch.randn(T, B, N, generator=g) * 0.6 + 0.35).to(device)
         n_states = len(layer._state_names)
         states = [torch.randn(B, N, generator=g).to(device) for _ in range(n_states)]
-        if isinstance(layer, fastlif.RLeaky):
+        if isinstance(layer, (fastlif.RLeaky, fastlif.RSynaptic)):
             states[0] = (states[0] > 0.5).float()  # previous spikes
-        upstream = [torch.randn(T, B, N, generator=g).to(device) for _ in range(3)]
+        upstream = [torch.randn(T, B, N, generator=g).to(device) for _ in range(4)]
         try:
             want, want_grads = _run_module(layer, "reference", x, states, upstream)
             got, got_grads = _run_module(layer, backend, x, states, upstream)
@@ -248,7 +288,8 @@ def check(device="all", speed=True, out=print):
             continue
         for name in names:
             where = f"{dev} (Triton interpreter)" if name == "triton" and dev == "cpu" else dev
-            for what, compare in (("Leaky", _compare), ("Synaptic, RLeaky", _compare_modules)):
+            for what, compare in (("Leaky", _compare), ("Synaptic, RLeaky, Lapicque, Alpha, RSynaptic", _compare_modules),
+                                  ("every spec'd family", _compare_families)):
                 t0 = time.perf_counter()
                 ok, n, mem_err, grad_err = compare(name, dev, failures.append)
                 all_ok &= ok
