@@ -551,3 +551,22 @@ def test_from_snntorch_converts_layers_and_networks():
     single = fastlif.from_snntorch(snn.Leaky(beta=0.5, learn_beta=True, reset_mechanism="zero"))
     assert isinstance(single, fastlif.Leaky) and isinstance(single.beta, nn.Parameter)
     assert single.reset_mechanism == "zero"
+
+
+def test_nir_rsynaptic_exports_and_imports_as_snntorchs():
+    """RSynaptic with a dense recurrent layer is NIR's CubaLIF with a recurrent Affine: fastlif's
+    exports the graph snnTorch's does, and importing it gives what snnTorch's import gives (a
+    recurrent subgraph of a Synaptic and the Linear) on fastlif's layers (NIR has no Lapicque or
+    Alpha; snnTorch exports neither)."""
+    def net(lib):
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(3, 4), lib.RSynaptic(alpha=0.8, beta=0.9, linear_features=4, init_hidden=True,
+                                                            output=True))
+    ours, theirs = _export(net(fastlif), torch.zeros(3)), _export(net(snn), torch.zeros(3))
+    assert set(ours.edges) == set(theirs.edges)
+    assert {k: type(v) for k, v in ours.nodes.items()} == {k: type(v) for k, v in theirs.nodes.items()}
+    assert any(isinstance(v, nir.CubaLIF) for v in ours.nodes.values())
+    back, back_snn = fastlif.import_from_nir(ours), _import(theirs)
+    neurons = [type(m).__name__ for m in back.modules() if isinstance(m, snn.SpikingNeuron)]
+    assert neurons == [type(m).__name__ for m in back_snn.modules() if isinstance(m, snn.SpikingNeuron)] == ["Synaptic"]
+    assert all(type(m).__module__.startswith("fastlif") for m in back.modules() if isinstance(m, snn.SpikingNeuron))
