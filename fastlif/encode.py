@@ -20,7 +20,7 @@ Poisson realisation every epoch" augmentation its text describes never happens. 
 ``rng=None`` draws from torch's global generator instead (seeded by ``torch.manual_seed``),
 so repeated calls give fresh realisations, as the tutorial intends.
 """
-from .ops.poisson import run
+from .ops.poisson import encode_poisson
 
 __all__ = ["poisson"]
 
@@ -53,4 +53,4 @@ def poisson(images, num_steps, max_rate_hz=100.0, dt=1e-3, rng=None, method="tut
         ``[T, B, N]`` bool tensor on ``images``' device, ``N`` the number of values per image;
         with ``return_events``, ``(spikes, events)``.
     """
-    return run(images, num_steps, max_rate_hz, dt, rng, method, return_events)
+    return encode_poisson(images, num_steps, max_rate_hz, dt, rng, method, return_events)

@@ -5,7 +5,7 @@ from torch import nn
 
 from . import backends
 from .ops import spike_conv
-from .ops.spike_linear import run
+from .ops.spike_linear import run_spike_linear
 
 __all__ = ["SpikeLinear", "SpikeConv2d"]
 
@@ -60,7 +60,7 @@ class SpikeLinear(nn.Linear):
         return layer
 
     def forward(self, input):
-        return run(input, self.weight, self.bias, backend=self.backend)
+        return run_spike_linear(input, self.weight, self.bias, backend=self.backend)
 
     def extra_repr(self):
         return f"{super().extra_repr()}, backend={self.backend!r}"
@@ -124,7 +124,7 @@ class SpikeConv2d(nn.Conv2d):
         return layer
 
     def forward(self, input):
-        return spike_conv.run(input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups,
+        return spike_conv.run_spike_conv(input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups,
                               padding_mode=self.padding_mode, backend=self.backend)
 
     def extra_repr(self):

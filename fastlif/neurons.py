@@ -68,7 +68,7 @@ class Leaky(SpikingNeuron, *snntorch_bases("Leaky")):
 
     def _fused(self, x, mem, single_step):
         spike_fn, sg = self._surrogate()
-        return lif.run(x, mem, self.beta, self.threshold, self.graded_spikes_factor,
+        return lif.run_lif(x, mem, self.beta, self.threshold, self.graded_spikes_factor,
                        single_step=single_step, reset_mode=self._state_reset_mode,
                        reset_delay=self.reset_delay, spike_fn=spike_fn, surrogate=sg,
                        backend=self.backend, mem_fp32=True,
@@ -539,7 +539,7 @@ class RLeaky(SpikingNeuron, *snntorch_bases("RLeaky")):
     def _fused(self, x, spk, mem, single_step):
         spike_fn, sg = self._surrogate()
         recurrent = self.recurrent if self.all_to_all else self.V
-        spk_out, mem_out = rleaky.run(x, spk, mem, self.beta, recurrent, self.threshold,
+        spk_out, mem_out = rleaky.run_rleaky(x, spk, mem, self.beta, recurrent, self.threshold,
                                       self.graded_spikes_factor, single_step=single_step,
                                       reset_mode=self._state_reset_mode, reset_delay=self.reset_delay,
                                       spike_fn=spike_fn, surrogate=sg, backend=self.backend,

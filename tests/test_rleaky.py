@@ -39,7 +39,7 @@ def one_to_one(backend, sg, **options):
         return call
 
     def call(x, spk, mem, beta, V, threshold, graded):
-        return fastlif.ops.rleaky.run(x, spk, mem, beta, V, threshold, graded, single_step=False,
+        return fastlif.ops.rleaky.run_rleaky(x, spk, mem, beta, V, threshold, graded, single_step=False,
                                       reset_mode=fastlif.codes.reset_code(options["reset_mechanism"]),
                                       reset_delay=options["reset_delay"], spike_fn=sg, surrogate=sg, backend=backend)
     return call

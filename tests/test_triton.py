@@ -502,7 +502,7 @@ def run_rleaky(backend, tensors, upstream, dtype, sg, reset="subtract", delay=Tr
             x, beta, lambda s: s * V, threshold, spk=spk, mem=mem, spike_fn=SURROGATES[sg],
             graded_spikes_factor=graded, reset_mechanism=reset, reset_delay=delay)
     else:
-        fn = lambda x, spk, mem, beta, V, threshold, graded: rleaky.run(  # noqa: E731
+        fn = lambda x, spk, mem, beta, V, threshold, graded: rleaky.run_rleaky(  # noqa: E731
             x, spk, mem, beta, V, threshold, graded, single_step=False, reset_mode=reset_code(reset),
             reset_delay=delay, spike_fn=SURROGATES[sg], surrogate=SURROGATES[sg], backend=backend)
     return testing.forward_backward(fn, leaves, upstream)
@@ -538,5 +538,5 @@ def test_rleaky_dense_layer_is_refused_by_triton():
     from fastlif.ops import rleaky
     x = torch.rand(3, 2, 4, device=DEVICE)
     with pytest.raises(fastlif.backends.BackendUnavailable, match="dense recurrent layer|cannot run"):
-        rleaky.run(x, None, None, 0.9, torch.nn.Linear(4, 4).to(DEVICE), 1.0, 1.0, single_step=False, reset_mode=0,
+        rleaky.run_rleaky(x, None, None, 0.9, torch.nn.Linear(4, 4).to(DEVICE), 1.0, 1.0, single_step=False, reset_mode=0,
                    reset_delay=True, spike_fn=S.atan(), surrogate=S.atan(), backend="triton")

@@ -216,7 +216,7 @@ class LifFunction(torch.autograd.Function):
 
 # --- the call modules and lif_sequence share ----------------------------------------------------
 
-def run(x, mem, beta, threshold, graded, *, single_step, reset_mode, reset_delay, spike_fn,
+def run_lif(x, mem, beta, threshold, graded, *, single_step, reset_mode, reset_delay, spike_fn,
         surrogate, backend, low_memory=False, mem_fp32=False, reference_options=None):
     """Check a call's arguments (the one place they are checked) and run it on ``backend``.
 
@@ -283,6 +283,6 @@ def lif_sequence(x_seq, beta, threshold=1.0, *, mem=None, reset_mechanism="subtr
     ``low_memory`` keeps the saved membrane in bf16 (triton backend only).
     """
     spike_fn, sg = surrogate_mod.resolve(surrogate)
-    return run(x_seq, mem, beta, threshold, graded_spikes_factor, single_step=False,
+    return run_lif(x_seq, mem, beta, threshold, graded_spikes_factor, single_step=False,
                reset_mode=reset_code(reset_mechanism), reset_delay=reset_delay, spike_fn=spike_fn,
                surrogate=sg, backend=backend, low_memory=low_memory)

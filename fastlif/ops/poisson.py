@@ -155,7 +155,7 @@ def draw_seed(rng):
 
 # --- the call encode.poisson makes --------------------------------------------------------------
 
-def run(images, num_steps, max_rate_hz=100.0, dt=1e-3, rng=None, method="tutorial", return_events=False):
+def encode_poisson(images, num_steps, max_rate_hz=100.0, dt=1e-3, rng=None, method="tutorial", return_events=False):
     """Check the arguments and encode (see :func:`fastlif.encode.poisson`). Returns the spikes, or
     ``(spikes, events)`` with ``return_events``."""
     flat, steps, rate, dt = check_args(images, num_steps, max_rate_hz, dt, rng, method)

@@ -204,9 +204,9 @@ class RLeakyFunction(torch.autograd.Function):
 
 # --- the call modules and rleaky_sequence share -------------------------------------------------
 
-def run(x, spk, mem, beta, recurrent, threshold, graded, *, single_step, reset_mode, reset_delay, spike_fn,
+def run_rleaky(x, spk, mem, beta, recurrent, threshold, graded, *, single_step, reset_mode, reset_delay, spike_fn,
         surrogate, backend, reference_options=None):
-    """Check a call's arguments and run it (as :func:`fastlif.ops.lif.run`); returns
+    """Check a call's arguments and run it (as :func:`fastlif.ops.lif.run_lif`); returns
     ``(spk, mem)`` shaped like ``x``, the membrane in the compute dtype. ``recurrent`` is a
     number or tensor V (one-to-one) or an ``nn.Linear`` (all-to-all; any other module, e.g. a
     Conv2d, runs on the reference loop)."""

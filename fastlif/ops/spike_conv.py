@@ -245,7 +245,7 @@ def padding_of(padding, weight, dilation):
     return [int(ph), int(ph), int(pw), int(pw)]
 
 
-def run(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, padding_mode="zeros",
+def run_spike_conv(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, padding_mode="zeros",
         backend="auto"):
     """Check a call's arguments (the one place they are checked) and run it.
 
@@ -339,4 +339,4 @@ def spike_conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, grou
     """``torch.nn.functional.conv2d`` that skips zero inputs: the functional form of
     :class:`fastlif.SpikeConv2d` (see there). ``input``: a tensor ``[..., C, H, W]`` (bool or
     the weight's dtype) or a :class:`fastlif.events.SpikeEvents` of one (``item_dims=3``)."""
-    return run(input, weight, bias, stride, padding, dilation, groups, backend=backend)
+    return run_spike_conv(input, weight, bias, stride, padding, dilation, groups, backend=backend)

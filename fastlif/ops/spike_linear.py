@@ -15,7 +15,7 @@ None: then the kernels scan ``x`` for its non-zeros. ``weight`` is ``[N, K]``, `
 or None; ``y`` is ``[M, N]`` in the weight's dtype. A dense ``x`` whose density (estimated from
 a sample of its rows, :func:`estimated_density`) is above ``dense_above`` runs the dense GEMM
 instead, forward and backward each deciding on its own; events always run the event kernels
-(:func:`run` sends dense-enough events to the GEMM before they get here). Backward returns
+(:func:`run_spike_linear` sends dense-enough events to the GEMM before they get here). Backward returns
 None for a gradient not asked for; ``grad_x`` is ``grad @ W`` (torch's GEMM), the weight and
 bias gradients come from the events, bitwise the same for every thread count. Backward reads
 the events again from what forward saved: ``x`` when it scanned ``x``, else the CSR.
@@ -157,7 +157,7 @@ class SpikeLinearFunction(torch.autograd.Function):
 
 # --- the call the module and the functional form share ----------------------------------------
 
-def run(input, weight, bias=None, *, backend="auto"):
+def run_spike_linear(input, weight, bias=None, *, backend="auto"):
     """Check a call's arguments (the one place they are checked) and run it.
 
     ``input`` is a tensor ``[..., K]`` (bool spikes, or the weight's dtype) or a
@@ -218,4 +218,4 @@ def spike_linear(input, weight, bias=None, *, backend="auto"):
     """``torch.nn.functional.linear`` that skips zero inputs: the functional form of
     :class:`fastlif.SpikeLinear` (see there). ``input``: a tensor ``[..., in]`` (bool or the
     weight's dtype) or a :class:`fastlif.events.SpikeEvents`."""
-    return run(input, weight, bias, backend=backend)
+    return run_spike_linear(input, weight, bias, backend=backend)
