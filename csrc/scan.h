@@ -8,6 +8,7 @@
 //     static constexpr int kStates = ..., kParams = ...;     // the spec's states and parameters
 //     static constexpr bool kSpikeState = false;             // state 0 is the previous spike
 //     static constexpr bool kNeedsX = true;                  // backward reads x (else x is not kept)
+//     static constexpr int kReadsAfter = 0;                  // bit k: backward reads state k after the step
 //     using Options = OptionSpace<3, 2>;                     // each option's number of values
 //     using Surrogates = SnnTorchSurrogates;                 // the surrogate kinds it runs
 //     static constexpr const char* kParamNames[kParams] = {...};
@@ -139,16 +140,22 @@ struct ScanArgs {
   int num_threads = 1;
 };
 
-// An item's parameters, one value per neuron (a scalar parameter repeated), so that a family's
-// step reads p[k] the same way in every case.
-template <typename scalar_t, int NP>
+// An item's parameters: with per-neuron parameters (PN) one value per neuron in pv[k][j];
+// without, each one value in pv[k][0], read in the step loop as a loop-invariant scalar (one
+// register), which spares the loop NP loads per neuron.
+template <bool PN, typename scalar_t, int NP>
 void item_params(const ParamSet<scalar_t, NP>& params, const Item& it, scalar_t (&pv)[NP][kChunk]) {
   const auto at = params.at(it.l0);
-  for (int k = 0; k < NP; ++k)
-    for (int64_t j = 0; j < it.n; ++j) pv[k][j] = at[k][params.per_neuron ? j : 0];
+  for (int k = 0; k < NP; ++k) {
+    if constexpr (PN) {
+      for (int64_t j = 0; j < it.n; ++j) pv[k][j] = at[k][j];
+    } else {
+      pv[k][0] = at[k][0];
+    }
+  }
 }
 
-template <class F, class O, typename scalar_t>
+template <class F, class O, bool PN, typename scalar_t>
 void scan_fwd(const ScanArgs<scalar_t, F::kStates>& a, const ParamSet<scalar_t, F::kParams>& params) {
   constexpr int NS = F::kStates, NP = F::kParams;
   static_assert(NS >= 1 && NS <= 3, "the scan carries one to three states");
@@ -160,7 +167,7 @@ void scan_fwd(const ScanArgs<scalar_t, F::kStates>& a, const ParamSet<scalar_t, 
     const Team::Item mark(team);
     const Item it(items, a.L, index);
     scalar_t pv[NP][kChunk], st[NS][kChunk];
-    item_params(params, it, pv);
+    item_params<PN>(params, it, pv);
     for (int k = 0; k < NS; ++k)
       for (int64_t j = 0; j < it.n; ++j) st[k][j] = a.state0[k] ? a.state0[k][it.base + j] : scalar_t(0);
     for (int64_t t = 0; t < a.T; ++t) {
@@ -181,7 +188,7 @@ FASTLIF_SCAN_SIMD
       for (int64_t j = 0; j < it.n; ++j) {
         scalar_t s[NS], p[NP];
         unroll<NS>([&](auto k) { s[k] = st[k][j]; });
-        unroll<NP>([&](auto k) { p[k] = pv[k][j]; });
+        unroll<NP>([&](auto k) { p[k] = pv[k][PN ? j : 0]; });
         spk_out[j] = F::template forward<scalar_t, O>(x[j], s, p);
         unroll<NS>([&](auto k) { st[k][j] = s[k]; });
         out0[j] = s[0];
@@ -192,10 +199,11 @@ FASTLIF_SCAN_SIMD
   }
 }
 
-template <class F, class O, int SG, typename scalar_t>
+template <class F, class O, int SG, bool PN, typename scalar_t>
 void scan_bwd(const ScanArgs<scalar_t, F::kStates>& a, const ParamSet<scalar_t, F::kParams>& params,
               ParamGrads<scalar_t, F::kParams>& pgrads) {
   constexpr int NS = F::kStates, NP = F::kParams;
+  static_assert(NS >= 1 && NS <= 3, "the scan carries one to three states");
   const Items items(a.R, a.L);
   const int64_t M = a.R * a.L;
   Team team(a.num_threads, items.count, a.T * M * int64_t((3 + 2 * NS) * sizeof(scalar_t)));
@@ -204,8 +212,8 @@ void scan_bwd(const ScanArgs<scalar_t, F::kStates>& a, const ParamSet<scalar_t, 
     const Team::Item mark(team);
     const Item it(items, a.L, index);
     scalar_t pv[NP][kChunk], carry[NS][kChunk], acc[NP][kChunk], init[NS][kChunk];
-    scalar_t prev[NS][kChunk], next[NS][kChunk], zeros[kChunk];
-    item_params(params, it, pv);
+    scalar_t zeros[kChunk];
+    item_params<PN>(params, it, pv);
     for (int64_t j = 0; j < kChunk; ++j) {
       zeros[j] = scalar_t(0);
       for (int k = 0; k < NS; ++k) {
@@ -226,33 +234,41 @@ void scan_bwd(const ScanArgs<scalar_t, F::kStates>& a, const ParamSet<scalar_t, 
           if (t > 1) prefetch_run(a.state_seq[k] + prev - M, it.n, false);
         }
       }
-      // Gather what the step reads into local arrays (plain copy loops), so that the step itself
-      // reads only local arrays and hoisted pointers, and vectorises.
-      for (int k = 0; k < NS; ++k) {
-        const scalar_t* __restrict before = t > 0 ? a.state_seq[k] + off - M : init[k];
-        const scalar_t* __restrict after = a.state_seq[k] + off;
-        for (int64_t j = 0; j < it.n; ++j) {
-          prev[k][j] = before[j];
-          next[k][j] = after[j];
-        }
-        if (a.grad_state[k]) {
-          const scalar_t* __restrict g = a.grad_state[k] + off;
-          for (int64_t j = 0; j < it.n; ++j) carry[k][j] = g[j] + carry[k][j];
-        }
-      }
+      // What the step reads, each stream its own restrict pointer (a local array of pointers
+      // indexed in the loop keeps GCC from vectorising it): the states before the step, those
+      // after it that the family reads (kReadsAfter), the upstream state gradients (zeros).
+      const scalar_t* __restrict b0 = t > 0 ? a.state_seq[0] + off - M : init[0];
+      const scalar_t* __restrict b1 = NS > 1 ? (t > 0 ? a.state_seq[NS > 1] + off - M : init[NS > 1]) : zeros;
+      const scalar_t* __restrict b2 = NS > 2 ? (t > 0 ? a.state_seq[2 * (NS > 2)] + off - M : init[2 * (NS > 2)])
+                                             : zeros;
+      const scalar_t* __restrict n0 = (F::kReadsAfter & 1) ? a.state_seq[0] + off : zeros;
+      const scalar_t* __restrict n1 = (NS > 1 && (F::kReadsAfter & 2)) ? a.state_seq[NS > 1] + off : zeros;
+      const scalar_t* __restrict n2 = (NS > 2 && (F::kReadsAfter & 4)) ? a.state_seq[2 * (NS > 2)] + off : zeros;
+      const scalar_t* __restrict g0 = a.grad_state[0] ? a.grad_state[0] + off : zeros;
+      const scalar_t* __restrict g1 = (NS > 1 && a.grad_state[NS > 1]) ? a.grad_state[NS > 1] + off : zeros;
+      const scalar_t* __restrict g2 = (NS > 2 && a.grad_state[2 * (NS > 2)]) ? a.grad_state[2 * (NS > 2)] + off
+                                                                               : zeros;
       const scalar_t* __restrict x = F::kNeedsX ? a.x + off : zeros;
       const scalar_t* __restrict gspk_in = a.grad_spk ? a.grad_spk + off : zeros;
       scalar_t* __restrict gx_out = a.grad_x + off;
 FASTLIF_SCAN_SIMD
       for (int64_t j = 0; j < it.n; ++j) {
         scalar_t s[NS], sn[NS], p[NP], gs[NS], gp[NP];
-        unroll<NS>([&](auto k) {
-          s[k] = prev[k][j];
-          sn[k] = next[k][j];
-          gs[k] = carry[k][j];
-        });
+        s[0] = b0[j];
+        sn[0] = n0[j];
+        gs[0] = g0[j] + carry[0][j];
+        if constexpr (NS > 1) {
+          s[NS > 1] = b1[j];
+          sn[NS > 1] = n1[j];
+          gs[NS > 1] = g1[j] + carry[NS > 1][j];
+        }
+        if constexpr (NS > 2) {
+          s[2 * (NS > 2)] = b2[j];
+          sn[2 * (NS > 2)] = n2[j];
+          gs[2 * (NS > 2)] = g2[j] + carry[2 * (NS > 2)][j];
+        }
         unroll<NP>([&](auto k) {
-          p[k] = pv[k][j];
+          p[k] = pv[k][PN ? j : 0];
           gp[k] = scalar_t(0);
         });
         scalar_t gspk = gspk_in[j];
@@ -330,7 +346,9 @@ void family_fwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t x, const P
   for (int k = 0; k < NS; ++k) advise_huge(a.state[k], bytes);
   pybind11::gil_scoped_release release;
   dispatch_options(options, 0, typename F::Options{}, static_cast<Opts<>*>(nullptr),
-                   [&](auto O) { scan_fwd<F, decltype(O)>(a, params); });
+                   [&](auto O) {
+                     bool_switch(params.per_neuron, [&](auto PN) { scan_fwd<F, decltype(O), PN()>(a, params); });
+                   });
 }
 
 template <class F, typename scalar_t>
@@ -359,7 +377,10 @@ void family_bwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk, 
     pybind11::gil_scoped_release release;
     dispatch_options(options, 0, typename F::Options{}, static_cast<Opts<>*>(nullptr), [&](auto O) {
       surrogate_switch(sg, typename F::Surrogates{},
-                       [&](auto SG) { scan_bwd<F, decltype(O), SG()>(a, params, pgrads); });
+                       [&](auto SG) {
+                         bool_switch(params.per_neuron,
+                                     [&](auto PN) { scan_bwd<F, decltype(O), SG(), PN()>(a, params, pgrads); });
+                       });
     });
   }
   for (int k = 0; k < NP; ++k) pgrads.reduce(k, a.R, a.L, params.per_neuron, params.given_n[k], gparams[k]);

@@ -22,6 +22,7 @@ struct AlphaStep {
   static constexpr const char* kName = "alpha";
   static constexpr int kStates = 3, kParams = 5;
   static constexpr bool kSpikeState = false, kNeedsX = true;
+  static constexpr int kReadsAfter = 0;
   using Options = OptionSpace<3>;  // reset_mode
   using Surrogates = SnnTorchSurrogates;
   static constexpr const char* kParamNames[kParams] = {"alpha", "beta", "tau_alpha", "threshold",

@@ -17,6 +17,7 @@ struct LapicqueStep {
   static constexpr const char* kName = "lapicque";
   static constexpr int kStates = 1, kParams = 6;
   static constexpr bool kSpikeState = false, kNeedsX = true;
+  static constexpr int kReadsAfter = 0;
   using Options = OptionSpace<3>;  // reset_mode
   using Surrogates = SnnTorchSurrogates;
   static constexpr const char* kParamNames[kParams] = {"R", "inv_RC", "time_step", "decay", "threshold",

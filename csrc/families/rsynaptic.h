@@ -23,6 +23,7 @@ struct RSynapticStep {
   static constexpr const char* kName = "rsynaptic";
   static constexpr int kStates = 3, kParams = 5;
   static constexpr bool kSpikeState = true, kNeedsX = true;
+  static constexpr int kReadsAfter = 0;
   using Options = OptionSpace<3, 2>;  // reset_mode, immediate
   using Surrogates = SnnTorchSurrogates;
   static constexpr const char* kParamNames[kParams] = {"alpha", "beta", "V", "threshold", "graded_spikes_factor"};

@@ -27,6 +27,7 @@ struct SjLifStep {
   static constexpr const char* kName = "sj_lif";
   static constexpr int kStates = 1, kParams = 3;
   static constexpr bool kSpikeState = false, kNeedsX = true;
+  static constexpr int kReadsAfter = 0;
   // leak (0 divide by tau, 1 multiply by sigmoid(w)), decay_input, hard_reset, detach_reset
   using Options = OptionSpace<2, 2, 2, 2>;
   using Surrogates = SurrogateKinds<kSjSigmoid, kSjAtan, kNoGrad>;  // SpikingJelly's, and none
