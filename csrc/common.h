@@ -343,6 +343,39 @@ inline scalar_t immediate_reset(scalar_t u, scalar_t r, scalar_t s, scalar_t th,
   else return u;
 }
 
+// The gradient core of a membrane that integrated to u this step (the reset flag r from the
+// step before): its spike spk = H(u - thr) * g, its immediate reset (reset_delay false), then
+// the base reset it was built with (u = w - r*thr | w - w*r | w). From gm, the gradient reaching
+// the membrane after the step, and gspk, the spike output's, returns the gradient reaching w
+// and adds the threshold's and the graded factor's into gth and gg (autograd's order for the
+// base reset's zero form: gu - gu*r). Synaptic's and RSynaptic's step share it.
+template <typename S, int RESET, bool IMMEDIATE, int SG>
+inline S membrane_grad(S gm, S gspk, S u, S r, S th, S g, S& gth, S& gg, const SurrogateConsts<S>& c) {
+  const S z = u - th;
+  const S h = heaviside(z);
+  S gh = gspk * g;  // reaching the Heaviside output
+  S gu = gm;        // reaching u directly
+  if constexpr (IMMEDIATE && RESET == kSubtract) {  // m' = u - (h - r) * thr
+    gh -= gm * th;
+    gth -= gm * (h - r);
+  } else if constexpr (IMMEDIATE && RESET == kZero) {  // m' = u - (h - r) * u
+    gh -= gm * u;
+    gu = gm * (S(1) - (h - r));
+  }
+  gg += gspk * h;
+  const S gz = surrogate_backward<S, SG>(gh, z, c);
+  gu += gz;
+  gth -= gz;
+  if constexpr (RESET == kSubtract) {
+    gth -= r * gu;
+    return gu;
+  } else if constexpr (RESET == kZero) {
+    return gu - gu * r;
+  } else {
+    return gu;
+  }
+}
+
 // A parameter as Python hands it over: a pointer to n values (n = 1 or L), or, with a null
 // pointer, one value given by itself (a Python float).
 struct ParamIn {

@@ -259,6 +259,37 @@ def surrogate_backward(gs, z, sg_a, sg_b, SG: tl.constexpr):
         return tl.zeros_like(z)
 
 
+@triton.jit
+def membrane_grad(gm, gspk, u, r, th, g, sg_a, sg_b, RESET: tl.constexpr, IMMEDIATE: tl.constexpr,
+                  SG: tl.constexpr):
+    """The gradient core of a membrane that integrated to u (csrc/common.h, membrane_grad): its
+    spike, immediate reset and base reset. Returns (gradient reaching w, the threshold's, the
+    graded factor's), from gm (the membrane after the step) and gspk (the spike output)."""
+    z = u - th
+    h = heaviside(z)
+    gh = gspk * g
+    gu = gm
+    gth = tl.zeros_like(gm)
+    if IMMEDIATE and RESET == RESET_SUBTRACT:
+        gh -= gm * th
+        gth -= gm * (h - r)
+    elif IMMEDIATE and RESET == RESET_ZERO:
+        gh -= gm * u
+        gu = gm * (1 - (h - r))
+    gg = gspk * h
+    gz = surrogate_backward(gh, z, sg_a, sg_b, SG)
+    gu += gz
+    gth -= gz
+    if RESET == RESET_SUBTRACT:
+        gth -= r * gu
+        gw = gu
+    elif RESET == RESET_ZERO:
+        gw = gu - gu * r
+    else:
+        gw = gu
+    return gw, gth, gg
+
+
 def surrogate_constants(kind, param):
     """Host-side constants of each surrogate, computed in double, so that the kernel works in
     snnTorch's order: atan: alpha/2, pi/2*alpha; fast_sigmoid: slope; sigmoid: slope, -slope;

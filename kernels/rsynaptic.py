@@ -7,7 +7,7 @@ import triton.language as tl
 from fastlif.families.rsynaptic import RSYNAPTIC
 
 from . import scan
-from .common import RESET_NONE, RESET_SUBTRACT, RESET_ZERO, base_reset, heaviside, immediate_reset, surrogate_backward
+from .common import RESET_NONE, base_reset, heaviside, immediate_reset, membrane_grad
 
 
 @triton.jit
@@ -34,26 +34,7 @@ def forward(x, sp, syn, m, a, b, V, th, g, p5, O0: tl.constexpr, O1: tl.constexp
 def backward(x, sp, syn, m, n0, n1, n2, a, b, V, th, g, p5, gspk, gsp, gsyn, gm, sg_a, sg_b, SG: tl.constexpr,
              O0: tl.constexpr, O1: tl.constexpr, O2: tl.constexpr, O3: tl.constexpr):
     r, y, u = _membrane(x, sp, syn, m, a, b, V, th, O0)
-    z = u - th
-    h = heaviside(z)
-    gh = gspk * g
-    gu = gm
-    gth = tl.zeros_like(gm)
-    if O1 and O0 == RESET_SUBTRACT:
-        gh -= gm * th
-        gth -= gm * (h - r)
-    elif O1 and O0 == RESET_ZERO:
-        gh -= gm * u
-        gu = gm * (1 - (h - r))
-    gg = gspk * h
-    gz = surrogate_backward(gh, z, sg_a, sg_b, SG)
-    gu += gz
-    gth -= gz
-    gw = gu
-    if O0 == RESET_SUBTRACT:
-        gth -= r * gu
-    elif O0 == RESET_ZERO:
-        gw = gu - gu * r
+    gw, gth, gg = membrane_grad(gm, gspk, u, r, th, g, sg_a, sg_b, O0, O1 and O0 != RESET_NONE, SG)
     gy = gw + gsyn
     zero = tl.zeros_like(gm)
     return gy, gy * V, gy * a, gw * b, gy * syn, gw * m, gy * sp, gth, gg, zero

@@ -46,6 +46,16 @@ def _param(ptr, lidx, mask, PRESENT: tl.constexpr, PN: tl.constexpr, CDT: tl.con
 
 
 @triton.jit
+def _params_of(p0_ptr, p1_ptr, p2_ptr, p3_ptr, p4_ptr, p5_ptr, lidx, mask, NP: tl.constexpr, PN0: tl.constexpr,
+               PN1: tl.constexpr, PN2: tl.constexpr, PN3: tl.constexpr, PN4: tl.constexpr, PN5: tl.constexpr,
+               CDT: tl.constexpr, BLOCK: tl.constexpr):
+    """A program's parameters (the unused slots: zeros)."""
+    return (_param(p0_ptr, lidx, mask, NP > 0, PN0, CDT, BLOCK), _param(p1_ptr, lidx, mask, NP > 1, PN1, CDT, BLOCK),
+            _param(p2_ptr, lidx, mask, NP > 2, PN2, CDT, BLOCK), _param(p3_ptr, lidx, mask, NP > 3, PN3, CDT, BLOCK),
+            _param(p4_ptr, lidx, mask, NP > 4, PN4, CDT, BLOCK), _param(p5_ptr, lidx, mask, NP > 5, PN5, CDT, BLOCK))
+
+
+@triton.jit
 def _load(ptr, off, mask, PRESENT: tl.constexpr, CDT: tl.constexpr, BLOCK: tl.constexpr):
     if PRESENT:
         return tl.load(ptr + off, mask=mask, other=0).to(CDT)
@@ -70,12 +80,8 @@ def scan_fwd_kernel(
 ):
     CDT: tl.constexpr = p0_ptr.dtype.element_ty
     offs, mask, lidx = C.block_offsets(N, L, BLOCK)
-    p0 = _param(p0_ptr, lidx, mask, NP > 0, PN0, CDT, BLOCK)
-    p1 = _param(p1_ptr, lidx, mask, NP > 1, PN1, CDT, BLOCK)
-    p2 = _param(p2_ptr, lidx, mask, NP > 2, PN2, CDT, BLOCK)
-    p3 = _param(p3_ptr, lidx, mask, NP > 3, PN3, CDT, BLOCK)
-    p4 = _param(p4_ptr, lidx, mask, NP > 4, PN4, CDT, BLOCK)
-    p5 = _param(p5_ptr, lidx, mask, NP > 5, PN5, CDT, BLOCK)
+    p0, p1, p2, p3, p4, p5 = _params_of(p0_ptr, p1_ptr, p2_ptr, p3_ptr, p4_ptr, p5_ptr, lidx, mask, NP, PN0, PN1,
+                                        PN2, PN3, PN4, PN5, CDT, BLOCK)
     s0 = _load(i0_ptr, offs, mask, i0_ptr is not None, CDT, BLOCK)
     s1 = _load(i1_ptr, offs, mask, i1_ptr is not None, CDT, BLOCK)
     s2 = _load(i2_ptr, offs, mask, i2_ptr is not None, CDT, BLOCK)
@@ -110,12 +116,8 @@ def scan_bwd_kernel(
     outputs of the step before, or the initial states)."""
     CDT: tl.constexpr = p0_ptr.dtype.element_ty
     offs, mask, lidx = C.block_offsets(N, L, BLOCK)
-    p0 = _param(p0_ptr, lidx, mask, NP > 0, PN0, CDT, BLOCK)
-    p1 = _param(p1_ptr, lidx, mask, NP > 1, PN1, CDT, BLOCK)
-    p2 = _param(p2_ptr, lidx, mask, NP > 2, PN2, CDT, BLOCK)
-    p3 = _param(p3_ptr, lidx, mask, NP > 3, PN3, CDT, BLOCK)
-    p4 = _param(p4_ptr, lidx, mask, NP > 4, PN4, CDT, BLOCK)
-    p5 = _param(p5_ptr, lidx, mask, NP > 5, PN5, CDT, BLOCK)
+    p0, p1, p2, p3, p4, p5 = _params_of(p0_ptr, p1_ptr, p2_ptr, p3_ptr, p4_ptr, p5_ptr, lidx, mask, NP, PN0, PN1,
+                                        PN2, PN3, PN4, PN5, CDT, BLOCK)
     init0 = _load(i0_ptr, offs, mask, i0_ptr is not None, CDT, BLOCK)
     init1 = _load(i1_ptr, offs, mask, i1_ptr is not None, CDT, BLOCK)
     init2 = _load(i2_ptr, offs, mask, i2_ptr is not None, CDT, BLOCK)

@@ -64,25 +64,7 @@ struct RSynapticStep {
     const S th = p[kThr], g = p[kG];
     S y, r;
     const S u = membrane<S, RESET>(x, s, p, y, r);
-    const S z = u - th;
-    const S h = heaviside(z);
-    const S gm = gs[kMem];
-    S gh = gspk * g;  // reaching h
-    S gu = gm;        // reaching u directly
-    if constexpr (IMMEDIATE && RESET == kSubtract) {
-      gh -= gm * th;
-      gp[kThr] -= gm * (h - r);
-    } else if constexpr (IMMEDIATE && RESET == kZero) {
-      gh -= gm * u;
-      gu = gm * (S(1) - (h - r));
-    }
-    gp[kG] += gspk * h;
-    const S gz = surrogate_backward<S, SG>(gh, z, c);
-    gu += gz;
-    gp[kThr] -= gz;
-    S gw = gu;
-    if constexpr (RESET == kSubtract) gp[kThr] -= r * gu;
-    else if constexpr (RESET == kZero) gw = gu - gu * r;
+    const S gw = membrane_grad<S, RESET, IMMEDIATE, SG>(gs[kMem], gspk, u, r, th, g, gp[kThr], gp[kG], c);
     gp[kB] += gw * s[kMem];
     const S gy = gw + gs[kSyn];
     gp[kA] += gy * s[kSyn];

@@ -58,25 +58,7 @@ struct SynapticStep {
     const S m0 = s[kMem];
     const S r = heaviside(m0 - th);
     const S u = integrate<S, RESET>(m0, sn[kSyn], b, r, th);  // as forward computed it
-    const S z = u - th;
-    const S spike = heaviside(z);
-    const S gm = gs[kMem];
-    S gh = gspk * g;  // reaches the Heaviside output
-    S gu = gm;        // reaches the pre-reset membrane u
-    if constexpr (IMMEDIATE && RESET == kSubtract) {  // m' = u - (spike - r) * thr
-      gh -= gm * th;
-      gp[kThr] -= gm * (spike - r);
-    } else if constexpr (IMMEDIATE && RESET == kZero) {  // m' = u - (spike - r) * u
-      gh -= gm * u;
-      gu = gm * (S(1) - (spike - r));
-    }
-    const S gz = surrogate_backward<S, SG>(gh, z, c);
-    gu += gz;
-    gp[kThr] -= gz;
-    gp[kG] += gspk * spike;
-    S gm1 = gu;  // reaches m1 = b*m + syn'
-    if constexpr (RESET == kSubtract) gp[kThr] -= r * gu;
-    else if constexpr (RESET == kZero) gm1 = gu * (S(1) - r);
+    const S gm1 = membrane_grad<S, RESET, IMMEDIATE, SG>(gs[kMem], gspk, u, r, th, g, gp[kThr], gp[kG], c);
     const S gsyn1 = gm1 + gs[kSyn];  // reaches syn'
     gp[kB] += gm1 * m0;
     gp[kA] += gsyn1 * s[kSyn];
