@@ -21,59 +21,16 @@ in the compute dtype. Backward rebuilds every step from the states before it and
 needs nothing else from forward. None upstream gradients mean zeros; a parameter gradient is
 None where the parameter was a float.
 """
-from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Tuple
+from typing import List, Optional
 
 import torch
 from torch import Tensor
 
 from . import backends
+from .spec import FAMILIES, Family, register  # noqa: F401 - the spec, re-exported here
 from .ops.common import (CPP_DTYPES, HALF_DTYPES, as_compute, check_input, check_param, check_states,
                          choose_backend, compute_dtype, cpp_dtype_code, cpp_param, grid, initial_states,
                          kernel_params, needs_autograd, num_threads, param_tensor, ptr)
-
-
-@dataclass(frozen=True)
-class Family:
-    """What describes an element-wise neuron family, once.
-
-    ``states``: the states carried from step to step, in the kernels' order (each comes back as
-    a ``[T, ...]`` sequence). ``spike_state``: the first state is the previous step's spike
-    output (a recurrent neuron); it is then not returned twice. ``params``: the per-call
-    parameters, each a scalar or one value per neuron along the last dimension; those in
-    ``clamped`` are clamped to [0, 1] (with no gradient outside, as snnTorch clamps).
-    ``options``: the integer compile-time options, in the kernels' order, ``choices`` the
-    values each may take (what the tests cross). ``step``: the
-    reference step ``step(x, states, params, options, spike_fn) -> (spk, states)``, in the
-    peer's own operation order (the oracle every kernel is tested against). ``step`` may take the peer's rarer options as keywords (``reference_options``).
-    ``surrogates``: the ``fastlif.surrogate`` factories its kernels run (what the tests cross).
-    ``example``:
-    ``example(L, generator, dtype)`` -> parameters for tests and benchmarks (one value per
-    neuron where the family allows it), in the spec's order.
-    """
-    name: str
-    states: Tuple[str, ...]
-    params: Tuple[str, ...]
-    step: Callable
-    options: Tuple[str, ...] = ()
-    choices: Tuple[Tuple[int, ...], ...] = ()
-    clamped: Tuple[str, ...] = ()
-    spike_state: bool = False
-    needs_x: bool = True
-    surrogates: Tuple[str, ...] = ("atan", "fast_sigmoid", "sigmoid", "triangular")
-    example: Optional[Callable] = field(default=None, compare=False)
-    doc: str = field(default="", compare=False)
-
-
-FAMILIES = {}
-
-
-def register(family):
-    """Make ``family`` known by name (the custom ops and the launchers look it up)."""
-    if len(family.choices) != len(family.options):
-        raise ValueError(f"family {family.name}: give the choices of each of its options {family.options}")
-    FAMILIES[family.name] = family
-    return family
 
 
 # --- the reference loop ------------------------------------------------------------------------

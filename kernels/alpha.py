@@ -3,8 +3,6 @@
 import triton
 import triton.language as tl
 
-from fastlif.families.alpha import ALPHA
-
 from . import scan
 from .common import RESET_SUBTRACT, RESET_ZERO, heaviside, surrogate_backward
 
@@ -70,4 +68,4 @@ def backward(x, e, i, m, n0, n1, n2, a, b, tau, th, g, p5, gspk, ge2, gi2, gm, s
     return gbe - gbi, gbe * a, gi + gbi * b, zero, gbe * e, gbi * i, gtau, gth, gg, zero
 
 
-scan.register(ALPHA, forward, backward)
+scan.register("alpha", forward, backward)  # the spec: fastlif/families/alpha.py

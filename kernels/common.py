@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from fastlif import codes
+from fastlif import backends, codes
 
 # The codes of fastlif/codes.py, as compile-time constants the kernels can name.
 RESET_SUBTRACT = tl.constexpr(codes.RESET_SUBTRACT)
@@ -41,7 +41,7 @@ VECTOR_BYTES = 16
 
 
 def interpreting():
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    return backends.triton_interpret()
 
 
 def autotuning():

@@ -3,8 +3,6 @@
 import triton
 import triton.language as tl
 
-from fastlif.families.lapicque import LAPICQUE
-
 from . import scan
 from .common import RESET_SUBTRACT, RESET_ZERO, heaviside, surrogate_backward
 
@@ -56,4 +54,4 @@ def backward(x, s0, s1, s2, n0, n1, n2, R, k1, ts, k2, th, g, gspk, g0, g1, g2, 
     return gt1 * R, gm, g1, g2, gR, gk1, gts, gk2, gth, gg
 
 
-scan.register(LAPICQUE, forward, backward)
+scan.register("lapicque", forward, backward)  # the spec: fastlif/families/lapicque.py

@@ -36,8 +36,7 @@ import triton.language as tl
 
 from fastlif import backends
 from fastlif.codes import NO_GRAD, RESET_CODES, is_immediate
-from fastlif.ops.common import grid as step_grid
-from fastlif.ops.lif import saved_layout
+from fastlif.layout import grid as step_grid, saved_layout
 
 from . import common as C
 from .common import RESET_SUBTRACT, RESET_ZERO, cast, heaviside, immediate_reset, load_param

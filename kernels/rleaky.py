@@ -17,7 +17,7 @@ import triton.language as tl
 
 from fastlif import backends
 from fastlif.codes import NO_GRAD, is_immediate
-from fastlif.ops.common import grid as step_grid
+from fastlif.layout import grid as step_grid
 
 from . import common as C
 from .common import RESET_SUBTRACT, RESET_ZERO, base_reset, cast, heaviside, immediate_reset, load_param

@@ -4,8 +4,6 @@ for line. State 0 is the previous step's spike output."""
 import triton
 import triton.language as tl
 
-from fastlif.families.rsynaptic import RSYNAPTIC
-
 from . import scan
 from .common import RESET_NONE, base_reset, heaviside, immediate_reset, membrane_grad
 
@@ -40,4 +38,4 @@ def backward(x, sp, syn, m, n0, n1, n2, a, b, V, th, g, p5, gspk, gsp, gsyn, gm,
     return gy, gy * V, gy * a, gw * b, gy * syn, gw * m, gy * sp, gth, gg, zero
 
 
-scan.register(RSYNAPTIC, forward, backward)
+scan.register("rsynaptic", forward, backward)  # the spec: fastlif/families/rsynaptic.py

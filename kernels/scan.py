@@ -15,7 +15,7 @@ Triton file (``kernels/<name>.py``) holds only its two step functions and regist
         ...
         return gx, g0, g1, g2, gp0, gp1, gp2, gp3, gp4, gp5
 
-    scan.register(SPEC, forward, backward)
+    scan.register("<name>", forward, backward)
 
 ``s*`` are the states before the step (unused slots: zeros), ``p*`` its parameters in the spec's
 order (unused slots: zeros), ``O*`` its integer options; ``n*`` in backward are the states after
@@ -29,8 +29,8 @@ import triton
 import triton.language as tl
 
 from fastlif import backends
-from fastlif.family import FAMILIES
-from fastlif.ops.common import compute_dtype, grid as step_grid
+from fastlif.layout import compute_dtype, grid as step_grid
+from fastlif.spec import FAMILIES
 
 from . import common as C
 
@@ -238,7 +238,8 @@ def bwd(grad_spk, grad_states, x, states0, states, params, *, family, steps, opt
     return (grad_x if x_dtype == compute else grad_x.to(x_dtype)), grad_states0, grad_params
 
 
-def register(spec, forward_step, backward_step):
-    """Run ``spec``'s family on Triton with these step functions."""
-    _STEPS[spec.name] = (forward_step, backward_step)
-    backends.register(spec.name, "triton", lambda: (fwd, bwd))
+def register(family, forward_step, backward_step):
+    """Run the family named ``family`` (its spec registered by ``fastlif/families/<family>.py``)
+    on Triton with these step functions."""
+    _STEPS[family] = (forward_step, backward_step)
+    backends.register(family, "triton", lambda: (fwd, bwd))

@@ -5,8 +5,6 @@ detach_reset."""
 import triton
 import triton.language as tl
 
-from fastlif.families.sj_lif import SJ_LIF
-
 from . import scan
 from .common import div, surrogate_backward
 
@@ -95,4 +93,4 @@ def backward(x, v, s1, s2, n0, n1, n2, k, thr, v_reset, p3, p4, p5, gspk, gv, g1
     return gx, gv_prev, g1, g2, gk, gthr, greset, zero, zero, zero
 
 
-scan.register(SJ_LIF, forward, backward)
+scan.register("sj_lif", forward, backward)  # the spec: fastlif/families/sj_lif.py

@@ -3,8 +3,6 @@
 import triton
 import triton.language as tl
 
-from fastlif.families.synaptic import SYNAPTIC
-
 from . import scan
 from .common import base_reset, heaviside, immediate_reset, membrane_grad
 
@@ -34,4 +32,4 @@ def backward(x, syn, m0, s2, syn1, n1, n2, a, b, th, g, p4, p5, gspk, gsyn, gm, 
     return gsyn1, gsyn1 * a, gm1 * b, g2, gsyn1 * syn, gm1 * m0, gth, gg, zero, zero
 
 
-scan.register(SYNAPTIC, forward, backward)
+scan.register("synaptic", forward, backward)  # the spec: fastlif/families/synaptic.py

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .. import backends
+from ..layout import compute_dtype, grid, mem_dtype  # noqa: F401 - re-exported for the ops
 from ..codes import FLOAT32, FLOAT64
 
 HALF_DTYPES = (torch.float16, torch.bfloat16)
@@ -27,24 +28,9 @@ CPP_DTYPES = (torch.float32, torch.float64)
 TRITON_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
-def compute_dtype(dtype):
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def float_input(x):
     """Spike trains (bool, integer) as floating point, as snnTorch accepts them."""
     return x if x.is_floating_point() else x.to(torch.get_default_dtype())
-
-
-def mem_dtype(x_dtype, mem_fp32):
-    return compute_dtype(x_dtype) if mem_fp32 else x_dtype
-
-
-def grid(shape, steps):
-    """``(T, R, L)``: the kernels' view of an input of ``shape`` holding ``steps`` steps."""
-    L = shape[-1] if len(shape) else 1
-    n = shape.numel() if isinstance(shape, torch.Size) else torch.Size(shape).numel()
-    return steps, (n // (steps * L) if steps and L else 0), L
 
 
 def cpp_dtype_code(dtype):

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from .. import backends, surrogate as surrogate_mod
+from ..layout import saved_layout  # noqa: F401 - the LIF ops' saved-layout contract, re-exported
 from ..codes import RESET_MECHANISMS, is_immediate, reset_code
 from ..reference import lif_sequence_reference, lif_step
 from .common import (CPP_DTYPES, HALF_DTYPES, as_compute, check_input, check_param, check_states, choose_backend,
@@ -36,26 +37,6 @@ from .common import (CPP_DTYPES, HALF_DTYPES, as_compute, check_input, check_par
                      needs_autograd, num_threads, param_tensor, ptr)
 
 FAMILY = "lif"
-
-
-def saved_layout(shape, x_dtype, reset_mode, reset_delay, low_memory, mem_fp32=False):
-    """Shapes and dtypes of what forward keeps for backward besides its ``mem`` output.
-
-    Returns ``(state_shape, state_dtype, flags_shape)``; a shape ``(0,)`` means "nothing".
-    With the default delayed reset, backward rebuilds every step from the membrane alone, so
-    when ``mem`` is in the compute dtype nothing else is kept: 4 bytes per neuron-step in fp32.
-    An immediate reset (reset_delay=False) keeps the pre-reset membrane and one byte of reset
-    flag instead. ``low_memory`` (Triton) keeps ``z = u - threshold`` in bf16.
-    """
-    shape = tuple(shape)
-    compute = compute_dtype(x_dtype)
-    immediate = is_immediate(reset_mode, reset_delay)
-    flags_shape = shape if immediate else (0,)
-    if immediate:
-        return shape, (torch.bfloat16 if low_memory else compute), flags_shape
-    if low_memory:
-        return shape, torch.bfloat16, flags_shape
-    return ((0,) if mem_dtype(x_dtype, mem_fp32) == compute else shape), compute, flags_shape
 
 
 # --- C++ launchers ------------------------------------------------------------------------------
