@@ -174,6 +174,28 @@ def _cached(module, key_tensors, compute):
     return value
 
 
+def _check_recurrent_args(name, all_to_all, linear_features, conv2d_channels, kernel_size):
+    """snnTorch's checks of a recurrent neuron's layer arguments (RLeaky's and RSynaptic's are the
+    same), with its messages."""
+    conv = bool(conv2d_channels) or bool(kernel_size)
+    if all_to_all:
+        if not linear_features:
+            if not conv:
+                raise TypeError(f"When `all_to_all=True`, {name} requires either `linear_features` or "
+                                "(`conv2d_channels` and `kernel_size`) to be specified. The shape should "
+                                "match the shape of the output spike of the layer.")
+            if bool(conv2d_channels) ^ bool(kernel_size):
+                raise TypeError("`conv2d_channels` and `kernel_size` must both be specified. The shape "
+                                "of `conv2d_channels` should match the shape of the output spikes.")
+        elif conv:
+            raise TypeError("`linear_features` cannot be specified at the same time as `conv2d_channels` "
+                            "or `kernel_size`. A linear layer and conv2d layer cannot both be specified "
+                            "at the same time.")
+    elif linear_features or conv:
+        raise TypeError("When `all_to_all`=False, none of `linear_features`, `conv2d_channels`, or "
+                        "`kernel_size` should be specified. The weight `V` is used instead.")
+
+
 class _FamilyNeuron(SpikingNeuron):
     """A neuron run by a spec'd family (:mod:`fastlif.family`)."""
 
@@ -479,23 +501,7 @@ class RLeaky(SpikingNeuron, *snntorch_bases("RLeaky")):
 
     def _rleaky_init_cases(self):
         """snnTorch's checks of the recurrent layer's arguments, with its messages."""
-        conv = bool(self.conv2d_channels) or bool(self.kernel_size)
-        if self.all_to_all:
-            if not self.linear_features:
-                if not conv:
-                    raise TypeError("When `all_to_all=True`, RLeaky requires either `linear_features` or "
-                                    "(`conv2d_channels` and `kernel_size`) to be specified. The shape should "
-                                    "match the shape of the output spike of the layer.")
-                if bool(self.conv2d_channels) ^ bool(self.kernel_size):
-                    raise TypeError("`conv2d_channels` and `kernel_size` must both be specified. The shape "
-                                    "of `conv2d_channels` should match the shape of the output spikes.")
-            elif conv:
-                raise TypeError("`linear_features` cannot be specified at the same time as `conv2d_channels` "
-                                "or `kernel_size`. A linear layer and conv2d layer cannot both be specified "
-                                "at the same time.")
-        elif self.linear_features or conv:
-            raise TypeError("When `all_to_all`=False, none of `linear_features`, `conv2d_channels`, or "
-                            "`kernel_size` should be specified. The weight `V` is used instead.")
+        _check_recurrent_args("RLeaky", self.all_to_all, self.linear_features, self.conv2d_channels, self.kernel_size)
 
     def _init_recurrent_net(self):
         if self.linear_features:
@@ -603,23 +609,7 @@ class RSynaptic(SpikingNeuron, *snntorch_bases("RSynaptic")):
 
     def _rsynaptic_init_cases(self):
         """snnTorch's checks of the recurrent layer's arguments, with its messages."""
-        conv = bool(self.conv2d_channels) or bool(self.kernel_size)
-        if self.all_to_all:
-            if not self.linear_features:
-                if not conv:
-                    raise TypeError("When `all_to_all=True`, RSynaptic requires either `linear_features` or "
-                                    "(`conv2d_channels` and `kernel_size`) to be specified. The shape should "
-                                    "match the shape of the output spike of the layer.")
-                if bool(self.conv2d_channels) ^ bool(self.kernel_size):
-                    raise TypeError("`conv2d_channels` and `kernel_size` must both be specified. The shape "
-                                    "of `conv2d_channels` should match the shape of the output spikes.")
-            elif conv:
-                raise TypeError("`linear_features` cannot be specified at the same time as `conv2d_channels` "
-                                "or `kernel_size`. A linear layer and conv2d layer cannot both be specified "
-                                "at the same time.")
-        elif self.linear_features or conv:
-            raise TypeError("When `all_to_all`=False, none of `linear_features`, `conv2d_channels`, or "
-                            "`kernel_size` should be specified. The weight `V` is used instead.")
+        _check_recurrent_args("RSynaptic", self.all_to_all, self.linear_features, self.conv2d_channels, self.kernel_size)
 
     @classmethod
     def _snntorch_settings(cls, layer):
