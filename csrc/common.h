@@ -74,10 +74,11 @@ inline void prefetch_run(const T* p, int64_t n, bool for_write) {
 // How many threads a region gets (api.md, "Threads and memory"): no more than the caller allows
 // (fastlif.set_num_threads / torch's setting), than there are items, or than one per
 // kGrainBytes of memory moved. Waking a second thread and meeting it at the closing barrier
-// costs tens of microseconds on this VM (a cross-CPU wake-up is a VM exit), and up to 4 MiB a
-// core's L2 holds a call's data anyway: at the tutorial's size (4.7 MiB forward) two threads
-// took twice one thread's time, at 75 MiB 0.55x (the README's quiet run of 2026-12-02) (bench/threads.py measures the crossover per
-// family; bench/README.md). A second thread joins from 2 grains (16 MiB) moved.
+// costs tens of microseconds on this VM (a cross-CPU wake-up is a VM exit). Measured with
+// bench/threads.py once the outputs came from the pool (csrc/pool.cpp; before it, page faults
+// serialised the threads and a second one paid only from ~16 MiB): two threads take 0.80-0.88x
+// one thread's time from 2-3 MiB moved (Leaky, Synaptic, RLeaky fwd+bwd, the encoder), 0.9-1.0x
+// below (2026-12-05, bench/README.md). A second thread joins from 2 grains (2 MiB) moved.
 //
 // A busy machine: when another process holds the cores, a thread of ours that the OS preempts
 // holds the whole call at the barrier for a scheduler slice (milliseconds), and libgomp's
@@ -86,7 +87,7 @@ inline void prefetch_run(const T* p, int64_t n, bool for_write) {
 // later than the others; if so the following calls run on one thread ("solo") for a while, then
 // try the full team again, with the solo period doubling (50 ms to 2 s) while the machine stays
 // busy. Results do not depend on the team size, so none of this changes a bit.
-constexpr int64_t kGrainBytes = int64_t(8) << 20;
+constexpr int64_t kGrainBytes = int64_t(1) << 20;
 constexpr int64_t kSoloMinNs = 50'000'000, kSoloMaxNs = 2'000'000'000;
 constexpr int64_t kStallNs = 250'000;  // a delay that no wake-up or item imbalance explains
 

@@ -20,7 +20,7 @@ from .neurons import __all__ as _neurons
 from .interop import export_to_nir, from_snntorch, import_from_nir
 from .layers import SpikeConv2d, SpikeLinear
 from .network import sequence
-from .ops.common import get_num_threads, set_num_threads
+from .ops.common import cpu_cache_stats, empty_cpu_cache, get_num_threads, set_cpu_cache_limit, set_num_threads
 from .ops.lif import lif_sequence
 from .families.synaptic import synaptic_sequence
 from .reference import lif_sequence_reference
@@ -29,7 +29,7 @@ __version__ = "0.2.0"
 __all__ = [*_neurons, "SpikeLinear", "SpikeConv2d", "sequence", "lif_sequence", "synaptic_sequence",
            "lif_sequence_reference", "surrogate",
            "encode", "losses", "backends", "codes", "from_snntorch", "export_to_nir", "import_from_nir",
-           "set_num_threads", "get_num_threads"]
+           "set_num_threads", "get_num_threads", "set_cpu_cache_limit", "empty_cpu_cache", "cpu_cache_stats"]
 
 
 # --- names resolved on first access ------------------------------------------------------------

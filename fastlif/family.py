@@ -28,7 +28,7 @@ from torch import Tensor
 
 from . import backends
 from .spec import FAMILIES, Family, register  # noqa: F401 - the spec, re-exported here
-from .ops.common import (CPP_DTYPES, HALF_DTYPES, as_compute, check_input, check_param, check_states,
+from .ops.common import (CPP_DTYPES, HALF_DTYPES, as_compute, check_input, check_param, check_states, cpu_empty, cpu_empty_like,
                          choose_backend, compute_dtype, cpp_dtype_code, cpp_param, grid, initial_states,
                          kernel_params, needs_autograd, num_threads, param_tensor, ptr)
 
@@ -74,8 +74,8 @@ def cpp_fwd(x, states0, params, *, family, steps, options):
         raise TypeError(f"fastlif cpp backend computes in float32 or float64, got {x.dtype}")
     xc = x.contiguous() if x.dtype in CPP_DTYPES else x.to(torch.float32).contiguous()
     T, R, L = grid(x.shape, steps)
-    spk = torch.empty_like(xc)
-    states = [spk if (spec.spike_state and k == 0) else torch.empty_like(xc) for k in range(len(spec.states))]
+    spk = cpu_empty_like(xc)
+    states = [spk if (spec.spike_state and k == 0) else cpu_empty_like(xc) for k in range(len(spec.states))]
     _C().family_fwd(family, cpp_dtype_code(xc.dtype), T, R, L, xc.data_ptr(), [ptr(s) for s in states0],
                     [cpp_param(p) for p in params], spk.data_ptr(), [s.data_ptr() for s in states],
                     list(options), num_threads())
@@ -92,7 +92,7 @@ def cpp_bwd(grad_spk, grad_states, x, states0, states, params, *, family, steps,
     xc = as_compute(x, compute)  # None when the family's backward does not read x
     grad_spk = as_compute(grad_spk, compute)
     grad_states = [as_compute(g, compute) for g in grad_states]
-    grad_x = torch.empty(ref.shape, dtype=compute)
+    grad_x = cpu_empty(ref.shape, compute)
     grad_states0 = [None if s is None else torch.empty_like(s) for s in states0]
     grad_params = [torch.empty_like(p) if isinstance(p, Tensor) else None for p in params]
     _C().family_bwd(family, cpp_dtype_code(compute), T, R, L, ptr(grad_spk), [ptr(g) for g in grad_states],

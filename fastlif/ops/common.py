@@ -13,7 +13,9 @@ Dtype policy (the one place it is decided):
   the families added since (Synaptic, RLeaky) always, stay in the compute dtype, so a state
   carried from call to call is never rounded to fp16/bf16.
 """
+import math
 import numbers
+import os
 import warnings
 
 import numpy as np
@@ -230,3 +232,82 @@ def get_num_threads():
 
 
 num_threads = get_num_threads  # what the launchers pass the kernels
+
+
+# --- memory: the output pool (csrc/pool.cpp) ------------------------------------------------
+# The C++ launchers take their outputs and saved tensors from fastlif's pool, not from malloc:
+# with glibc's default thresholds a freed block of a few MiB goes back to the OS and the next
+# call faults the same pages in again (at the tutorial size half of a forward+backward). The
+# pool keeps them, for fastlif's own tensors only: no process-wide setting changes.
+
+POOL_MIN_BYTES = 1 << 16  # below this malloc serves from its bins, which it does not give back
+_DEFAULT_CACHE_LIMIT = 1 << 30
+_pool_enabled = None  # None: not yet read from FASTLIF_CPU_CACHE_MB
+
+
+def _pool():
+    """The extension when the pool serves (a limit above 0), else None."""
+    global _pool_enabled
+    C = backends.cpp_module()
+    if _pool_enabled is None:
+        limit = _env_cache_limit()
+        C._pool(limit=limit)
+        _pool_enabled = limit > 0
+    return C if _pool_enabled else None
+
+
+def _env_cache_limit():
+    raw = os.environ.get("FASTLIF_CPU_CACHE_MB")
+    if raw is None or raw == "":
+        return _DEFAULT_CACHE_LIMIT
+    try:
+        mb = float(raw)
+    except ValueError:
+        raise ValueError(f"FASTLIF_CPU_CACHE_MB must be a number of MiB (0: no cache), got {raw!r}") from None
+    if mb < 0:
+        raise ValueError(f"FASTLIF_CPU_CACHE_MB must be >= 0, got {raw!r}")
+    return int(mb * (1 << 20))
+
+
+def cpu_empty(shape, dtype):
+    """An uninitialised CPU tensor for a fused op's output, from the pool when it is large
+    enough to matter (an ordinary CPU tensor either way; its memory returns to the pool when
+    its storage is freed)."""
+    nbytes = math.prod(shape) * _ITEMSIZE[dtype]
+    C = _pool() if nbytes >= POOL_MIN_BYTES else None
+    if C is None:
+        return torch.empty(shape, dtype=dtype)
+    return torch.frombuffer(C.PoolBlock(nbytes), dtype=dtype).view(shape)
+
+
+def cpu_empty_like(t, dtype=None):
+    return cpu_empty(t.shape, t.dtype if dtype is None else dtype)
+
+
+_ITEMSIZE = {d: torch.empty((), dtype=d).element_size()
+             for d in (torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.uint8,
+                       torch.bool, torch.int32, torch.int64)}
+
+
+def set_cpu_cache_limit(nbytes):
+    """Keep at most ``nbytes`` of freed output memory for reuse (0: none; the memory of
+    tensors alive now is not affected). Default 1 GiB, or ``FASTLIF_CPU_CACHE_MB``."""
+    global _pool_enabled
+    if type(nbytes) is not int or nbytes < 0:
+        raise ValueError(f"fastlif.set_cpu_cache_limit: expected an integer number of bytes >= 0, got {nbytes!r}")
+    _pool()  # read the environment first, so that it does not override this call later
+    backends.cpp_module()._pool(limit=nbytes)
+    _pool_enabled = nbytes > 0
+
+
+def empty_cpu_cache():
+    """Return the freed output memory fastlif keeps for reuse to the OS (as
+    ``torch.cuda.empty_cache`` does for CUDA)."""
+    backends.cpp_module()._pool(clear=True)
+
+
+def cpu_cache_stats():
+    """The output pool's counters: ``cached_bytes`` (freed, kept for reuse), ``in_use_bytes``,
+    ``limit_bytes``, ``hits``, ``misses`` and ``evictions``."""
+    _pool()
+    return dict(backends.cpp_module()._pool())

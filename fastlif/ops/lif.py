@@ -32,7 +32,7 @@ from .. import backends, surrogate as surrogate_mod
 from ..layout import saved_layout  # noqa: F401 - the LIF ops' saved-layout contract, re-exported
 from ..codes import RESET_MECHANISMS, is_immediate, reset_code
 from ..reference import lif_sequence_reference, lif_step
-from .common import (CPP_DTYPES, HALF_DTYPES, as_compute, check_input, check_param, check_states, choose_backend,
+from .common import (CPP_DTYPES, HALF_DTYPES, as_compute, check_input, check_param, check_states, choose_backend, cpu_empty, cpu_empty_like,
                      compute_dtype, cpp_dtype_code, cpp_param, grid, initial_states, kernel_params, mem_dtype,
                      needs_autograd, num_threads, param_tensor, ptr)
 
@@ -55,10 +55,10 @@ def cpp_fwd(x, mem0, beta, threshold, graded, *, steps, reset_mode, reset_delay,
                         f"(float16/bfloat16 input is widened to float32)")
     T, R, L = grid(x.shape, steps)
     immediate = is_immediate(reset_mode, reset_delay)
-    spk = torch.empty_like(xc)
-    mem = torch.empty_like(xc)
-    u = torch.empty_like(xc) if immediate else None
-    flags = torch.empty(x.shape if immediate else (0,), dtype=torch.uint8)
+    spk = cpu_empty_like(xc)
+    mem = cpu_empty_like(xc)
+    u = cpu_empty_like(xc) if immediate else None
+    flags = cpu_empty(x.shape if immediate else (0,), torch.uint8)
     _C().lif_fwd(cpp_dtype_code(xc.dtype), T, R, L, xc.data_ptr(), ptr(mem0),
                  *cpp_param(beta), *cpp_param(threshold), *cpp_param(graded),
                  spk.data_ptr(), mem.data_ptr(), ptr(u), ptr(flags if immediate else None),
@@ -83,7 +83,7 @@ def cpp_bwd(grad_spk, grad_mem, mem, state, flags, mem0, beta, threshold, graded
     immediate = is_immediate(reset_mode, reset_delay)
     grad_spk, grad_mem = as_compute(grad_spk, compute), as_compute(grad_mem, compute)
     mem_saved = None if immediate else ref.contiguous()
-    grad_x = torch.empty(ref.shape, dtype=compute)
+    grad_x = cpu_empty(ref.shape, compute)
     grad_mem0 = None if mem0 is None else torch.empty_like(mem0)
     grads = [torch.empty_like(p) if isinstance(p, Tensor) else None for p in (beta, threshold, graded)]
     _C().lif_bwd(cpp_dtype_code(compute), T, R, L, ptr(grad_spk), ptr(grad_mem), ptr(mem_saved),

@@ -34,7 +34,7 @@ from torch import Tensor
 
 from .. import backends
 from ..events import SpikeEvents, from_dense
-from .common import CPP_DTYPES, check_tensor, cpp_dtype_code, num_threads
+from .common import CPP_DTYPES, check_tensor, cpp_dtype_code, cpu_empty, num_threads
 
 FAMILY = "poisson"
 METHODS = ("tutorial", "fast")
@@ -104,7 +104,7 @@ def cpu_input(flat):
 
 def cpp_fwd(x, seed, *, steps, max_rate_hz, dt, events):
     B, N = x.shape
-    spikes = torch.empty((steps, B, N), dtype=torch.bool)
+    spikes = cpu_empty((steps, B, N), torch.bool)
     out = []
 
     def alloc(nnz):  # called by the kernel once it knows how many spikes there are

@@ -27,7 +27,7 @@ from .. import backends
 from ..codes import RESET_MECHANISMS, is_immediate
 from ..reference import rleaky_sequence_reference, rleaky_step
 from . import spike_linear
-from .common import (CPP_DTYPES, HALF_DTYPES, as_compute, check_input, check_param, check_states, choose_backend,
+from .common import (CPP_DTYPES, HALF_DTYPES, as_compute, check_input, check_param, check_states, choose_backend, cpu_empty, cpu_empty_like,
                      compute_dtype, cpp_dtype_code, cpp_param, grid, initial_states, kernel_params, needs_autograd,
                      num_threads, param_tensor, ptr, warn_once)
 
@@ -43,9 +43,9 @@ def cpp_fwd(x, spk0, mem0, beta, V, threshold, graded, weight, bias, *, steps, r
     xc = x.contiguous() if x.dtype in CPP_DTYPES else x.to(torch.float32).contiguous()
     T, R, L = grid(x.shape, steps)
     immediate = is_immediate(reset_mode, reset_delay)
-    spk, mem = torch.empty_like(xc), torch.empty_like(xc)
-    state = torch.empty_like(xc) if immediate else xc.new_empty((0,))
-    flags = torch.empty(x.shape if immediate else (0,), dtype=torch.uint8)
+    spk, mem = cpu_empty_like(xc), cpu_empty_like(xc)
+    state = cpu_empty_like(xc) if immediate else xc.new_empty((0,))
+    flags = cpu_empty(x.shape if immediate else (0,), torch.uint8)
     wt = None if weight is None else weight.detach().to(xc.dtype).t().contiguous()
     bias = None if bias is None else bias.detach().to(xc.dtype).contiguous()
     params = (*cpp_param(beta), *cpp_param(V), *cpp_param(threshold), *cpp_param(graded))
@@ -62,7 +62,7 @@ def cpp_bwd(grad_spk, grad_mem, mem, state, flags, spk0, mem0, beta, V, threshol
     compute = ref.dtype
     T, R, L = grid(ref.shape, steps)
     grads_in = [as_compute(g, compute) for g in (grad_spk, grad_mem)]
-    grad_x = torch.empty(ref.shape, dtype=compute)
+    grad_x = cpu_empty(ref.shape, compute)
     grad_spk0 = None if spk0 is None else torch.empty_like(spk0)
     grad_mem0 = None if mem0 is None else torch.empty_like(mem0)
     params = (beta, V, threshold, graded)

@@ -33,7 +33,7 @@ from torch.nn.modules.utils import _pair
 from .. import backends
 from ..events import (SpikeEvents, as_float, check_events, choose_path, dense_wins, estimated_density,
                       kernel_args, needs_autograd, save_for_backward, saved)
-from .common import check_tensor, cpp_dtype_code, num_threads, ptr
+from .common import check_tensor, cpp_dtype_code, cpu_empty, num_threads, ptr
 
 FAMILY = "spike_conv2d"
 
@@ -115,7 +115,7 @@ def cpp_fwd(x, indptr, indices, values, weight, bias, *, stride, padding, dilati
     if indptr is None and dense_wins(x, dense_above):
         return dense_forward(x, weight, bias, stride, padding, dilation, groups)
     geom, out_shape = _geom(x.shape, weight, stride, padding, dilation, groups)
-    out = torch.empty(out_shape, dtype=weight.dtype)
+    out = cpu_empty(out_shape, weight.dtype)
     wt = _wt(weight, groups)
     args, _keep = kernel_args(x.contiguous() if indptr is None else None, indptr, indices, values,
                               weight.dtype, x.shape[0], FAMILY)

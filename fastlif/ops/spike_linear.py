@@ -31,7 +31,7 @@ from .. import backends
 # SAMPLE_ROWS and estimated_density stay importable from here, where they were first
 from ..events import (SAMPLE_ROWS, SpikeEvents, as_float, check_events, choose_path, dense_wins,  # noqa: F401
                       estimated_density, kernel_args, needs_autograd, save_for_backward, saved)
-from .common import check_tensor, cpp_dtype_code, num_threads, ptr
+from .common import check_tensor, cpp_dtype_code, cpu_empty, num_threads, ptr
 
 FAMILY = "spike_linear"
 
@@ -54,7 +54,7 @@ def cpp_fwd(x, indptr, indices, values, weight, bias, *, dense_above):
     M, K = x.shape
     N = weight.shape[0]
     wt = weight.t().contiguous()  # [K, N]: an event adds one contiguous row
-    out = torch.empty((M, N), dtype=weight.dtype)
+    out = cpu_empty((M, N), weight.dtype)
     args, _keep = kernel_args(x.contiguous() if indptr is None else None, indptr, indices, values,
                               weight.dtype, M, FAMILY)
     _C().spike_linear_fwd(cpp_dtype_code(weight.dtype), M, K, N, *args, wt.data_ptr(),
