@@ -107,7 +107,9 @@ _C = backends.cpp_module
 
 
 def _launchers(spec, backend):
-    return backends.launchers(spec.name, backend)
+    """``(fwd, bwd)`` of ``backend``: the C++ ones are this module's own (no trip through the
+    registry), the Triton ones come from it (kernels/<family>.py, imported on first use)."""
+    return (cpp_fwd, cpp_bwd) if backend == "cpp" else backends.launchers(spec.name, backend)
 
 
 # --- custom ops: what torch.compile sees ---------------------------------------------------------

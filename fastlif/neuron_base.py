@@ -288,26 +288,39 @@ class SpikingNeuron(nn.Module):
 
     # --- one step, or a whole sequence: what every neuron's forward does ------------------------
     # A subclass implements ``_fused(x, *states, single_step) -> (spk, *new states)`` (states in
-    # ``_state_names`` order) and lists in ``_returned_states`` the states its calls return.
+    # ``_state_names`` order), lists in ``_returned_states`` the states its calls return, and
+    # its forward is these two lines, so that the route from forward to the kernel runs
+    # downward (neuron -> op -> Function -> launcher) and does not come back up through here:
+    #
+    #     states, single_step = self._call_states(input_, (mem,))
+    #     return self._call_result(states, single_step, *self._fused(input_, *states, single_step=single_step))
     _returned_states = ("mem",)
     _init_hidden_error = "`mem` should not be passed as an argument while `init_hidden=True`"
 
-    def _forward(self, input_, given):
+    def _call_states(self, input_, given):
+        """Check a call and return ``(the states it starts from, whether it is one step)``."""
         if self.init_hidden and any(state is not None for state in given):
             raise TypeError(self._init_hidden_error)
         if not isinstance(input_, torch.Tensor):
             raise TypeError(f"input must be a torch.Tensor, got {type(input_).__name__}")
-        if self.step_mode == "multi":
-            if input_.dim() == 2:  # [B, N] of a per-step loop would silently be read as [T, N]
-                raise ValueError(
-                    f"fastlif.{type(self).__name__}(step_mode='multi') takes a sequence [T, B, ...] "
-                    f"(time first, then batch); got a 2-D input of shape {tuple(input_.shape)}. For "
-                    f"one step [B, N] use step_mode='single' (or fastlif.sequence(net, x_seq) for "
-                    f"a whole per-step network); for an unbatched sequence [T, N] pass x.unsqueeze(1) "
-                    f"or call .sequence(x)")
-            return self._forward_multi(input_, given)
-        states = self._states_for(input_, given)
-        spk, *new_states = self._fused(input_, *states, single_step=True)
+        if self.step_mode != "multi":
+            return self._states_for(input_, given), True
+        if input_.dim() == 2:  # [B, N] of a per-step loop would silently be read as [T, N]
+            raise ValueError(
+                f"fastlif.{type(self).__name__}(step_mode='multi') takes a sequence [T, B, ...] "
+                f"(time first, then batch); got a 2-D input of shape {tuple(input_.shape)}. For "
+                f"one step [B, N] use step_mode='single' (or fastlif.sequence(net, x_seq) for "
+                f"a whole per-step network); for an unbatched sequence [T, N] pass x.unsqueeze(1) "
+                f"or call .sequence(x)")
+        if self.init_hidden:
+            given = [getattr(self, name) if getattr(self, name).shape == input_.shape[1:] else None
+                     for name in self._state_names]
+        return list(given), False
+
+    def _call_result(self, states, single_step, spk, *new_states):
+        """What the call returns, given what ``_fused`` gave; keeps the new states."""
+        if not single_step:
+            return self._sequence_result(states, spk, new_states)
         # only once the step succeeded: a rejected call changes nothing
         self.__dict__["_reset_source"] = (states[self._state_names.index("mem")],)  # a plain attribute
         self._set_states(new_states)
@@ -334,11 +347,7 @@ class SpikingNeuron(nn.Module):
             else:
                 setattr(self, name, value)
 
-    def _forward_multi(self, x_seq, given):
-        if self.init_hidden:
-            given = [getattr(self, name) if getattr(self, name).shape == x_seq.shape[1:] else None
-                     for name in self._state_names]
-        spk_seq, *seqs = self._fused(x_seq, *given, single_step=False)
+    def _sequence_result(self, given, spk_seq, seqs):
         returned = [seqs[self._state_names.index(name)] for name in self._returned_states]
         if not self.init_hidden:
             return (spk_seq, *returned)

@@ -79,7 +79,8 @@ class Leaky(SpikingNeuron, *snntorch_bases("Leaky")):
         return self._fused(x_seq, mem, single_step=False)
 
     def forward(self, input_, mem=None):
-        return self._forward(input_, (mem,))
+        states, single_step = self._call_states(input_, (mem,))
+        return self._call_result(states, single_step, *self._fused(input_, *states, single_step=single_step))
 
 
 class Synaptic(SpikingNeuron, *snntorch_bases("Synaptic")):
@@ -155,7 +156,8 @@ class Synaptic(SpikingNeuron, *snntorch_bases("Synaptic")):
         return self._fused(x_seq, syn, mem, single_step=False)
 
     def forward(self, input_, syn=None, mem=None):
-        return self._forward(input_, (syn, mem))
+        states, single_step = self._call_states(input_, (syn, mem))
+        return self._call_result(states, single_step, *self._fused(input_, *states, single_step=single_step))
 
 
 def _cached(module, key_tensors, compute):
@@ -350,7 +352,8 @@ class Lapicque(_FamilyNeuron, *snntorch_bases("Lapicque")):
         return self._fused(x_seq, mem, single_step=False)
 
     def forward(self, input_, mem=None):
-        return self._forward(input_, (mem,))
+        states, single_step = self._call_states(input_, (mem,))
+        return self._call_result(states, single_step, *self._fused(input_, *states, single_step=single_step))
 
 
 class Alpha(_FamilyNeuron, *snntorch_bases("Alpha")):
@@ -444,7 +447,8 @@ class Alpha(_FamilyNeuron, *snntorch_bases("Alpha")):
         return self._fused(x_seq, syn_exc, syn_inh, mem, single_step=False)
 
     def forward(self, input_, syn_exc=None, syn_inh=None, mem=None):
-        return self._forward(input_, (syn_exc, syn_inh, mem))
+        states, single_step = self._call_states(input_, (syn_exc, syn_inh, mem))
+        return self._call_result(states, single_step, *self._fused(input_, *states, single_step=single_step))
 
 
 class RecurrentOneToOne(nn.Module):
@@ -558,7 +562,8 @@ class RLeaky(SpikingNeuron, *snntorch_bases("RLeaky")):
         return spk_seq, mem_seq
 
     def forward(self, input_, spk=None, mem=None):
-        return self._forward(input_, (spk, mem))
+        states, single_step = self._call_states(input_, (spk, mem))
+        return self._call_result(states, single_step, *self._fused(input_, *states, single_step=single_step))
 
 
 class RSynaptic(SpikingNeuron, *snntorch_bases("RSynaptic")):
@@ -674,7 +679,8 @@ class RSynaptic(SpikingNeuron, *snntorch_bases("RSynaptic")):
         if (spk is None and own is not None and own[0] is buffers.get("spk") and own[1] is not buffers.get("syn")
                 and own[2] is not buffers.get("mem")):
             buffers["spk"] = torch.zeros_like(own[0])
-        out = self._forward(input_, (spk, syn, mem))
+        states, single_step = self._call_states(input_, (spk, syn, mem))
+        out = self._call_result(states, single_step, *self._fused(input_, *states, single_step=single_step))
         self._mark_own_states()
         return out
 

@@ -100,13 +100,19 @@ _C = backends.cpp_module  # memoised: the extension, or BackendUnavailable sayin
 backends.register_cpp(FAMILY, cpp_fwd, cpp_bwd)  # the Triton ones: kernels/lif.py
 
 
+def _launchers(backend):
+    """``(fwd, bwd)`` of ``backend``: the C++ ones are this module's own (no trip through the
+    registry), the Triton ones come from it (kernels/lif.py, imported on first use)."""
+    return (cpp_fwd, cpp_bwd) if backend == "cpp" else backends.launchers(FAMILY, backend)
+
+
 # --- custom ops: what torch.compile sees ---------------------------------------------------------
 
 @torch.library.custom_op("fastlif::lif_fwd", mutates_args=(), device_types=("cpu", "cuda"))
 def lif_fwd(x: Tensor, mem0: Optional[Tensor], beta: Tensor, threshold: Tensor, graded: Tensor,
             steps: int, reset_mode: int, reset_delay: bool, low_memory: bool, mem_fp32: bool,
             backend: str) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    fwd = backends.launchers(FAMILY, backend)[0]
+    fwd = _launchers(backend)[0]
     return fwd(x, mem0, beta, threshold, graded, steps=steps, reset_mode=reset_mode,
                reset_delay=reset_delay, low_memory=low_memory, mem_fp32=mem_fp32)
 
@@ -125,7 +131,7 @@ def lif_bwd(grad_spk: Optional[Tensor], grad_mem: Optional[Tensor], mem: Optiona
             graded: Tensor, steps: int, reset_mode: int, reset_delay: bool, surrogate_kind: int,
             surrogate_param: float, x_dtype: torch.dtype,
             backend: str) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    bwd = backends.launchers(FAMILY, backend)[1]
+    bwd = _launchers(backend)[1]
     grad_x, grad_mem0, *grads = bwd(
         grad_spk, grad_mem, mem, state, flags, mem0, beta, threshold, graded, steps=steps,
         reset_mode=reset_mode, reset_delay=reset_delay, surrogate_kind=surrogate_kind,
@@ -160,7 +166,7 @@ class LifFunction(torch.autograd.Function):
                                              steps=steps, reset_mode=reset_mode, reset_delay=reset_delay,
                                              low_memory=low_memory, mem_fp32=mem_fp32, backend=backend)
         else:
-            spk, mem, state, flags = backends.launchers(FAMILY, backend)[0](
+            spk, mem, state, flags = _launchers(backend)[0](
                 x, mem0, beta, threshold, graded, steps=steps, reset_mode=reset_mode,
                 reset_delay=reset_delay, low_memory=low_memory, mem_fp32=mem_fp32)
         # Keep the mem output only when backward rebuilds the steps from it (state is empty):
@@ -189,7 +195,7 @@ class LifFunction(torch.autograd.Function):
             grad_x, grad_mem0, *grads = lif_bwd(grad_spk, grad_mem, mem, state, flags, mem0, *params,
                                                 **options, backend=ctx.backend)
         else:
-            bwd = backends.launchers(FAMILY, ctx.backend)[1]
+            bwd = _launchers(ctx.backend)[1]
             grad_x, grad_mem0, *grads = bwd(grad_spk, grad_mem, mem, state, flags, mem0, *params, **options)
         grads = [g if t is not None else None for g, t in zip(grads, tensor_params)]
         return (grad_x, grad_mem0 if mem0 is not None else None, *grads) + (None,) * 8
@@ -224,7 +230,7 @@ def run_lif(x, mem, beta, threshold, graded, *, single_step, reset_mode, reset_d
     (mem0,) = initial_states(compute_dtype(x.dtype), mem)
     steps = 1 if single_step else x.shape[0]
     if not needs_autograd(x, mem0, *params):  # the launcher itself, no autograd Function around it
-        spk, mem_out, _, _ = backends.launchers(FAMILY, name)[0](
+        spk, mem_out, _, _ = _launchers(name)[0](
             x, mem0, *params, steps=steps, reset_mode=reset_mode, reset_delay=bool(reset_delay),
             low_memory=bool(low_memory), mem_fp32=bool(mem_fp32))
         return spk, mem_out
