@@ -136,14 +136,20 @@ def _recurrent_weight_grads(g, spk, spk0, steps, need_bias):
     g, spk = g.reshape(steps, -1, n), spk.reshape(steps, -1, n)
     g_rows, s_rows = g[1:].reshape(-1, n), spk[:-1].reshape(-1, n)
     if g.device.type == "cpu" and g.dtype in CPP_DTYPES and g_rows.numel():
-        _, grad_w, _ = backends.launchers("spike_linear", "cpp")[1](
+        # the bias gradient too, over steps 1.. (step 0's rows added below): a torch sum over all
+        # T*B rows is a parallel region of torch's own, which a busy core stalls (2.7x slower
+        # beside two spinning processes, bench_cpu --busy), where fastlif's regions go solo
+        _, grad_w, grad_b = backends.launchers("spike_linear", "cpp")[1](
             g_rows, s_rows, None, None, None, torch.empty(n, n, dtype=g.dtype), need_input=False,
-            need_weight=True, need_bias=False, dense_above=spike_linear.DENSE_ABOVE)
+            need_weight=True, need_bias=need_bias, dense_above=spike_linear.DENSE_ABOVE)
+        if need_bias:
+            grad_b += g[0].reshape(-1, n).sum(0)  # B rows: under torch's parallel grain
     else:
         grad_w = g_rows.t() @ s_rows
+        grad_b = g.reshape(-1, n).sum(0) if need_bias else None
     if spk0 is not None:
         grad_w += g[0].t() @ spk0.reshape(-1, n).to(g.dtype)
-    return grad_w, (g.reshape(-1, n).sum(0) if need_bias else None)
+    return grad_w, grad_b
 
 
 class RLeakyFunction(torch.autograd.Function):
