@@ -1,36 +1,37 @@
 """What the default allocator costs the fused ops, and what the output pool (csrc/pool.cpp)
 saves: Leaky's forward+backward (learnable beta, upstream gradients on spikes and membranes,
-as bench_cpu's) with the pool on (the default) and off (``fastlif.set_cpu_cache_limit(0)``:
-plain torch tensors from glibc, with huge-page advice for fresh large ones), alternated call by
-call in one process, with the page faults per call (getrusage's minor faults). Rows go to
-bench/results/alloc.csv.
+as bench_cpu's) with the pool on (the default) and off (``FASTLIF_CPU_CACHE_MB=0``: plain torch
+tensors from glibc, with huge-page advice for fresh large ones), with the page faults per call
+(getrusage's minor faults). Rows go to bench/results/alloc.csv.
 
-    python -m bench.alloc [--rounds 21] [--threads 2] [--sizes 50,64,128 100,64,1024]
+Each mode runs in processes of its own, alternated (pool, no pool, pool, ...): whether glibc
+faults a call's outputs in afresh depends on the history of the process's frees (its mmap
+threshold adapts), so one process switching modes would measure neither as a user has it.
+
+    python -m bench.alloc [--processes 3] [--calls 21] [--threads 2] [--sizes 50,64,128 100,64,1024]
     MALLOC_MMAP_THRESHOLD_=268435456 MALLOC_TRIM_THRESHOLD_=536870912 python -m bench.alloc
 
-(the second: glibc's thresholds raised, freed memory kept for reuse: the tuned row.)
+(the second: glibc's thresholds raised, freed memory kept for reuse: the tuned rows.)
 """
 import argparse
+import json
 import os
-import resource
 import statistics
-import time
+import subprocess
+import sys
 
-import torch
-
-import fastlif
-
-from bench.common import append_rows, cpu_name, extra, torch_version
-
-MODES = {"pool": 1 << 30, "no_pool": 0}
+MODES = {"pool": None, "no_pool": "0"}  # FASTLIF_CPU_CACHE_MB
 
 
-def _faults():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+def child(T, B, N, calls, threads):
+    """One process's run: a few warm-up calls, then ``calls`` timed ones; prints JSON."""
+    import resource
+    import time
 
+    import torch
 
-def measure(T, B, N, rounds):
-    """{mode: (times in ms, faults per call)} with the modes alternated call by call."""
+    import fastlif
+    torch.set_num_threads(threads)
     lif = fastlif.Leaky(0.95, learn_beta=True)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(T, B, N, generator=g) * 0.5 + 0.1
@@ -40,47 +41,65 @@ def measure(T, B, N, rounds):
         xx = x.detach().requires_grad_()
         torch.autograd.backward(list(lif.sequence(xx)), grads)
 
-    times = {m: [] for m in MODES}
-    faults = {m: [] for m in MODES}
-    for mode in list(MODES) * 2:  # warm-up
-        fastlif.set_cpu_cache_limit(MODES[mode])
+    for _ in range(3):
         fb()
-    for _ in range(rounds):
-        for mode, limit in MODES.items():
-            fastlif.set_cpu_cache_limit(limit)
-            f0, t0 = _faults(), time.perf_counter()
-            fb()
-            times[mode].append((time.perf_counter() - t0) * 1e3)
-            faults[mode].append(_faults() - f0)
-    fastlif.set_cpu_cache_limit(MODES["pool"])
-    return times, faults
+    times, faults = [], []
+    for _ in range(calls):
+        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        t0 = time.perf_counter()
+        fb()
+        times.append((time.perf_counter() - t0) * 1e3)
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+    print(json.dumps({"times": times, "faults": faults}))
+
+
+def run_child(mode, size, calls, threads):
+    env = dict(os.environ)
+    env.pop("FASTLIF_CPU_CACHE_MB", None)
+    if MODES[mode] is not None:
+        env["FASTLIF_CPU_CACHE_MB"] = MODES[mode]
+    out = subprocess.run([sys.executable, "-m", "bench.alloc", "--child", size, "--calls", str(calls),
+                          "--threads", str(threads)], env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--rounds", type=int, default=21)
+    p.add_argument("--processes", type=int, default=3, help="processes per mode and size")
+    p.add_argument("--calls", type=int, default=21, help="timed calls per process")
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--sizes", nargs="+", default=["50,64,128", "100,64,1024"], help="T,B,N each")
     p.add_argument("--csv", default="alloc.csv", help="CSV under bench/results/ ('' for none)")
+    p.add_argument("--child", metavar="T,B,N", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    if args.child:
+        child(*map(int, args.child.split(",")), args.calls, args.threads)
+        return
+    from bench.common import append_rows, cpu_name, extra, torch_version
     tuned = os.environ.get("MALLOC_MMAP_THRESHOLD_")
     allocator = f"glibc thresholds raised ({tuned})" if tuned else "glibc defaults"
     rows = []
     for size in args.sizes:
         T, B, N = map(int, size.split(","))
-        times, faults = measure(T, B, N, args.rounds)
+        times = {m: [] for m in MODES}
+        faults = {m: [] for m in MODES}
+        per_process = {m: [] for m in MODES}
+        for _ in range(args.processes):
+            for mode in MODES:
+                r = run_child(mode, size, args.calls, args.threads)
+                times[mode] += r["times"]
+                faults[mode] += r["faults"]
+                per_process[mode].append(statistics.median(r["times"]))
         nbytes = 28 * T * B * N  # what forward+backward moves (bench_cpu's roofline count)
         meds = {m: statistics.median(times[m]) for m in MODES}
-        ratios = sorted(a / b for a, b in zip(times["pool"], times["no_pool"]))
-        q = statistics.quantiles(ratios, n=5)
         for mode in MODES:
-            s = sorted(times[mode])
-            qs = statistics.quantiles(s, n=5)
+            qs = statistics.quantiles(sorted(times[mode]), n=5)
             f = statistics.median(faults[mode])
+            spread = ", ".join(f"{t:.3f}" for t in per_process[mode])
             print(f"Leaky fwd+bwd {T}x{B}x{N}, {args.threads} threads, {allocator}, {mode:>7}: median "
-                  f"{meds[mode]:.3f} ms (q20-q80 {qs[0]:.3f}-{qs[3]:.3f}), {nbytes / meds[mode] / 1e6:.1f} GB/s, "
-                  f"{f:.0f} page faults/call", flush=True)
+                  f"{meds[mode]:.3f} ms (q20-q80 {qs[0]:.3f}-{qs[3]:.3f}; per process {spread}), "
+                  f"{nbytes / meds[mode] / 1e6:.1f} GB/s, {f:.0f} page faults/call "
+                  f"(mean {statistics.fmean(faults[mode]):.0f})", flush=True)
             rows.append(dict(bench="alloc", case=f"leaky_{T}x{B}x{N}" + ("_tuned_malloc" if tuned else ""),
                              shape=f"{T}x{B}x{N}", dtype="float32", provider=f"fastlif_{mode}",
                              direction="forward+backward", median_ms=f"{meds[mode]:.4f}",
@@ -88,8 +107,10 @@ def main(argv=None):
                              ratio_vs_fastlif=f"{meds[mode] / meds['pool']:.3f}",
                              throughput=f"{nbytes / meds[mode] / 1e6:.2f}", throughput_unit="GB/s",
                              device=cpu_name(), torch=torch_version(),
-                             extra=extra(threads=args.threads, faults_per_call=f, allocator=allocator)))
-        print(f"  pool/no-pool, call by call: median {statistics.median(ratios):.3f} (q20-q80 {q[0]:.3f}-{q[3]:.3f})")
+                             extra=extra(threads=args.threads, faults_per_call=f,
+                                         faults_mean=statistics.fmean(faults[mode]), allocator=allocator,
+                                         processes=args.processes, calls=args.calls)))
+        print(f"  no pool / pool: {meds['no_pool'] / meds['pool']:.2f}x")
     if args.csv:
         print(f"{len(rows)} rows appended to {append_rows(args.csv, rows)}")
 

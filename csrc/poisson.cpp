@@ -113,12 +113,12 @@ inline int64_t padded(int64_t n) { return (n + kLanes - 1) / kLanes * kLanes; }
 // The work items: runs of consecutive pixels of the flattened [B * N] grid (pixel j = b * N + i,
 // across rows b). Every round of draws (below) costs a few loops' overhead, and an item takes as
 // many rounds as its busiest pixel has spikes, plus one: long items spread that over more draws
-// (4096 pixels ran the tutorial's size ~2.5x faster than kChunk = 256), while a few items per
+// (4096 pixels ran the tutorial's size ~2.5x faster than 256), while a few items per
 // thread keep the threads busy. Which item holds a pixel changes neither its draws nor the
 // order of the events.
 inline Items work_items(int64_t pixels, int threads) {
   const int64_t per_thread = (pixels + 4 * threads - 1) / (4 * threads);
-  return Items(1, pixels, std::clamp<int64_t>(padded(per_thread), kChunk, 4096));
+  return Items(1, pixels, std::clamp<int64_t>(padded(per_thread), 256, 4096));
 }
 
 // The events of one work item, in the order they take in the CSR: sorted by the item's local
