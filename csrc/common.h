@@ -79,6 +79,19 @@ inline void prefetch_run(const T* p, int64_t n, bool for_write) {
   }
 }
 
+// A reverse-time backward at step t > 0 asks for the previous step's runs: the upstream
+// gradients (null: absent) and grad_x at t - 1, and the saved membrane that step's rebuild reads,
+// at t - 2. `off` is step t's offset of the item.
+template <typename T>
+inline void prefetch_previous_step(int64_t t, int64_t off, int64_t M, int64_t n, const T* grad_spk,
+                                   const T* grad_mem, const T* grad_x, const T* saved) {
+  const int64_t prev = off - M;
+  if (grad_spk) prefetch_run(grad_spk + prev, n, false);
+  if (grad_mem) prefetch_run(grad_mem + prev, n, false);
+  prefetch_run(grad_x + prev, n, true);
+  if (t > 1) prefetch_run(saved + prev - M, n, false);
+}
+
 // --- threads ---------------------------------------------------------------------------------
 // How many threads a region gets (api.md, "Threads and memory"): no more than the caller allows
 // (fastlif.set_num_threads / torch's setting), than there are items, or than one per
@@ -442,6 +455,13 @@ struct ParamGrads {
   std::vector<scalar_t> partial;
   explicit ParamGrads(int64_t items_) : items(items_), partial(static_cast<size_t>(K * items_ * kChunk)) {}
   scalar_t* lane(int k, int64_t item) { return partial.data() + (k * items + item) * kChunk; }
+
+  // An item's per-neuron sums of parameter k's gradient, for n neurons; the lanes past them
+  // hold zeros, so that reduce adds nothing for them.
+  void store(int k, int64_t item, const scalar_t* sums, int64_t n) {
+    scalar_t* out = lane(k, item);
+    for (int64_t j = 0; j < kChunk; ++j) out[j] = j < n ? sums[j] : scalar_t(0);
+  }
 
   // Write the gradient of parameter k into out: one value per position along L (given L
   // values) or one value (given one, also when it was expanded because another was per neuron).

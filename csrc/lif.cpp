@@ -118,12 +118,7 @@ void lif_bwd_cpu(const LifArgs<scalar_t>& a, const ParamSet<scalar_t, 3>& params
     for (int64_t t = a.T - 1; t >= 0; --t) {
       const int64_t off = t * M + it.base;
       const int64_t prev = off - M;
-      if (t > 0) {
-        if (a.grad_spk) prefetch_run(a.grad_spk + prev, it.n, false);
-        if (a.grad_mem) prefetch_run(a.grad_mem + prev, it.n, false);
-        prefetch_run(a.grad_x + prev, it.n, true);
-        if (t > 1) prefetch_run(saved + prev - M, it.n, false);
-      }
+      if (t > 0) prefetch_previous_step(t, off, M, it.n, a.grad_spk, a.grad_mem, a.grad_x, saved);
       // The membrane this step started from, chosen outside the inner loop so that loop has no
       // branches and vectorises.
       const scalar_t* m0_src = m_init;
@@ -183,12 +178,9 @@ void lif_bwd_cpu(const LifArgs<scalar_t>& a, const ParamSet<scalar_t, 3>& params
     }
     if (a.grad_mem0)
       for (int64_t j = 0; j < it.n; ++j) a.grad_mem0[it.base + j] = carry[j];
-    scalar_t* lanes[3] = {pgrads.lane(kBeta, index), pgrads.lane(kThr, index), pgrads.lane(kGraded, index)};
-    for (int64_t j = 0; j < kChunk; ++j) {
-      lanes[kBeta][j] = j < it.n ? gb[j] : scalar_t(0);
-      lanes[kThr][j] = j < it.n ? gth[j] : scalar_t(0);
-      lanes[kGraded][j] = j < it.n ? gg[j] : scalar_t(0);
-    }
+    pgrads.store(kBeta, index, gb, it.n);
+    pgrads.store(kThr, index, gth, it.n);
+    pgrads.store(kGraded, index, gg, it.n);
   }
 }
 

@@ -185,12 +185,7 @@ void rleaky_bwd_cpu(const RLeakyArgs<scalar_t>& a, const ParamSet<scalar_t, 4>& 
     }
     for (int64_t t = a.T - 1; t >= 0; --t) {
       const int64_t off = t * M + it.base;
-      if (t > 0) {
-        prefetch_run(a.grad_spk ? a.grad_spk + off - M : nullptr, it.n, false);
-        prefetch_run(a.grad_mem ? a.grad_mem + off - M : nullptr, it.n, false);
-        prefetch_run(a.grad_x + off - M, it.n, true);
-        if (t > 1) prefetch_run(saved + off - 2 * M, it.n, false);
-      }
+      if (t > 0) prefetch_previous_step(t, off, M, it.n, a.grad_spk, a.grad_mem, a.grad_x, saved);
       // The state the step started from (membrane and previous spikes), rebuilt in a loop of
       // its own and the sources chosen here, so that the main loop has no branches and
       // vectorises (as Leaky's backward).
@@ -229,10 +224,7 @@ void rleaky_bwd_cpu(const RLeakyArgs<scalar_t>& a, const ParamSet<scalar_t, 4>& 
       if (a.grad_spk0) a.grad_spk0[it.base + j] = carry_s[j];
     }
     const scalar_t* sums[4] = {gb, gv, gth, gg};
-    for (int k = 0; k < 4; ++k) {
-      scalar_t* lane = pgrads.lane(k, index);
-      for (int64_t j = 0; j < kChunk; ++j) lane[j] = j < it.n ? sums[k][j] : scalar_t(0);
-    }
+    for (int k = 0; k < 4; ++k) pgrads.store(k, index, sums[k], it.n);
   }
 }
 

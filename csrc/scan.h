@@ -284,10 +284,7 @@ FASTLIF_SCAN_SIMD
     for (int k = 0; k < NS; ++k)
       if (a.grad_state0[k])
         for (int64_t j = 0; j < it.n; ++j) a.grad_state0[k][it.base + j] = carry[k][j];
-    for (int k = 0; k < NP; ++k) {
-      scalar_t* lane = pgrads.lane(k, index);
-      for (int64_t j = 0; j < kChunk; ++j) lane[j] = j < it.n ? acc[k][j] : scalar_t(0);
-    }
+    for (int k = 0; k < NP; ++k) pgrads.store(k, index, acc[k], it.n);
   }
 }
 
