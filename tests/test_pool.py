@@ -30,7 +30,10 @@ T, B, N = 50, 64, 128
 
 @pytest.fixture
 def pool_limit():
-    """Restore the default limit (and so the pool) after a test that changes it."""
+    """The pool on (whatever FASTLIF_CPU_CACHE_MB says: the sanitizer run sets it to 0, so that
+    the other tests' outputs come from the instrumented malloc), and the environment's limit
+    restored after the test."""
+    common.set_cpu_cache_limit(1 << 30)
     yield
     common.set_cpu_cache_limit(common._env_cache_limit())
 
@@ -90,7 +93,6 @@ def test_same_bits_with_the_pool_on_and_off(family, pool_limit):
         torch.autograd.backward(list(outs), [g] * len(outs))
         return [o.detach().clone() for o in outs] + [xx.grad.clone()]
 
-    common.set_cpu_cache_limit(1 << 30)
     pooled = run()
     pooled_again = run()  # from reused blocks, which hold the previous call's values
     common.set_cpu_cache_limit(0)
@@ -102,7 +104,6 @@ def test_same_bits_with_the_pool_on_and_off(family, pool_limit):
 def test_steady_loop_reuses_memory_without_page_faults(pool_limit):
     """The issue's point: with glibc's default settings a loop of fused forward+backward calls
     faults nothing in after the first calls."""
-    common.set_cpu_cache_limit(1 << 30)
     x, g = torch.randn(T, B, N), torch.randn(T, B, N)
     for _ in range(3):
         _fwd_bwd(x, g)
@@ -143,7 +144,7 @@ def test_small_outputs_skip_the_pool(pool_limit):
     assert spk.untyped_storage().resizable()
 
 
-def test_pooled_outputs_behave_as_tensors(tmp_path):
+def test_pooled_outputs_behave_as_tensors(tmp_path, pool_limit):
     spk, mem = fastlif.lif_sequence(torch.randn(T, B, N), 0.9)
     path = tmp_path / "mem.pt"
     torch.save(mem, path)
