@@ -128,12 +128,46 @@ def choose_backend(family, backend, device_type, surrogate, spike_fn, reference_
     return backends.select(backend, device_type, family)
 
 
-def kernel_params(x, values, names, clamped):
+def kernel_params(x, values, names, clamped, clamp_learnable=True):
     """A call's parameters, already checked by :func:`check_param` (the family's ``run`` checks
-    them once), as the launchers take them."""
+    them once), as the launchers take them. ``clamp_learnable=False``: a clamped parameter that
+    requires grad is left unclamped, for an autograd Function that clamps it itself and masks
+    its gradient (:func:`clamp_grad`) instead of recording a clamp node."""
     compute, dev = compute_dtype(x.dtype), x.device
     host = x.is_cpu and not torch.compiler.is_compiling()  # once per call, not per parameter
-    return tuple(kernel_param(v, compute, dev, clamp=name in clamped, host=host) for v, name in zip(values, names))
+    return tuple(kernel_param(v, compute, dev, clamp=name in clamped and (
+        clamp_learnable or not (isinstance(v, torch.Tensor) and v.requires_grad)), host=host)
+        for v, name in zip(values, names))
+
+
+def _clamp_edges_pass():
+    """Whether this torch's clamp backward passes the gradient at the bounds themselves: torch
+    2.11 does (``min <= x <= max``), 2.14 does not (``min < x < max``); asked of torch once."""
+    t = torch.tensor([0.0, 1.0], requires_grad=True)
+    with torch.inference_mode(False), torch.enable_grad():
+        (g,) = torch.autograd.grad(t.clamp(0, 1).sum(), t)
+    return bool(g[0] != 0) and bool(g[1] != 0)
+
+
+try:
+    _CLAMP_EDGES_PASS = _clamp_edges_pass()
+except RuntimeError:  # pragma: no cover - imported where autograd cannot run: asked on first use
+    _CLAMP_EDGES_PASS = None
+
+
+def clamp_grad(grad, raw):
+    """The gradient of ``raw.clamp(0, 1)``'s input given ``grad`` for its output, exactly as
+    torch's clamp backward gives it: ``grad`` inside the bounds, 0 outside them and for NaN, and
+    at the bounds as this torch does (:func:`_clamp_edges_pass`)."""
+    global _CLAMP_EDGES_PASS
+    if _CLAMP_EDGES_PASS is None:
+        _CLAMP_EDGES_PASS = _clamp_edges_pass()
+    if raw.numel() == 1 and raw.is_cpu and not torch.compiler.is_compiling():
+        b = raw.item()
+        inside = (0.0 <= b <= 1.0) if _CLAMP_EDGES_PASS else (0.0 < b < 1.0)
+        return grad if inside else torch.zeros_like(grad)
+    mask = (raw >= 0) & (raw <= 1) if _CLAMP_EDGES_PASS else (raw > 0) & (raw < 1)
+    return torch.where(mask, grad, 0)
 
 
 def needs_autograd(*tensors):

@@ -33,7 +33,7 @@ from ..layout import saved_layout  # noqa: F401 - the LIF ops' saved-layout cont
 from ..codes import RESET_MECHANISMS, is_immediate, reset_code
 from ..reference import lif_sequence_reference, lif_step
 from .common import (CPP_DTYPES, HALF_DTYPES, as_compute, check_input, check_param, check_states, choose_backend, cpu_empty, cpu_empty_like,
-                     compute_dtype, cpp_dtype_code, cpp_param, grid, initial_states, kernel_params, mem_dtype,
+                     clamp_grad, compute_dtype, cpp_dtype_code, cpp_param, grid, initial_states, kernel_params, mem_dtype,
                      needs_autograd, num_threads, param_tensor, ptr)
 
 FAMILY = "lif"
@@ -158,7 +158,14 @@ class LifFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, mem0, beta, threshold, graded, steps, reset_mode, reset_delay, low_memory,
-                mem_fp32, surrogate_kind, surrogate_param, backend):
+                mem_fp32, surrogate_kind, surrogate_param, backend, clamp_beta=None):
+        # clamp_beta: beta is the raw learnable tensor, clamped to [0, 1] here and its gradient
+        # masked in backward as torch's clamp would, without a clamp node in the graph (40-60 us
+        # of a tutorial-size call). None (not given) or False: beta comes clamped.
+        ctx.extra_inputs = 0 if clamp_beta is None else 1
+        beta_raw = beta if clamp_beta else None
+        if clamp_beta:
+            beta = beta.clamp(0, 1)
         params = (beta, threshold, graded)
         if torch.compiler.is_compiling():
             compute = compute_dtype(x.dtype)
@@ -172,7 +179,7 @@ class LifFunction(torch.autograd.Function):
         # Keep the mem output only when backward rebuilds the steps from it (state is empty):
         # what is saved here is all the memory backward holds on to.
         tensor_params = [p if isinstance(p, Tensor) else None for p in params]
-        ctx.save_for_backward(mem if state.numel() == 0 else None, state, flags, mem0, *tensor_params)
+        ctx.save_for_backward(mem if state.numel() == 0 else None, state, flags, mem0, *tensor_params, beta_raw)
         ctx.float_params = [None if isinstance(p, Tensor) else p for p in params]
         ctx.options = (steps, reset_mode, reset_delay, surrogate_kind, surrogate_param, x.dtype)
         ctx.backend = backend
@@ -181,10 +188,10 @@ class LifFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_spk, grad_mem):
-        mem, state, flags, mem0, *tensor_params = ctx.saved_tensors
+        mem, state, flags, mem0, *tensor_params, beta_raw = ctx.saved_tensors
         params = [t if t is not None else f for t, f in zip(tensor_params, ctx.float_params)]
         if grad_spk is None and grad_mem is None:
-            return (None,) * 13
+            return (None,) * (13 + ctx.extra_inputs)
         steps, reset_mode, reset_delay, surrogate_kind, surrogate_param, x_dtype = ctx.options
         options = dict(steps=steps, reset_mode=reset_mode, reset_delay=reset_delay,
                        surrogate_kind=surrogate_kind, surrogate_param=surrogate_param, x_dtype=x_dtype)
@@ -198,7 +205,9 @@ class LifFunction(torch.autograd.Function):
             bwd = _launchers(ctx.backend)[1]
             grad_x, grad_mem0, *grads = bwd(grad_spk, grad_mem, mem, state, flags, mem0, *params, **options)
         grads = [g if t is not None else None for g, t in zip(grads, tensor_params)]
-        return (grad_x, grad_mem0 if mem0 is not None else None, *grads) + (None,) * 8
+        if beta_raw is not None and grads[0] is not None:
+            grads[0] = clamp_grad(grads[0], beta_raw)
+        return (grad_x, grad_mem0 if mem0 is not None else None, *grads) + (None,) * (8 + ctx.extra_inputs)
 
 
 # --- the call modules and lif_sequence share ----------------------------------------------------
@@ -226,16 +235,19 @@ def run_lif(x, mem, beta, threshold, graded, *, single_step, reset_mode, reset_d
     if x.numel() == 0:  # no steps, or an empty batch: nothing to run
         return x * 0, x.to(mem_dtype(x.dtype, mem_fp32)) * 0
     params = kernel_params(x, (beta, threshold, graded), ("beta", "threshold", "graded_spikes_factor"),
-                           clamped=("beta",))
+                           clamped=("beta",), clamp_learnable=False)
     (mem0,) = initial_states(compute_dtype(x.dtype), mem)
     steps = 1 if single_step else x.shape[0]
+    learnable_beta = isinstance(params[0], Tensor) and params[0].requires_grad  # not clamped yet
     if not needs_autograd(x, mem0, *params):  # the launcher itself, no autograd Function around it
+        if learnable_beta:
+            params = (params[0].clamp(0, 1), *params[1:])
         spk, mem_out, _, _ = _launchers(name)[0](
             x, mem0, *params, steps=steps, reset_mode=reset_mode, reset_delay=bool(reset_delay),
             low_memory=bool(low_memory), mem_fp32=bool(mem_fp32))
         return spk, mem_out
     return LifFunction.apply(x, mem0, *params, steps, reset_mode, bool(reset_delay), bool(low_memory),
-                             bool(mem_fp32), surrogate.kind, float(surrogate.param), name)
+                             bool(mem_fp32), surrogate.kind, float(surrogate.param), name, learnable_beta)
 
 
 def _run_reference(x, mem, beta, threshold, graded, single_step, reset_mode, reset_delay, spike_fn,
