@@ -28,9 +28,9 @@ from torch import Tensor
 
 from . import backends
 from .spec import FAMILIES, Family, register  # noqa: F401 - the spec, re-exported here
-from .ops.common import (CPP_DTYPES, HALF_DTYPES, as_compute, check_input, check_param, check_states, cpu_empty, cpu_empty_like,
-                         choose_backend, compute_dtype, cpp_dtype_code, cpp_param, grid, initial_states,
-                         kernel_params, needs_autograd, num_threads, param_tensor, ptr)
+from .ops.common import (CPP_DTYPES, HALF_DTYPES, as_compute, check_input, check_param, check_states,
+                         choose_backend, compute_dtype, cpp_dtype_code, cpp_param, cpu_empty, cpu_empty_like, grid,
+                         initial_states, kernel_params, needs_autograd, num_threads, param_tensor, ptr)
 
 
 # --- the reference loop ------------------------------------------------------------------------

@@ -128,16 +128,12 @@ def choose_backend(family, backend, device_type, surrogate, spike_fn, reference_
     return backends.select(backend, device_type, family)
 
 
-def kernel_params(x, values, names, clamped, clamp_learnable=True):
+def kernel_params(x, values, names, clamped):
     """A call's parameters, already checked by :func:`check_param` (the family's ``run`` checks
-    them once), as the launchers take them. ``clamp_learnable=False``: a clamped parameter that
-    requires grad is left unclamped, for an autograd Function that clamps it itself and masks
-    its gradient (:func:`clamp_grad`) instead of recording a clamp node."""
+    them once), as the launchers take them."""
     compute, dev = compute_dtype(x.dtype), x.device
     host = x.is_cpu and not torch.compiler.is_compiling()  # once per call, not per parameter
-    return tuple(kernel_param(v, compute, dev, clamp=name in clamped and (
-        clamp_learnable or not (isinstance(v, torch.Tensor) and v.requires_grad)), host=host)
-        for v, name in zip(values, names))
+    return tuple(kernel_param(v, compute, dev, clamp=name in clamped, host=host) for v, name in zip(values, names))
 
 
 def _clamp_edges_pass():
@@ -149,19 +145,13 @@ def _clamp_edges_pass():
     return bool(g[0] != 0) and bool(g[1] != 0)
 
 
-try:
-    _CLAMP_EDGES_PASS = _clamp_edges_pass()
-except RuntimeError:  # pragma: no cover - imported where autograd cannot run: asked on first use
-    _CLAMP_EDGES_PASS = None
+_CLAMP_EDGES_PASS = _clamp_edges_pass()  # at import: never traced by torch.compile
 
 
 def clamp_grad(grad, raw):
     """The gradient of ``raw.clamp(0, 1)``'s input given ``grad`` for its output, exactly as
     torch's clamp backward gives it: ``grad`` inside the bounds, 0 outside them and for NaN, and
     at the bounds as this torch does (:func:`_clamp_edges_pass`)."""
-    global _CLAMP_EDGES_PASS
-    if _CLAMP_EDGES_PASS is None:
-        _CLAMP_EDGES_PASS = _clamp_edges_pass()
     if raw.numel() == 1 and raw.is_cpu and not torch.compiler.is_compiling():
         b = raw.item()
         inside = (0.0 <= b <= 1.0) if _CLAMP_EDGES_PASS else (0.0 < b < 1.0)
@@ -307,20 +297,15 @@ def cpu_empty(shape, dtype):
     """An uninitialised CPU tensor for a fused op's output, from the pool when it is large
     enough to matter (an ordinary CPU tensor either way; its memory returns to the pool when
     its storage is freed)."""
-    nbytes = math.prod(shape) * _ITEMSIZE[dtype]
+    nbytes = math.prod(shape) * dtype.itemsize
     C = _pool() if nbytes >= POOL_MIN_BYTES else None
     if C is None:
         return torch.empty(shape, dtype=dtype)
     return torch.frombuffer(C.PoolBlock(nbytes), dtype=dtype).view(shape)
 
 
-def cpu_empty_like(t, dtype=None):
-    return cpu_empty(t.shape, t.dtype if dtype is None else dtype)
-
-
-_ITEMSIZE = {d: torch.empty((), dtype=d).element_size()
-             for d in (torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.uint8,
-                       torch.bool, torch.int32, torch.int64)}
+def cpu_empty_like(t):
+    return cpu_empty(t.shape, t.dtype)
 
 
 def set_cpu_cache_limit(nbytes):

@@ -32,9 +32,9 @@ from .. import backends, surrogate as surrogate_mod
 from ..layout import saved_layout  # noqa: F401 - the LIF ops' saved-layout contract, re-exported
 from ..codes import RESET_MECHANISMS, is_immediate, reset_code
 from ..reference import lif_sequence_reference, lif_step
-from .common import (CPP_DTYPES, HALF_DTYPES, as_compute, check_input, check_param, check_states, choose_backend, cpu_empty, cpu_empty_like,
-                     clamp_grad, compute_dtype, cpp_dtype_code, cpp_param, grid, initial_states, kernel_params, mem_dtype,
-                     needs_autograd, num_threads, param_tensor, ptr)
+from .common import (CPP_DTYPES, HALF_DTYPES, as_compute, check_input, check_param, check_states, choose_backend,
+                     clamp_grad, compute_dtype, cpp_dtype_code, cpp_param, cpu_empty, cpu_empty_like, grid,
+                     initial_states, kernel_params, mem_dtype, needs_autograd, num_threads, param_tensor, ptr)
 
 FAMILY = "lif"
 
@@ -234,11 +234,12 @@ def run_lif(x, mem, beta, threshold, graded, *, single_step, reset_mode, reset_d
                               spike_fn, mem_fp32, reference_options or {})
     if x.numel() == 0:  # no steps, or an empty batch: nothing to run
         return x * 0, x.to(mem_dtype(x.dtype, mem_fp32)) * 0
+    # A learnable beta is clamped by LifFunction itself (or below), not by a clamp node
+    learnable_beta = isinstance(beta, Tensor) and beta.requires_grad
     params = kernel_params(x, (beta, threshold, graded), ("beta", "threshold", "graded_spikes_factor"),
-                           clamped=("beta",), clamp_learnable=False)
+                           clamped=() if learnable_beta else ("beta",))
     (mem0,) = initial_states(compute_dtype(x.dtype), mem)
     steps = 1 if single_step else x.shape[0]
-    learnable_beta = isinstance(params[0], Tensor) and params[0].requires_grad  # not clamped yet
     if not needs_autograd(x, mem0, *params):  # the launcher itself, no autograd Function around it
         if learnable_beta:
             params = (params[0].clamp(0, 1), *params[1:])

@@ -27,9 +27,9 @@ from .. import backends
 from ..codes import RESET_MECHANISMS, is_immediate
 from ..reference import rleaky_sequence_reference, rleaky_step
 from . import spike_linear
-from .common import (CPP_DTYPES, HALF_DTYPES, as_compute, check_input, check_param, check_states, choose_backend, cpu_empty, cpu_empty_like,
-                     compute_dtype, cpp_dtype_code, cpp_param, grid, initial_states, kernel_params, needs_autograd,
-                     num_threads, param_tensor, ptr, warn_once)
+from .common import (CPP_DTYPES, HALF_DTYPES, as_compute, check_input, check_param, check_states, choose_backend,
+                     compute_dtype, cpp_dtype_code, cpp_param, cpu_empty, cpu_empty_like, grid, initial_states,
+                     kernel_params, needs_autograd, num_threads, param_tensor, ptr, warn_once)
 
 FAMILY = "rleaky"
 PARAM_NAMES = ("beta", "V", "threshold", "graded_spikes_factor")
