@@ -212,7 +212,9 @@ class _Node(nn.Module):
         dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
         v = states[0]
         if isinstance(v, numbers.Real) and not isinstance(v, bool):
-            v = torch.full_like(x, float(v), dtype=dtype)
+            # A float 0. is the kernels' own zero start (None): no tensor to fill and read back.
+            v = float(v)
+            v = None if v == 0.0 and math.copysign(1.0, v) > 0 else torch.full_like(x, v, dtype=dtype)
         elif isinstance(v, torch.Tensor):
             if v.shape != x.shape:
                 v = torch.full(x.shape, self.v_reset if self.v_reset is not None else 0.0, dtype=dtype,
@@ -230,10 +232,14 @@ class _Node(nn.Module):
         """``(spikes, voltages)``: the voltages after every step (x's shape)."""
         spike_fn, sg = _surrogate_mod.resolve_spikingjelly(self.surrogate_function)
         hard = self.v_reset is not None
-        params = [self._k(x), self.v_threshold, self.v_reset if hard else 0.0]
+        leak, k = self._leak, self._k(x)
+        if leak == LEAK_DIVIDE and _is_power_of_two(k):
+            # y / 2**n and y * 2**-n round the same exact value: the same bits, without a division
+            leak, k = LEAK_MULTIPLY, 1.0 / k
+        params = [k, self.v_threshold, self.v_reset if hard else 0.0]
         if x.dtype == torch.float64:  # SpikingJelly's Python floats stay doubles in fp64 arithmetic
             params = [p if isinstance(p, torch.Tensor) else torch.tensor(p, dtype=torch.float64) for p in params]
-        options = dict(leak=self._leak, decay_input=int(bool(self.decay_input)), hard_reset=int(hard),
+        options = dict(leak=leak, decay_input=int(bool(self.decay_input)), hard_reset=int(hard),
                        detach_reset=int(bool(self.detach_reset)))
         spk, v_seq = run_family(SJ_LIF, x, (v,), params, single_step=single_step, options=options,
                                 spike_fn=spike_fn, surrogate=sg, backend=self.backend)
@@ -277,6 +283,12 @@ class _Node(nn.Module):
         if self.step_mode == "s":
             return self.single_step_forward(*args, **kwargs)
         return self.multi_step_forward(*args, **kwargs)
+
+
+def _is_power_of_two(k):
+    """``k`` a float 2**n whose reciprocal is a normal number in fp32 too (fp32 kernels round
+    the parameters to fp32)."""
+    return isinstance(k, float) and math.frexp(k)[0] == 0.5 and 1.0 < k <= 2.0 ** 64
 
 
 def _check_tau(tau, name):

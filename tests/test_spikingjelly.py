@@ -280,6 +280,38 @@ def test_single_step_equals_multi_step(cls):
     assert torch.equal(g1["x"], g2["x"]) and torch.equal(g1["v0"], g2["v0"])
 
 
+@needs_sj
+@needs_cpp
+@pytest.mark.parametrize("tau", [2.0, 4.0, 1024.0, 3.0])
+@pytest.mark.parametrize("v_reset", [0.0, None, -0.25])
+@pytest.mark.parametrize("step_mode", ["m", "s"])
+def test_fresh_state_and_power_of_two_tau_equal_spikingjelly(tau, v_reset, step_mode, monkeypatch):
+    """From SpikingJelly's own float start (v = v_reset, or 0. for a soft reset: the kernels'
+    zero start, no tensor) and with tau a power of two (run as a multiply by 1/tau, the same
+    bits): spikes, v and v_seq bit for bit, x's gradient too (ATan, no v_seq gradient)."""
+    x = inputs((7, 3, 37), seed=21) * (tau / 2)  # decay_input: h moves by x / tau a step
+    g = torch.Generator().manual_seed(22)
+    up_s, up_v = torch.randn(x.shape, generator=g), torch.randn(x.shape[1:], generator=g)
+    seen = []
+    real = fsj.run_family
+    monkeypatch.setattr(fsj, "run_family", lambda *a, **k: seen.append((a[2], k["options"]["leak"])) or real(*a, **k))
+    res = []
+    for lib in ("sj", "fastlif"):
+        kw = dict(backend="cpp") if lib == "fastlif" else {}
+        node = make("LIFNode", lib, "ATan", True, v_reset, False, step_mode=step_mode, store_v_seq=True, tau=tau, **kw)
+        xx = x.detach().clone().requires_grad_()
+        spikes = node(xx) if step_mode == "m" else torch.stack([node(x_t) for x_t in xx])
+        torch.autograd.backward([spikes, node.v], [up_s, up_v])
+        res.append((spikes.detach(), node.v.detach(), node.v_seq.detach(), xx.grad))
+    (s1, v1, q1, g1), (s2, v2, q2, g2) = res
+    assert 0 < s1.mean() < 1
+    assert torch.equal(s1, s2) and torch.equal(v1, v2) and torch.equal(q1, q2), (tau, v_reset, step_mode)
+    assert torch.equal(g1, g2), (tau, v_reset, step_mode)
+    power = math.frexp(tau)[0] == 0.5
+    assert all(leak == (LEAK_MULTIPLY if power else LEAK_DIVIDE) for _, leak in seen), seen
+    assert (seen[0][0][0] is None) == (v_reset in (0.0, None)), "a float 0. start runs as the kernels' zeros"
+
+
 def test_fires_at_the_threshold():
     """SpikingJelly's Heaviside is h >= threshold (snnTorch's is >): h exactly 1.0 fires."""
     x = torch.tensor([[2.0, 1.5]])  # tau 2, v 0: h = x / 2
