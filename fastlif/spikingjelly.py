@@ -120,7 +120,12 @@ class _Node(nn.Module):
     @store_v_seq.setter
     def store_v_seq(self, value):
         self._store_v_seq = bool(value)
-        self.v_seq = None
+        self._set_v_seq(None)
+
+    def _set_v_seq(self, value):
+        # a plain attribute (never a parameter, buffer or memory): nn.Module.__setattr__'s checks
+        # cost microseconds a call
+        object.__setattr__(self, "v_seq", value)
 
     def register_memory(self, name, value):
         assert not hasattr(self, name), f"{name} has been set as a member variable!"
@@ -144,11 +149,13 @@ class _Node(nn.Module):
         a float again), and ``v_seq`` to None."""
         for key, rv in self._memories_rv.items():
             cur = self._memories[key]
-            if isinstance(rv, torch.Tensor) and isinstance(cur, torch.Tensor) and cur.shape == rv.shape:
+            if type(rv) in (float, int) or rv is None:  # immutable: no deepcopy needed
+                self._memories[key] = rv
+            elif isinstance(rv, torch.Tensor) and isinstance(cur, torch.Tensor) and cur.shape == rv.shape:
                 self._memories[key] = rv.detach().clone()
             else:
                 self._memories[key] = copy.deepcopy(rv)
-        self.v_seq = None
+        self._set_v_seq(None)
 
     def detach(self):
         for key, value in self._memories.items():
@@ -208,16 +215,17 @@ class _Node(nn.Module):
                                  f"dimensions); got shape {tuple(x.shape)}")
             if x.shape[0] == 0:
                 raise ValueError(f"x_seq has no time steps (shape {tuple(x.shape)})")
-            x = x[0]
+        step_shape = x.shape[1:] if step_mode == "m" else x.shape  # one step's shape (no x[0] view)
         dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
         v = states[0]
-        if isinstance(v, numbers.Real) and not isinstance(v, bool):
+        if type(v) is float or (isinstance(v, numbers.Real) and not isinstance(v, bool)):
             # A float 0. is the kernels' own zero start (None): no tensor to fill and read back.
             v = float(v)
-            v = None if v == 0.0 and math.copysign(1.0, v) > 0 else torch.full_like(x, v, dtype=dtype)
+            v = (None if v == 0.0 and math.copysign(1.0, v) > 0
+                 else torch.full(step_shape, v, dtype=dtype, device=x.device))
         elif isinstance(v, torch.Tensor):
-            if v.shape != x.shape:
-                v = torch.full(x.shape, self.v_reset if self.v_reset is not None else 0.0, dtype=dtype,
+            if v.shape != step_shape:
+                v = torch.full(step_shape, self.v_reset if self.v_reset is not None else 0.0, dtype=dtype,
                                device=x.device)
             elif v.dtype != dtype or v.device != x.device:
                 v = v.to(dtype=dtype, device=x.device)
@@ -276,7 +284,7 @@ class _Node(nn.Module):
         (v,) = self.materialize_states((x_seq,), tuple(self._memories.values()), "m")
         spikes, v_seq = self._run(x_seq, v, single_step=False)
         self._memories["v"] = v_seq[-1].clone()  # not a view of v_seq: SpikingJelly detaches memories in place
-        self.v_seq = v_seq if self.store_v_seq else None
+        self._set_v_seq(v_seq if self._store_v_seq else None)
         return spikes
 
     def forward(self, *args, **kwargs):

@@ -189,3 +189,28 @@ def test_environment_sets_the_limit():
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert int(r.stdout.strip()) == 64 << 20
+
+
+@pytest.mark.parametrize("family", ["lif", "rleaky"])
+def test_nothing_saved_slots_are_shared_in_eager_and_fresh_from_the_custom_op(family):
+    """A delayed reset saves no pre-reset membrane and no flags: the eager launcher hands back one
+    shared empty tensor per dtype for those slots (no allocation a call), and the custom op that
+    torch.compile sees gets fresh ones, so that no two calls' outputs alias."""
+    from fastlif.ops import lif, rleaky
+    x = torch.randn(3, 2, 5)
+    if family == "lif":
+        fwd = lambda: lif.cpp_fwd(x, None, 0.9, 1.0, 1.0, steps=3, reset_mode=0, reset_delay=True,  # noqa: E731
+                                  low_memory=False, mem_fp32=True)
+        op = lambda: lif.lif_fwd(x, None, *(torch.tensor([v]) for v in (0.9, 1.0, 1.0)), 3, 0, True,  # noqa: E731
+                                 False, True, "cpp")
+    else:
+        fwd = lambda: rleaky.cpp_fwd(x, None, None, 0.9, 0.5, 1.0, 1.0, None, None, steps=3,  # noqa: E731
+                                     reset_mode=0, reset_delay=True)
+        op = lambda: rleaky.rleaky_fwd(x, None, None, *(torch.tensor([v]) for v in (0.9, 0.5, 1.0, 1.0)),  # noqa: E731
+                                       None, None, 3, 0, True, "cpp")
+    first, second, from_op = fwd(), fwd(), op()
+    assert first[2].numel() == 0 and first[3].numel() == 0
+    assert first[2] is second[2] and first[3] is second[3]
+    assert from_op[2] is not first[2] and from_op[3] is not first[3]
+    assert from_op[2].numel() == 0 and from_op[3].dtype == torch.uint8
+    assert torch.equal(from_op[0], first[0]) and torch.equal(from_op[1], first[1])

@@ -271,13 +271,17 @@ _pool_enabled = None  # None: not yet read from FASTLIF_CPU_CACHE_MB
 
 def _pool():
     """The extension when the pool serves (a limit above 0), else None."""
-    global _pool_enabled
-    C = backends.cpp_module()
+    global _pool_enabled, _pool_module
     if _pool_enabled is None:
+        C = backends.cpp_module()
         limit = _env_cache_limit()
         C._pool(limit=limit)
         _pool_enabled = limit > 0
-    return C if _pool_enabled else None
+        _pool_module = C
+    return _pool_module if _pool_enabled else None
+
+
+_pool_module = None  # the extension, once _pool has read the limit
 
 
 def _env_cache_limit():
@@ -301,7 +305,26 @@ def cpu_empty(shape, dtype):
     C = _pool() if nbytes >= POOL_MIN_BYTES else None
     if C is None:
         return torch.empty(shape, dtype=dtype)
-    return torch.frombuffer(C.PoolBlock(nbytes), dtype=dtype).view(shape)
+    # view(*ints), not view(torch.Size): the Size argument costs ~4 us more per call (torch 2.14)
+    return torch.frombuffer(C.PoolBlock(nbytes), dtype=dtype).view(*shape)
+
+
+_nothing = {}
+
+
+def cpu_nothing(dtype):
+    """An empty CPU tensor of ``dtype`` for a launcher's "nothing saved" slot, one per dtype
+    (saved for backward, never returned to the user nor written: it holds no element)."""
+    t = _nothing.get(dtype)
+    if t is None:
+        t = _nothing[dtype] = torch.empty((0,), dtype=dtype)
+    return t
+
+
+def fresh_outputs(outs):
+    """A custom op's outputs with any shared empty tensor (:func:`cpu_nothing`) replaced by a
+    fresh one: what torch.compile sees of an op must not alias another call's."""
+    return tuple(o.clone() if o.numel() == 0 else o for o in outs)
 
 
 def cpu_empty_like(t):

@@ -33,8 +33,9 @@ from ..layout import saved_layout  # noqa: F401 - the LIF ops' saved-layout cont
 from ..codes import RESET_MECHANISMS, is_immediate, reset_code
 from ..reference import lif_sequence_reference, lif_step
 from .common import (CPP_DTYPES, HALF_DTYPES, as_compute, check_input, check_param, check_states, choose_backend,
-                     clamp_grad, compute_dtype, cpp_dtype_code, cpp_param, cpu_empty, cpu_empty_like, grid,
-                     initial_states, kernel_params, mem_dtype, needs_autograd, num_threads, param_tensor, ptr)
+                     clamp_grad, compute_dtype, cpp_dtype_code, cpp_param, cpu_empty, cpu_empty_like, cpu_nothing,
+                     fresh_outputs, grid, initial_states, kernel_params, mem_dtype, needs_autograd, num_threads,
+                     param_tensor, ptr)
 
 FAMILY = "lif"
 
@@ -58,7 +59,7 @@ def cpp_fwd(x, mem0, beta, threshold, graded, *, steps, reset_mode, reset_delay,
     spk = cpu_empty_like(xc)
     mem = cpu_empty_like(xc)
     u = cpu_empty_like(xc) if immediate else None
-    flags = cpu_empty(x.shape if immediate else (0,), torch.uint8)
+    flags = cpu_empty(x.shape, torch.uint8) if immediate else cpu_nothing(torch.uint8)
     _C().lif_fwd(cpp_dtype_code(xc.dtype), T, R, L, xc.data_ptr(), ptr(mem0),
                  *cpp_param(beta), *cpp_param(threshold), *cpp_param(graded),
                  spk.data_ptr(), mem.data_ptr(), ptr(u), ptr(flags if immediate else None),
@@ -68,7 +69,7 @@ def cpp_fwd(x, mem0, beta, threshold, graded, *, steps, reset_mode, reset_delay,
     elif out_dtype != xc.dtype and not mem_fp32:
         state = mem  # fp16/bf16 input, rounded mem output: backward needs the fp32 membrane
     else:
-        state = xc.new_empty((0,))
+        state = cpu_nothing(xc.dtype)
     if out_dtype != xc.dtype:
         spk = spk.to(out_dtype)
         mem = mem if mem_fp32 else mem.to(out_dtype)
@@ -112,9 +113,9 @@ def _launchers(backend):
 def lif_fwd(x: Tensor, mem0: Optional[Tensor], beta: Tensor, threshold: Tensor, graded: Tensor,
             steps: int, reset_mode: int, reset_delay: bool, low_memory: bool, mem_fp32: bool,
             backend: str) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    fwd = _launchers(backend)[0]
-    return fwd(x, mem0, beta, threshold, graded, steps=steps, reset_mode=reset_mode,
-               reset_delay=reset_delay, low_memory=low_memory, mem_fp32=mem_fp32)
+    outs = _launchers(backend)[0](x, mem0, beta, threshold, graded, steps=steps, reset_mode=reset_mode,
+                                  reset_delay=reset_delay, low_memory=low_memory, mem_fp32=mem_fp32)
+    return fresh_outputs(outs)
 
 
 @lif_fwd.register_fake

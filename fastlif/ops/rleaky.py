@@ -28,8 +28,8 @@ from ..codes import RESET_MECHANISMS, is_immediate
 from ..reference import rleaky_sequence_reference, rleaky_step
 from . import spike_linear
 from .common import (CPP_DTYPES, HALF_DTYPES, as_compute, check_input, check_param, check_states, choose_backend,
-                     compute_dtype, cpp_dtype_code, cpp_param, cpu_empty, cpu_empty_like, grid, initial_states,
-                     kernel_params, needs_autograd, num_threads, param_tensor, ptr, warn_once)
+                     compute_dtype, cpp_dtype_code, cpp_param, cpu_empty, cpu_empty_like, cpu_nothing, fresh_outputs,
+                     grid, initial_states, kernel_params, needs_autograd, num_threads, param_tensor, ptr, warn_once)
 
 FAMILY = "rleaky"
 PARAM_NAMES = ("beta", "V", "threshold", "graded_spikes_factor")
@@ -44,8 +44,8 @@ def cpp_fwd(x, spk0, mem0, beta, V, threshold, graded, weight, bias, *, steps, r
     T, R, L = grid(x.shape, steps)
     immediate = is_immediate(reset_mode, reset_delay)
     spk, mem = cpu_empty_like(xc), cpu_empty_like(xc)
-    state = cpu_empty_like(xc) if immediate else xc.new_empty((0,))
-    flags = cpu_empty(x.shape if immediate else (0,), torch.uint8)
+    state = cpu_empty_like(xc) if immediate else cpu_nothing(xc.dtype)
+    flags = cpu_empty(x.shape, torch.uint8) if immediate else cpu_nothing(torch.uint8)
     wt = None if weight is None else weight.detach().to(xc.dtype).t().contiguous()
     bias = None if bias is None else bias.detach().to(xc.dtype).contiguous()
     params = (*cpp_param(beta), *cpp_param(V), *cpp_param(threshold), *cpp_param(graded))
@@ -90,8 +90,9 @@ backends.register_cpp(FAMILY, cpp_fwd, cpp_bwd)  # the Triton ones (one-to-one):
 def rleaky_fwd(x: Tensor, spk0: Optional[Tensor], mem0: Optional[Tensor], beta: Tensor, V: Tensor,
                threshold: Tensor, graded: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], steps: int,
                reset_mode: int, reset_delay: bool, backend: str) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    return backends.launchers(FAMILY, backend)[0](x, spk0, mem0, beta, V, threshold, graded, weight, bias,
-                                                   steps=steps, reset_mode=reset_mode, reset_delay=reset_delay)
+    return fresh_outputs(backends.launchers(FAMILY, backend)[0](
+        x, spk0, mem0, beta, V, threshold, graded, weight, bias, steps=steps, reset_mode=reset_mode,
+        reset_delay=reset_delay))
 
 
 @rleaky_fwd.register_fake
