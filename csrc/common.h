@@ -367,13 +367,13 @@ inline scalar_t immediate_reset(scalar_t u, scalar_t r, scalar_t s, scalar_t th,
 }
 
 // The gradient core of a membrane that integrated to u this step (the reset flag r from the
-// step before): its spike spk = H(u - thr) * g, its immediate reset (reset_delay false), then
-// the base reset it was built with (u = w - r*thr | w - w*r | w). From gm, the gradient reaching
-// the membrane after the step, and gspk, the spike output's, returns the gradient reaching w
-// and adds the threshold's and the graded factor's into gth and gg (autograd's order for the
-// base reset's zero form: gu - gu*r). Synaptic's and RSynaptic's step share it.
+// step before): its spike spk = H(u - thr) * g and its immediate reset (reset_delay false). From
+// gm, the gradient reaching the membrane after the step, and gspk, the spike output's, returns
+// the gradient reaching u, and adds the threshold's and the graded factor's into gth and gg (with
+// a subtracting base reset u = w - r*thr, its threshold term too). Leaky's, RLeaky's, Synaptic's
+// and RSynaptic's steps share it; each applies its own base reset's zero form after it.
 template <typename S, int RESET, bool IMMEDIATE, int SG>
-inline S membrane_grad(S gm, S gspk, S u, S r, S th, S g, S& gth, S& gg, const SurrogateConsts<S>& c) {
+inline S membrane_grad_u(S gm, S gspk, S u, S r, S th, S g, S& gth, S& gg, const SurrogateConsts<S>& c) {
   const S z = u - th;
   const S h = heaviside(z);
   S gh = gspk * g;  // reaching the Heaviside output
@@ -389,14 +389,17 @@ inline S membrane_grad(S gm, S gspk, S u, S r, S th, S g, S& gth, S& gg, const S
   const S gz = surrogate_backward<S, SG>(gh, z, c);
   gu += gz;
   gth -= gz;
-  if constexpr (RESET == kSubtract) {
-    gth -= r * gu;
-    return gu;
-  } else if constexpr (RESET == kZero) {
-    return gu - gu * r;
-  } else {
-    return gu;
-  }
+  if constexpr (RESET == kSubtract) gth -= r * gu;
+  return gu;
+}
+
+// membrane_grad_u through the base reset u = w - r*thr | w - w*r | w: the gradient reaching w
+// (autograd's order for the zero form: gu - gu*r). Synaptic's and RSynaptic's step.
+template <typename S, int RESET, bool IMMEDIATE, int SG>
+inline S membrane_grad(S gm, S gspk, S u, S r, S th, S g, S& gth, S& gg, const SurrogateConsts<S>& c) {
+  const S gu = membrane_grad_u<S, RESET, IMMEDIATE, SG>(gm, gspk, u, r, th, g, gth, gg, c);
+  if constexpr (RESET == kZero) return gu - gu * r;
+  else return gu;
 }
 
 // A parameter as Python hands it over: a pointer to n values (n = 1 or L), or, with a null

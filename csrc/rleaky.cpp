@@ -20,6 +20,7 @@
 #include <pybind11/pybind11.h>
 
 #include "common.h"
+#include "lif_core.h"
 #include "module.h"
 #include "static_switch.h"
 
@@ -30,28 +31,12 @@ constexpr int kBeta = 0, kV = 1, kThr = 2, kGraded = 3;
 constexpr const char* kParamNames[4] = {"beta", "V", "threshold", "graded_spikes_factor"};
 
 template <typename scalar_t>
-struct RLeakyArgs {
-  int64_t T = 0, R = 0, L = 0;
-  const scalar_t* x = nullptr;
+struct RLeakyArgs : LifArgsBase<scalar_t> {
   const scalar_t* spk0 = nullptr;  // [R*L] or null (zeros)
-  const scalar_t* mem0 = nullptr;
   const scalar_t* wt = nullptr;    // all-to-all: W transposed, [L_in, L_out] row-major
   const scalar_t* w = nullptr;     // all-to-all: W, [L_out, L_in] row-major (backward)
   const scalar_t* bias = nullptr;  // all-to-all: [L] or null
-  scalar_t* spk = nullptr;
-  scalar_t* mem = nullptr;
-  scalar_t* u_saved = nullptr;
-  uint8_t* r_saved = nullptr;
-  const scalar_t* grad_spk = nullptr;
-  const scalar_t* grad_mem = nullptr;
-  const scalar_t* mem_saved = nullptr;
-  const scalar_t* u_in = nullptr;
-  const uint8_t* r_in = nullptr;
-  scalar_t* grad_x = nullptr;
   scalar_t* grad_spk0 = nullptr;
-  scalar_t* grad_mem0 = nullptr;
-  SurrogateConsts<scalar_t> sg;  // the surrogate's constants, rounded as snnTorch rounds them
-  int num_threads = 1;
 };
 
 template <typename scalar_t, int RESET>
@@ -67,75 +52,28 @@ template <typename scalar_t, int RESET, bool IMMEDIATE>
 inline scalar_t rleaky_update(scalar_t m0, scalar_t x, scalar_t rec, scalar_t b, scalar_t th, scalar_t g,
                               scalar_t& spk, scalar_t* u_out, uint8_t* r_out) {
   const scalar_t r = heaviside(m0 - th);
-  const scalar_t u = rleaky_reset<scalar_t, RESET>(b * m0 + x + rec, r, th);
-  const scalar_t s = heaviside(u - th);
-  spk = s * g;
-  if constexpr (IMMEDIATE) {
-    *u_out = u;
-    *r_out = static_cast<uint8_t>(r);
-    return immediate_reset<scalar_t, RESET>(u, r, s, th, g);
-  }
-  return u;
+  return fire<scalar_t, RESET, IMMEDIATE>(rleaky_reset<scalar_t, RESET>(b * m0 + x + rec, r, th), r, th, g, spk,
+                                          u_out, r_out);
 }
 
 // The gradient of one neuron's step: from what reaches its membrane (gm) and its spike (gsp),
-// the gradient reaching base (returned), and the threshold and graded-factor sums.
+// the gradient reaching base (returned; autograd's order for base - r*base: gu*(1 - r)), and the
+// threshold and graded-factor sums.
 template <typename scalar_t, int RESET, bool IMMEDIATE, int SG>
 inline scalar_t rleaky_grad(scalar_t m0, scalar_t u, scalar_t gm, scalar_t gsp, scalar_t th, scalar_t g,
                             const SurrogateConsts<scalar_t>& p, scalar_t& gth, scalar_t& gg) {
   const scalar_t r = heaviside(m0 - th);
-  const scalar_t z = u - th;
-  const scalar_t s = heaviside(z);
-  scalar_t gs = gsp * g;
-  scalar_t gu = gm;
-  if constexpr (IMMEDIATE && RESET == kSubtract) {
-    gs -= gm * th;
-    gth -= gm * (s - r);
-  } else if constexpr (IMMEDIATE && RESET == kZero) {
-    gs -= gm * u;
-    gu = gm * (scalar_t(1) - (s - r));
-  }
-  const scalar_t gz = surrogate_backward<scalar_t, SG>(gs, z, p);
-  gu += gz;
-  gth -= gz;
-  gg += gsp * s;
-  if constexpr (RESET == kSubtract) {
-    gth -= r * gu;
-    return gu;
-  } else if constexpr (RESET == kZero) {
-    return gu * (scalar_t(1) - r);
-  } else {
-    return gu;
-  }
-}
-
-// The membrane and the spikes step t-1 left (t > 0), rebuilt from what forward saved.
-template <typename scalar_t, int RESET, bool IMMEDIATE>
-inline void previous_step(const RLeakyArgs<scalar_t>& a, int64_t prev, scalar_t th, scalar_t g, scalar_t& m0,
-                          scalar_t& sp0) {
-  if constexpr (IMMEDIATE) {
-    const scalar_t up = a.u_in[prev];
-    const scalar_t s = heaviside(up - th);
-    m0 = immediate_reset<scalar_t, RESET>(up, scalar_t(a.r_in[prev]), s, th, g);
-    sp0 = s * g;
-  } else {
-    m0 = a.mem_saved[prev];
-    sp0 = heaviside(m0 - th) * g;
-  }
+  const scalar_t gu = membrane_grad_u<scalar_t, RESET, IMMEDIATE, SG>(gm, gsp, u, r, th, g, gth, gg, p);
+  if constexpr (RESET == kZero) return gu * (scalar_t(1) - r);
+  else return gu;
 }
 
 // --- one-to-one ------------------------------------------------------------------------------
 
 template <typename scalar_t, int RESET, bool IMMEDIATE, bool PER_NEURON>
 void rleaky_fwd_cpu(const RLeakyArgs<scalar_t>& a, const ParamSet<scalar_t, 4>& params) {
-  const Items items(a.R, a.L);
   const int64_t M = a.R * a.L;
-  // bytes moved: 3 arrays of T*M values
-  Team team(a.num_threads, items.count, a.T * M * int64_t(3 * sizeof(scalar_t)));
-#pragma omp parallel for schedule(dynamic) num_threads(team.n)
-  for (int64_t index = 0; index < items.count; ++index) {
-    const Team::Item mark(team);
-    const Item it(items, a.L, index);
+  for_each_item(a, 3, [&](const Item& it, int64_t) {  // x, spk, mem
     const auto [beta, V, thr, graded] = params.at(it.l0);
     scalar_t m[kChunk], sp[kChunk];
     for (int64_t j = 0; j < it.n; ++j) {
@@ -144,11 +82,7 @@ void rleaky_fwd_cpu(const RLeakyArgs<scalar_t>& a, const ParamSet<scalar_t, 4>& 
     }
     for (int64_t t = 0; t < a.T; ++t) {
       const int64_t off = t * M + it.base;
-      if (t + 1 < a.T) {
-        prefetch_run(a.x + off + M, it.n, false);
-        prefetch_run(a.spk + off + M, it.n, true);
-        prefetch_run(a.mem + off + M, it.n, true);
-      }
+      if (t + 1 < a.T) prefetch_next_step(a, off + M, it.n);
 #pragma omp simd
       for (int64_t j = 0; j < it.n; ++j) {
         const int64_t k = PER_NEURON ? j : 0;
@@ -159,22 +93,16 @@ void rleaky_fwd_cpu(const RLeakyArgs<scalar_t>& a, const ParamSet<scalar_t, 4>& 
         a.mem[off + j] = m[j];
       }
     }
-  }
+  });
 }
 
 template <typename scalar_t, int RESET, bool IMMEDIATE, bool PER_NEURON, int SG>
 void rleaky_bwd_cpu(const RLeakyArgs<scalar_t>& a, const ParamSet<scalar_t, 4>& params,
                     ParamGrads<scalar_t, 4>& pgrads) {
-  const Items items(a.R, a.L);
   const int64_t M = a.R * a.L;
   const SurrogateConsts<scalar_t>& p = a.sg;
   const scalar_t* saved = IMMEDIATE ? a.u_in : a.mem_saved;
-  // bytes moved: 4 arrays of T*M values
-  Team team(a.num_threads, items.count, a.T * M * int64_t(4 * sizeof(scalar_t)));
-#pragma omp parallel for schedule(dynamic) num_threads(team.n)
-  for (int64_t index = 0; index < items.count; ++index) {
-    const Team::Item mark(team);
-    const Item it(items, a.L, index);
+  for_each_item(a, 4, [&](const Item& it, int64_t index) {  // grad_spk, grad_mem, saved, grad_x
     const auto [beta, V, thr, graded] = params.at(it.l0);
     scalar_t carry_m[kChunk], carry_s[kChunk], gb[kChunk], gv[kChunk], gth[kChunk], gg[kChunk];
     scalar_t m_init[kChunk], s_init[kChunk], m_prev[kChunk], s_prev[kChunk], zeros[kChunk];
@@ -225,7 +153,7 @@ void rleaky_bwd_cpu(const RLeakyArgs<scalar_t>& a, const ParamSet<scalar_t, 4>& 
     }
     const scalar_t* sums[4] = {gb, gv, gth, gg};
     for (int k = 0; k < 4; ++k) pgrads.store(k, index, sums[k], it.n);
-  }
+  });
 }
 
 // --- all-to-all (a dense recurrent layer) ------------------------------------------------------
@@ -376,47 +304,23 @@ void rleaky_linear_bwd_cpu(const RLeakyArgs<scalar_t>& a, const ParamSet<scalar_
 // --- bindings (pointers; fastlif/ops/rleaky.py checks and allocates) --------------------------
 
 template <typename scalar_t>
-void fill_common(RLeakyArgs<scalar_t>& a, int64_t T, int64_t R, int64_t L, bool per_neuron, bool all_to_all,
-                 int threads) {
-  a.T = T;
-  a.R = (per_neuron || all_to_all) ? R : 1;  // scalar parameters, one-to-one: one long row
-  a.L = (per_neuron || all_to_all) ? L : R * L;
-  a.num_threads = threads > 0 ? threads : 1;
-}
-
-template <typename scalar_t>
 void fwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t x, std::uintptr_t spk0, std::uintptr_t mem0,
                const std::array<ParamIn, 4>& pin, std::uintptr_t wt, std::uintptr_t bias, std::uintptr_t spk,
                std::uintptr_t mem, std::uintptr_t u_saved, std::uintptr_t r_saved, int reset, bool immediate,
                int threads) {
-  if (!x || !spk || !mem) throw std::invalid_argument("rleaky_fwd: x, spk and mem are required");
   immediate = immediate && reset != kNone;
-  if (immediate && (!u_saved || !r_saved))
-    throw std::invalid_argument("rleaky_fwd: an immediate reset needs u_saved and r_saved");
   const ParamSet<scalar_t, 4> params(pin, L, kParamNames);
   const bool all_to_all = wt != 0;
   RLeakyArgs<scalar_t> a;
-  fill_common(a, T, R, L, params.per_neuron, all_to_all, threads);
-  a.x = as_ptr<const scalar_t>(x);
+  set_lif_grid(a, T, R, L, params.per_neuron || all_to_all, threads);  // a coupled row stays a row
+  set_lif_forward(a, "rleaky_fwd", x, mem0, spk, mem, u_saved, r_saved, immediate);
   a.spk0 = as_ptr<const scalar_t>(spk0);
-  a.mem0 = as_ptr<const scalar_t>(mem0);
   a.wt = as_ptr<const scalar_t>(wt);
   a.bias = as_ptr<const scalar_t>(bias);
-  a.spk = as_ptr<scalar_t>(spk);
-  a.mem = as_ptr<scalar_t>(mem);
-  a.u_saved = as_ptr<scalar_t>(u_saved);
-  a.r_saved = as_ptr<uint8_t>(r_saved);
-  advise_outputs(T * R * L * int64_t(sizeof(scalar_t)), a.spk, a.mem, a.u_saved);  // fresh: see advise_huge
   pybind11::gil_scoped_release release;
-  int_switch<kSubtract, kZero, kNone>(reset, "reset_mode", [&](auto RESET) {
-    bool_switch(immediate, [&](auto IMM) {
-      bool_switch(params.per_neuron, [&](auto PN) {
-        if constexpr (!(IMM() && RESET() == kNone)) {
-          if (all_to_all) rleaky_linear_fwd_cpu<scalar_t, RESET(), IMM(), PN()>(a, params);
-          else rleaky_fwd_cpu<scalar_t, RESET(), IMM(), PN()>(a, params);
-        }
-      });
-    });
+  lif_switch(reset, immediate, params.per_neuron, [&](auto RESET, auto IMM, auto PN) {
+    if (all_to_all) rleaky_linear_fwd_cpu<scalar_t, RESET(), IMM(), PN()>(a, params);
+    else rleaky_fwd_cpu<scalar_t, RESET(), IMM(), PN()>(a, params);
   });
 }
 
@@ -426,44 +330,23 @@ void bwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk, std::ui
                std::uintptr_t mem0, const std::array<ParamIn, 4>& pin, std::uintptr_t w, std::uintptr_t grad_x,
                std::uintptr_t grad_spk0, std::uintptr_t grad_mem0, const std::array<std::uintptr_t, 4>& grad_params,
                int reset, bool immediate, int sg, double sg_param, int threads) {
-  if (!grad_x) throw std::invalid_argument("rleaky_bwd: grad_x is required");
   immediate = immediate && reset != kNone;
-  if (immediate ? (!u_saved || !r_saved) : !mem_saved)
-    throw std::invalid_argument(immediate ? "rleaky_bwd: an immediate reset needs u_saved and r_saved"
-                                          : "rleaky_bwd: a delayed reset needs mem_saved");
   const ParamSet<scalar_t, 4> params(pin, L, kParamNames);
   const bool all_to_all = w != 0;
   RLeakyArgs<scalar_t> a;
-  fill_common(a, T, R, L, params.per_neuron, all_to_all, threads);
-  a.grad_spk = as_ptr<const scalar_t>(grad_spk);
-  a.grad_mem = as_ptr<const scalar_t>(grad_mem);
-  a.mem_saved = as_ptr<const scalar_t>(mem_saved);
-  a.u_in = as_ptr<const scalar_t>(u_saved);
-  a.r_in = as_ptr<const uint8_t>(r_saved);
+  set_lif_grid(a, T, R, L, params.per_neuron || all_to_all, threads);
+  set_lif_backward(a, "rleaky_bwd", grad_spk, grad_mem, mem_saved, u_saved, r_saved, mem0, grad_x, grad_mem0,
+                   immediate, sg, sg_param);
   a.spk0 = as_ptr<const scalar_t>(spk0);
-  a.mem0 = as_ptr<const scalar_t>(mem0);
   a.w = as_ptr<const scalar_t>(w);
-  a.grad_x = as_ptr<scalar_t>(grad_x);
   a.grad_spk0 = as_ptr<scalar_t>(grad_spk0);
-  a.grad_mem0 = as_ptr<scalar_t>(grad_mem0);
-  a.sg = SurrogateConsts<scalar_t>(sg, sg_param);
-  advise_huge(a.grad_x, T * R * L * int64_t(sizeof(scalar_t)));
   ParamGrads<scalar_t, 4> pgrads(all_to_all ? 0 : Items(a.R, a.L).count);
   std::vector<scalar_t> row_partials(all_to_all ? static_cast<size_t>(3 * a.R * a.L) : 0);
   {
     pybind11::gil_scoped_release release;
-    int_switch<kSubtract, kZero, kNone>(reset, "reset_mode", [&](auto RESET) {
-      bool_switch(immediate, [&](auto IMM) {
-        bool_switch(params.per_neuron, [&](auto PN) {
-          int_switch<kAtan, kFastSigmoid, kSigmoid, kTriangular, kStraightThrough, kNoGrad>(
-              sg, "surrogate_kind", [&](auto SG) {
-                if constexpr (!(IMM() && RESET() == kNone)) {
-                  if (all_to_all) rleaky_linear_bwd_cpu<scalar_t, RESET(), IMM(), PN(), SG()>(a, params, row_partials);
-                  else rleaky_bwd_cpu<scalar_t, RESET(), IMM(), PN(), SG()>(a, params, pgrads);
-                }
-              });
-        });
-      });
+    lif_grad_switch(reset, immediate, params.per_neuron, sg, [&](auto RESET, auto IMM, auto PN, auto SG) {
+      if (all_to_all) rleaky_linear_bwd_cpu<scalar_t, RESET(), IMM(), PN(), SG()>(a, params, row_partials);
+      else rleaky_bwd_cpu<scalar_t, RESET(), IMM(), PN(), SG()>(a, params, pgrads);
     });
   }
   if (!all_to_all) {
@@ -495,8 +378,8 @@ void rleaky_fwd(int dtype, int64_t T, int64_t R, int64_t L, std::uintptr_t x, st
                 bool immediate, int threads) {
   check_grid("rleaky", T, R, L);
   const auto pin = param_ins<4>("rleaky", params);
-  int_switch<kFloat32, kFloat64>(dtype, "dtype", [&](auto DT) {
-    using scalar_t = std::conditional_t<DT() == kFloat64, double, float>;
+  with_dtype(dtype, [&](auto v) {
+    using scalar_t = decltype(v);
     fwd_typed<scalar_t>(T, R, L, x, spk0, mem0, pin, wt, bias, spk, mem, u_saved, r_saved, reset, immediate,
                         threads);
   });
@@ -510,8 +393,8 @@ void rleaky_bwd(int dtype, int64_t T, int64_t R, int64_t L, std::uintptr_t grad_
   check_grid("rleaky", T, R, L);
   const auto pin = param_ins<4>("rleaky", params);
   const auto gp = pointers<4>("rleaky_bwd", grad_params);
-  int_switch<kFloat32, kFloat64>(dtype, "dtype", [&](auto DT) {
-    using scalar_t = std::conditional_t<DT() == kFloat64, double, float>;
+  with_dtype(dtype, [&](auto v) {
+    using scalar_t = decltype(v);
     bwd_typed<scalar_t>(T, R, L, grad_spk, grad_mem, mem_saved, u_saved, r_saved, spk0, mem0, pin, w, grad_x,
                         grad_spk0, grad_mem0, gp, reset, immediate, sg, sg_param, threads);
   });

@@ -383,13 +383,6 @@ void family_bwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk, 
   for (int k = 0; k < NP; ++k) pgrads.reduce(k, a.R, a.L, params.per_neuron, params.given_n[k], gparams[k]);
 }
 
-template <typename F>
-void with_dtype(int dtype, F&& f) {
-  int_switch<kFloat32, kFloat64>(dtype, "dtype", [&](auto DT) {
-    f(std::conditional_t<DT() == kFloat64, double, float>{});
-  });
-}
-
 // Run f(Family{}) for the family called `name` among Families.
 template <class... Families, typename F>
 void with_family(const std::string& name, F&& f) {

@@ -13,6 +13,8 @@
 #include <string>
 #include <type_traits>
 
+#include "codes.h"
+
 namespace fastlif {
 
 template <typename F>
@@ -27,6 +29,14 @@ template <int... Values, typename F>
 void int_switch(int value, const char* what, F&& f) {
   const bool hit = ((value == Values ? (f(std::integral_constant<int, Values>{}), true) : false) || ...);
   if (!hit) throw std::invalid_argument(std::string(what) + ": unexpected value " + std::to_string(value));
+}
+
+// f(float{}) or f(double{}) for a dtype code (kFloat32, kFloat64).
+template <typename F>
+void with_dtype(int dtype, F&& f) {
+  int_switch<kFloat32, kFloat64>(dtype, "dtype", [&](auto DT) {
+    f(std::conditional_t<DT() == kFloat64, double, float>{});
+  });
 }
 
 }  // namespace fastlif

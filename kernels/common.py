@@ -169,6 +169,20 @@ def load_state(ptr, offs, mask, PRESENT: tl.constexpr, CDT: tl.constexpr, BLOCK:
 
 
 @triton.jit
+def step_input(x_ptr, off, step, mask, t, T, x_next, PREFETCH: tl.constexpr, CDT: tl.constexpr):
+    """A forward's input at step ``t`` (``off``) in the compute dtype, and what the loop carries
+    on: with ``PREFETCH`` the next step's input (``step`` elements on), loaded now so that it
+    arrives while this step computes (``x_next`` came in the same way; before the loop, the
+    first step's load), else ``x_next`` untouched."""
+    if PREFETCH:
+        x = x_next.to(CDT)
+        x_next = tl.load(x_ptr + off + step, mask=mask & (t + 1 < T), other=0)
+    else:
+        x = tl.load(x_ptr + off, mask=mask, other=0).to(CDT)
+    return x, x_next
+
+
+@triton.jit
 def base_reset(base, r, th, RESET: tl.constexpr):
     """Synaptic's and RLeaky's reset, on the membrane after it integrated this step (snnTorch's
     ``_base_sub`` / ``_base_zero``; see fastlif.reference._base_reset)."""

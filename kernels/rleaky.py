@@ -59,15 +59,10 @@ def rleaky_fwd_kernel(
     CDT: tl.constexpr = beta_ptr.dtype.element_ty
     offs, mask, b, v, th, g, sp, m = _start(beta_ptr, v_ptr, thr_ptr, g_ptr, spk0_ptr, mem0_ptr, N, L,
                                             BETA_PN, V_PN, THR_PN, G_PN, HAS_SPK0, HAS_MEM0, BLOCK)
-    if PREFETCH:
-        x_next = tl.load(x_ptr + offs, mask=mask, other=0)
+    x_next = tl.load(x_ptr + offs, mask=mask, other=0)
     for t in range(0, T):
         off = tl.cast(t, tl.int64) * N + offs
-        if PREFETCH:
-            x = x_next.to(CDT)
-            x_next = tl.load(x_ptr + off + N, mask=mask & (t + 1 < T), other=0)
-        else:
-            x = tl.load(x_ptr + off, mask=mask, other=0).to(CDT)
+        x, x_next = C.step_input(x_ptr, off, N, mask, t, T, x_next, PREFETCH, CDT)
         r = heaviside(m - th)
         u = base_reset(b * m + x + sp * v, r, th, RESET)
         s = heaviside(u - th)

@@ -56,14 +56,6 @@ def _params_of(p0_ptr, p1_ptr, p2_ptr, p3_ptr, p4_ptr, p5_ptr, lidx, mask, NP: t
 
 
 @triton.jit
-def _load(ptr, off, mask, PRESENT: tl.constexpr, CDT: tl.constexpr, BLOCK: tl.constexpr):
-    if PRESENT:
-        return tl.load(ptr + off, mask=mask, other=0).to(CDT)
-    else:
-        return tl.zeros([BLOCK], dtype=CDT)
-
-
-@triton.jit
 def _store(ptr, off, value, mask, PRESENT: tl.constexpr):
     if PRESENT:
         tl.store(ptr + off, C.cast(value, ptr.dtype.element_ty), mask=mask)
@@ -82,18 +74,13 @@ def scan_fwd_kernel(
     offs, mask, lidx = C.block_offsets(N, L, BLOCK)
     p0, p1, p2, p3, p4, p5 = _params_of(p0_ptr, p1_ptr, p2_ptr, p3_ptr, p4_ptr, p5_ptr, lidx, mask, NP, PN0, PN1,
                                         PN2, PN3, PN4, PN5, CDT, BLOCK)
-    s0 = _load(i0_ptr, offs, mask, i0_ptr is not None, CDT, BLOCK)
-    s1 = _load(i1_ptr, offs, mask, i1_ptr is not None, CDT, BLOCK)
-    s2 = _load(i2_ptr, offs, mask, i2_ptr is not None, CDT, BLOCK)
-    if PREFETCH:
-        x_next = tl.load(x_ptr + offs, mask=mask, other=0)
+    s0 = C.load_state(i0_ptr, offs, mask, i0_ptr is not None, CDT, BLOCK)
+    s1 = C.load_state(i1_ptr, offs, mask, i1_ptr is not None, CDT, BLOCK)
+    s2 = C.load_state(i2_ptr, offs, mask, i2_ptr is not None, CDT, BLOCK)
+    x_next = tl.load(x_ptr + offs, mask=mask, other=0)
     for t in range(0, T):
         off = tl.cast(t, tl.int64) * N + offs
-        if PREFETCH:
-            x = x_next.to(CDT)
-            x_next = tl.load(x_ptr + off + N, mask=mask & (t + 1 < T), other=0)
-        else:
-            x = tl.load(x_ptr + off, mask=mask, other=0).to(CDT)
+        x, x_next = C.step_input(x_ptr, off, N, mask, t, T, x_next, PREFETCH, CDT)
         spk, s0, s1, s2 = STEP(x, s0, s1, s2, p0, p1, p2, p3, p4, p5, O0, O1, O2, O3)
         _store(spk_ptr, off, spk, mask, True)
         _store(s0_ptr, off, s0, mask, NS > 0)
@@ -118,9 +105,9 @@ def scan_bwd_kernel(
     offs, mask, lidx = C.block_offsets(N, L, BLOCK)
     p0, p1, p2, p3, p4, p5 = _params_of(p0_ptr, p1_ptr, p2_ptr, p3_ptr, p4_ptr, p5_ptr, lidx, mask, NP, PN0, PN1,
                                         PN2, PN3, PN4, PN5, CDT, BLOCK)
-    init0 = _load(i0_ptr, offs, mask, i0_ptr is not None, CDT, BLOCK)
-    init1 = _load(i1_ptr, offs, mask, i1_ptr is not None, CDT, BLOCK)
-    init2 = _load(i2_ptr, offs, mask, i2_ptr is not None, CDT, BLOCK)
+    init0 = C.load_state(i0_ptr, offs, mask, i0_ptr is not None, CDT, BLOCK)
+    init1 = C.load_state(i1_ptr, offs, mask, i1_ptr is not None, CDT, BLOCK)
+    init2 = C.load_state(i2_ptr, offs, mask, i2_ptr is not None, CDT, BLOCK)
     sga = tl.full([BLOCK], sg_a, CDT)
     sgb = tl.full([BLOCK], sg_b, CDT)
     c0 = tl.zeros([BLOCK], dtype=CDT)
@@ -136,17 +123,17 @@ def scan_bwd_kernel(
         off = (T - 1 - i).to(tl.int64) * N + offs
         has_prev = i < T - 1
         pmask = mask & has_prev
-        s0 = tl.where(has_prev, _load(s0_ptr, off - N, pmask, NS > 0, CDT, BLOCK), init0)
-        s1 = tl.where(has_prev, _load(s1_ptr, off - N, pmask, NS > 1, CDT, BLOCK), init1)
-        s2 = tl.where(has_prev, _load(s2_ptr, off - N, pmask, NS > 2, CDT, BLOCK), init2)
-        n0 = _load(s0_ptr, off, mask, NS > 0, CDT, BLOCK)
-        n1 = _load(s1_ptr, off, mask, NS > 1, CDT, BLOCK)
-        n2 = _load(s2_ptr, off, mask, NS > 2, CDT, BLOCK)
-        x = _load(x_ptr, off, mask, x_ptr is not None, CDT, BLOCK)
-        g0 = _load(gs0_ptr, off, mask, gs0_ptr is not None, CDT, BLOCK) + c0
-        g1 = _load(gs1_ptr, off, mask, gs1_ptr is not None, CDT, BLOCK) + c1
-        g2 = _load(gs2_ptr, off, mask, gs2_ptr is not None, CDT, BLOCK) + c2
-        gspk = _load(gspk_ptr, off, mask, gspk_ptr is not None, CDT, BLOCK)
+        s0 = tl.where(has_prev, C.load_state(s0_ptr, off - N, pmask, NS > 0, CDT, BLOCK), init0)
+        s1 = tl.where(has_prev, C.load_state(s1_ptr, off - N, pmask, NS > 1, CDT, BLOCK), init1)
+        s2 = tl.where(has_prev, C.load_state(s2_ptr, off - N, pmask, NS > 2, CDT, BLOCK), init2)
+        n0 = C.load_state(s0_ptr, off, mask, NS > 0, CDT, BLOCK)
+        n1 = C.load_state(s1_ptr, off, mask, NS > 1, CDT, BLOCK)
+        n2 = C.load_state(s2_ptr, off, mask, NS > 2, CDT, BLOCK)
+        x = C.load_state(x_ptr, off, mask, x_ptr is not None, CDT, BLOCK)
+        g0 = C.load_state(gs0_ptr, off, mask, gs0_ptr is not None, CDT, BLOCK) + c0
+        g1 = C.load_state(gs1_ptr, off, mask, gs1_ptr is not None, CDT, BLOCK) + c1
+        g2 = C.load_state(gs2_ptr, off, mask, gs2_ptr is not None, CDT, BLOCK) + c2
+        gspk = C.load_state(gspk_ptr, off, mask, gspk_ptr is not None, CDT, BLOCK)
         if SPIKE_STATE:  # the spike output is state 0: one gradient reaches it
             gspk = gspk + g0
             g0 = tl.zeros([BLOCK], dtype=CDT)
