@@ -3,14 +3,11 @@
 // reduction of parameter gradients, written once. A family (csrc/families/<name>.h) is a struct
 // holding only its arithmetic:
 //
-//   struct Step {
+//   struct Step : StepDefaults {                             // kSpikeState, kNeedsX, kReadsAfter,
+//                                                            // Surrogates: declared where they differ
 //     static constexpr const char* kName = "...";            // the spec's name
 //     static constexpr int kStates = ..., kParams = ...;     // the spec's states and parameters
-//     static constexpr bool kSpikeState = false;             // state 0 is the previous spike
-//     static constexpr bool kNeedsX = true;                  // backward reads x (else x is not kept)
-//     static constexpr int kReadsAfter = 0;                  // bit k: backward reads state k after the step
 //     using Options = OptionSpace<3, 2>;                     // each option's number of values
-//     using Surrogates = SnnTorchSurrogates;                 // the surrogate kinds it runs
 //     static constexpr const char* kParamNames[kParams] = {...};
 //     // One step forward: s holds the states before the step and gets them after; returns the
 //     // spike output. p: this neuron's parameters.
@@ -121,6 +118,14 @@ template <int... Kinds, typename F>
 void surrogate_switch(int sg, SurrogateKinds<Kinds...>, F&& f) {
   int_switch<Kinds...>(sg, "surrogate_kind", std::forward<F>(f));
 }
+
+// What a family's step struct may leave out (it derives from this and declares what differs).
+struct StepDefaults {
+  static constexpr bool kSpikeState = false;  // state 0 is the previous spike output
+  static constexpr bool kNeedsX = true;       // backward reads x (else x is not kept)
+  static constexpr int kReadsAfter = 0;       // bit k: backward reads state k after the step
+  using Surrogates = SnnTorchSurrogates;      // the surrogate kinds it runs
+};
 
 // --- the arguments of a call -----------------------------------------------------------------------
 

@@ -14,17 +14,14 @@
 // reaches the previous membrane.
 #pragma once
 
-#include "../common.h"
+#include "../scan.h"
 
 namespace fastlif {
 
-struct AlphaStep {
+struct AlphaStep : StepDefaults {
   static constexpr const char* kName = "alpha";
   static constexpr int kStates = 3, kParams = 5;
-  static constexpr bool kSpikeState = false, kNeedsX = true;
-  static constexpr int kReadsAfter = 0;
   using Options = OptionSpace<3>;  // reset_mode
-  using Surrogates = SnnTorchSurrogates;
   static constexpr const char* kParamNames[kParams] = {"alpha", "beta", "tau_alpha", "threshold",
                                                        "graded_spikes_factor"};
   enum { kA, kB, kTau, kThr, kG };

@@ -9,17 +9,14 @@
 //   spk  = H(u - thr) * g,  m' = u
 #pragma once
 
-#include "../common.h"
+#include "../scan.h"
 
 namespace fastlif {
 
-struct LapicqueStep {
+struct LapicqueStep : StepDefaults {
   static constexpr const char* kName = "lapicque";
   static constexpr int kStates = 1, kParams = 6;
-  static constexpr bool kSpikeState = false, kNeedsX = true;
-  static constexpr int kReadsAfter = 0;
   using Options = OptionSpace<3>;  // reset_mode
-  using Surrogates = SnnTorchSurrogates;
   static constexpr const char* kParamNames[kParams] = {"R", "inv_RC", "time_step", "decay", "threshold",
                                                        "graded_spikes_factor"};
   enum { kR, kK1, kTs, kK2, kThr, kG };

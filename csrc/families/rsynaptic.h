@@ -15,17 +15,15 @@
 // graded factor's gradient from spk only, as the two terms of autograd's cancel).
 #pragma once
 
-#include "../common.h"
+#include "../scan.h"
 
 namespace fastlif {
 
-struct RSynapticStep {
+struct RSynapticStep : StepDefaults {
   static constexpr const char* kName = "rsynaptic";
   static constexpr int kStates = 3, kParams = 5;
-  static constexpr bool kSpikeState = true, kNeedsX = true;
-  static constexpr int kReadsAfter = 0;
+  static constexpr bool kSpikeState = true;
   using Options = OptionSpace<3, 2>;  // reset_mode, immediate
-  using Surrogates = SnnTorchSurrogates;
   static constexpr const char* kParamNames[kParams] = {"alpha", "beta", "V", "threshold", "graded_spikes_factor"};
   enum { kA, kB, kV, kThr, kG };
   enum { kSp, kSyn, kMem };

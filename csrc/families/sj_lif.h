@@ -19,15 +19,13 @@
 // the skeleton's fixed-order sum over neurons: not SpikingJelly's order, so equal to rounding).
 #pragma once
 
-#include "../common.h"
+#include "../scan.h"
 
 namespace fastlif {
 
-struct SjLifStep {
+struct SjLifStep : StepDefaults {
   static constexpr const char* kName = "sj_lif";
   static constexpr int kStates = 1, kParams = 3;
-  static constexpr bool kSpikeState = false, kNeedsX = true;
-  static constexpr int kReadsAfter = 0;
   // leak (0 divide by tau, 1 multiply by sigmoid(w)), decay_input, hard_reset, detach_reset
   using Options = OptionSpace<2, 2, 2, 2>;
   using Surrogates = SurrogateKinds<kSjSigmoid, kSjAtan, kNoGrad>;  // SpikingJelly's, and none

@@ -14,17 +14,16 @@
 // and the current after it (syn' holds x's contribution): x is not kept.
 #pragma once
 
-#include "../common.h"
+#include "../scan.h"
 
 namespace fastlif {
 
-struct SynapticStep {
+struct SynapticStep : StepDefaults {
   static constexpr const char* kName = "synaptic";
   static constexpr int kStates = 2, kParams = 4;
-  static constexpr bool kSpikeState = false, kNeedsX = false;
+  static constexpr bool kNeedsX = false;
   static constexpr int kReadsAfter = 1;  // syn after the step (it holds x's part)
   using Options = OptionSpace<3, 2>;  // reset_mode, immediate
-  using Surrogates = SnnTorchSurrogates;
   static constexpr const char* kParamNames[kParams] = {"alpha", "beta", "threshold", "graded_spikes_factor"};
   enum { kSyn, kMem };
   enum { kA, kB, kThr, kG };
