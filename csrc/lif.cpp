@@ -143,14 +143,14 @@ template <typename scalar_t>
 void bwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk, std::uintptr_t grad_mem,
                std::uintptr_t mem_saved, std::uintptr_t u_saved, std::uintptr_t r_saved, std::uintptr_t mem0,
                const std::array<ParamIn, 3>& pin, std::uintptr_t grad_x, std::uintptr_t grad_mem0,
-               const std::array<std::uintptr_t, 3>& grad_params, int reset, bool immediate, int sg,
-               double sg_param, int threads) {
+               const Pointers& grad_params, int reset, bool immediate, int sg, double sg_param, int threads) {
   immediate = immediate && reset != kNone;
   const ParamSet<scalar_t, 3> params(pin, L, kParamNames);
   LifArgs<scalar_t> a;
   set_lif_grid(a, T, R, L, params.per_neuron, threads);
   set_lif_backward(a, "lif_bwd", grad_spk, grad_mem, mem_saved, u_saved, r_saved, mem0, grad_x, grad_mem0,
                    immediate, sg, sg_param);
+  const auto gparams = family_pointers<scalar_t, 3>("lif_bwd", "parameter gradients", grad_params, false);
   ParamGrads<scalar_t, 3> pgrads(Items(a.R, a.L).count);
   {
     pybind11::gil_scoped_release release;
@@ -158,56 +158,42 @@ void bwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk, std::ui
       lif_bwd_cpu<scalar_t, RESET(), IMM(), PN(), SG()>(a, params, pgrads);
     });
   }
-  for (int k = 0; k < 3; ++k)
-    pgrads.reduce(k, a.R, a.L, params.per_neuron, params.given_n[k], as_ptr<scalar_t>(grad_params[k]));
+  for (int k = 0; k < 3; ++k) pgrads.reduce(k, a.R, a.L, params.per_neuron, params.given_n[k], gparams[k]);
 }
 
 void lif_fwd(int dtype, int64_t T, int64_t R, int64_t L, std::uintptr_t x, std::uintptr_t mem0,
-             std::uintptr_t beta, int64_t beta_n, double beta_value, std::uintptr_t thr, int64_t thr_n,
-             double thr_value, std::uintptr_t graded, int64_t graded_n, double graded_value, std::uintptr_t spk,
-             std::uintptr_t mem, std::uintptr_t u_saved, std::uintptr_t r_saved, int reset, bool immediate,
-             int threads) {
+             const ParamTuples& params, std::uintptr_t spk, std::uintptr_t mem, std::uintptr_t u_saved,
+             std::uintptr_t r_saved, int reset, bool immediate, int threads) {
   check_grid("lif", T, R, L);
-  const std::array<ParamIn, 3> pin{ParamIn{beta, beta_n, beta_value}, ParamIn{thr, thr_n, thr_value},
-                                   ParamIn{graded, graded_n, graded_value}};
+  const auto pin = family_params<3>("lif", params);
   with_dtype(dtype, [&](auto v) {
-    using scalar_t = decltype(v);
-    fwd_typed<scalar_t>(T, R, L, x, mem0, pin, spk, mem, u_saved, r_saved, reset, immediate, threads);
+    fwd_typed<decltype(v)>(T, R, L, x, mem0, pin, spk, mem, u_saved, r_saved, reset, immediate, threads);
   });
 }
 
 void lif_bwd(int dtype, int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk, std::uintptr_t grad_mem,
              std::uintptr_t mem_saved, std::uintptr_t u_saved, std::uintptr_t r_saved, std::uintptr_t mem0,
-             std::uintptr_t beta, int64_t beta_n, double beta_value, std::uintptr_t thr, int64_t thr_n,
-             double thr_value, std::uintptr_t graded, int64_t graded_n, double graded_value, std::uintptr_t grad_x,
-             std::uintptr_t grad_mem0, std::uintptr_t grad_beta, std::uintptr_t grad_thr, std::uintptr_t grad_graded,
+             const ParamTuples& params, std::uintptr_t grad_x, std::uintptr_t grad_mem0, const Pointers& grad_params,
              int reset, bool immediate, int sg, double sg_param, int threads) {
   check_grid("lif", T, R, L);
-  const std::array<ParamIn, 3> pin{ParamIn{beta, beta_n, beta_value}, ParamIn{thr, thr_n, thr_value},
-                                   ParamIn{graded, graded_n, graded_value}};
+  const auto pin = family_params<3>("lif", params);
   with_dtype(dtype, [&](auto v) {
-    using scalar_t = decltype(v);
-    bwd_typed<scalar_t>(T, R, L, grad_spk, grad_mem, mem_saved, u_saved, r_saved, mem0, pin, grad_x, grad_mem0,
-                        {grad_beta, grad_thr, grad_graded}, reset, immediate, sg, sg_param, threads);
+    bwd_typed<decltype(v)>(T, R, L, grad_spk, grad_mem, mem_saved, u_saved, r_saved, mem0, pin, grad_x, grad_mem0,
+                           grad_params, reset, immediate, sg, sg_param, threads);
   });
 }
 
 void register_lif(pybind11::module_& m) {
   namespace py = pybind11;
   m.def("lif_fwd", &lif_fwd, "LIF forward over T steps (pointers; see fastlif/ops/lif.py)", py::arg("dtype"),
-        py::arg("T"), py::arg("R"), py::arg("L"), py::arg("x"), py::arg("mem0"), py::arg("beta"),
-        py::arg("beta_n"), py::arg("beta_value"), py::arg("threshold"), py::arg("threshold_n"),
-        py::arg("threshold_value"), py::arg("graded"), py::arg("graded_n"), py::arg("graded_value"),
-        py::arg("spk"), py::arg("mem"), py::arg("u_saved"), py::arg("r_saved"), py::arg("reset_mode"),
-        py::arg("immediate"), py::arg("num_threads"));
+        py::arg("T"), py::arg("R"), py::arg("L"), py::arg("x"), py::arg("mem0"), py::arg("params"), py::arg("spk"),
+        py::arg("mem"), py::arg("u_saved"), py::arg("r_saved"), py::arg("reset_mode"), py::arg("immediate"),
+        py::arg("num_threads"));
   m.def("lif_bwd", &lif_bwd, "LIF surrogate backward over T steps (pointers; see fastlif/ops/lif.py)",
         py::arg("dtype"), py::arg("T"), py::arg("R"), py::arg("L"), py::arg("grad_spk"), py::arg("grad_mem"),
-        py::arg("mem_saved"), py::arg("u_saved"), py::arg("r_saved"), py::arg("mem0"), py::arg("beta"),
-        py::arg("beta_n"), py::arg("beta_value"), py::arg("threshold"), py::arg("threshold_n"),
-        py::arg("threshold_value"), py::arg("graded"), py::arg("graded_n"), py::arg("graded_value"),
-        py::arg("grad_x"), py::arg("grad_mem0"), py::arg("grad_beta"), py::arg("grad_threshold"),
-        py::arg("grad_graded"), py::arg("reset_mode"), py::arg("immediate"), py::arg("surrogate_kind"),
-        py::arg("surrogate_param"), py::arg("num_threads"));
+        py::arg("mem_saved"), py::arg("u_saved"), py::arg("r_saved"), py::arg("mem0"), py::arg("params"),
+        py::arg("grad_x"), py::arg("grad_mem0"), py::arg("grad_params"), py::arg("reset_mode"), py::arg("immediate"),
+        py::arg("surrogate_kind"), py::arg("surrogate_param"), py::arg("num_threads"));
 }
 
 }  // namespace

@@ -3,10 +3,12 @@
 #pragma once
 
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <array>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "common.h"
@@ -25,31 +27,37 @@ struct Register {
   explicit Register(Registrar r) { registrars().push_back(r); }
 };
 
-// What the family bindings share: the grid check, and K parameters handed over as one tuple of
-// (pointer, count, value) triples (see fastlif.ops.common.cpp_param).
+// What every binding shares: the grid check, the parameters handed over as a list of
+// (pointer, count, value) triples (fastlif.ops.common.cpp_param), and lists of pointers.
 inline void check_grid(const char* family, int64_t T, int64_t R, int64_t L) {
   if (T < 0 || R < 0 || L < 1)
     throw std::invalid_argument(std::string(family) + ": bad grid T=" + std::to_string(T) + " R=" +
                                 std::to_string(R) + " L=" + std::to_string(L));
 }
 
+using ParamTuples = std::vector<std::tuple<std::uintptr_t, int64_t, double>>;
+using Pointers = std::vector<std::uintptr_t>;
+
 template <int K>
-std::array<ParamIn, K> param_ins(const char* family, const pybind11::tuple& p) {
-  if (p.size() != 3 * K)
-    throw std::invalid_argument(std::string(family) + ": expected (pointer, count, value) for " +
-                                std::to_string(K) + " parameters");
+std::array<ParamIn, K> family_params(const char* family, const ParamTuples& in) {
+  if (in.size() != K)
+    throw std::invalid_argument(std::string(family) + ": expected " + std::to_string(K) + " parameters, got " +
+                                std::to_string(in.size()));
   std::array<ParamIn, K> out;
-  for (int k = 0; k < K; ++k)
-    out[k] = ParamIn{p[3 * k].cast<std::uintptr_t>(), p[3 * k + 1].cast<int64_t>(), p[3 * k + 2].cast<double>()};
+  for (int k = 0; k < K; ++k) out[k] = ParamIn{std::get<0>(in[k]), std::get<1>(in[k]), std::get<2>(in[k])};
   return out;
 }
 
-template <int K>
-std::array<std::uintptr_t, K> pointers(const char* family, const pybind11::tuple& p) {
-  if (p.size() != K)
-    throw std::invalid_argument(std::string(family) + ": expected " + std::to_string(K) + " pointers");
-  std::array<std::uintptr_t, K> out;
-  for (int k = 0; k < K; ++k) out[k] = p[k].cast<std::uintptr_t>();
+template <typename T, int K>
+std::array<T*, K> family_pointers(const char* family, const char* what, const Pointers& in, bool required) {
+  if (in.size() != K)
+    throw std::invalid_argument(std::string(family) + ": expected " + std::to_string(K) + " " + what + ", got " +
+                                std::to_string(in.size()));
+  std::array<T*, K> out;
+  for (int k = 0; k < K; ++k) {
+    if (required && !in[k]) throw std::invalid_argument(std::string(family) + ": " + what + " are required");
+    out[k] = as_ptr<T>(in[k]);
+  }
   return out;
 }
 

@@ -328,8 +328,8 @@ template <typename scalar_t>
 void bwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk, std::uintptr_t grad_mem,
                std::uintptr_t mem_saved, std::uintptr_t u_saved, std::uintptr_t r_saved, std::uintptr_t spk0,
                std::uintptr_t mem0, const std::array<ParamIn, 4>& pin, std::uintptr_t w, std::uintptr_t grad_x,
-               std::uintptr_t grad_spk0, std::uintptr_t grad_mem0, const std::array<std::uintptr_t, 4>& grad_params,
-               int reset, bool immediate, int sg, double sg_param, int threads) {
+               std::uintptr_t grad_spk0, std::uintptr_t grad_mem0, const Pointers& grad_params, int reset,
+               bool immediate, int sg, double sg_param, int threads) {
   immediate = immediate && reset != kNone;
   const ParamSet<scalar_t, 4> params(pin, L, kParamNames);
   const bool all_to_all = w != 0;
@@ -340,6 +340,7 @@ void bwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk, std::ui
   a.spk0 = as_ptr<const scalar_t>(spk0);
   a.w = as_ptr<const scalar_t>(w);
   a.grad_spk0 = as_ptr<scalar_t>(grad_spk0);
+  const auto gparams = family_pointers<scalar_t, 4>("rleaky_bwd", "parameter gradients", grad_params, false);
   ParamGrads<scalar_t, 4> pgrads(all_to_all ? 0 : Items(a.R, a.L).count);
   std::vector<scalar_t> row_partials(all_to_all ? static_cast<size_t>(3 * a.R * a.L) : 0);
   {
@@ -351,13 +352,13 @@ void bwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk, std::ui
   }
   if (!all_to_all) {
     for (int k = 0; k < 4; ++k)
-      pgrads.reduce(k, a.R, a.L, params.per_neuron, params.given_n[k], as_ptr<scalar_t>(grad_params[k]));
+      pgrads.reduce(k, a.R, a.L, params.per_neuron, params.given_n[k], gparams[k]);
     return;
   }
   // all-to-all: per-row partials of beta, threshold and graded, summed over rows in a fixed order
   const int which[3] = {kBeta, kThr, kGraded};
   for (int q = 0; q < 3; ++q) {
-    scalar_t* out = as_ptr<scalar_t>(grad_params[which[q]]);
+    scalar_t* out = gparams[which[q]];
     if (!out) continue;
     std::vector<double> per(static_cast<size_t>(a.L), 0.0);
     for (int64_t row = 0; row < a.R; ++row)
@@ -373,11 +374,11 @@ void bwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk, std::ui
 }
 
 void rleaky_fwd(int dtype, int64_t T, int64_t R, int64_t L, std::uintptr_t x, std::uintptr_t spk0,
-                std::uintptr_t mem0, const pybind11::tuple& params, std::uintptr_t wt, std::uintptr_t bias,
+                std::uintptr_t mem0, const ParamTuples& params, std::uintptr_t wt, std::uintptr_t bias,
                 std::uintptr_t spk, std::uintptr_t mem, std::uintptr_t u_saved, std::uintptr_t r_saved, int reset,
                 bool immediate, int threads) {
   check_grid("rleaky", T, R, L);
-  const auto pin = param_ins<4>("rleaky", params);
+  const auto pin = family_params<4>("rleaky", params);
   with_dtype(dtype, [&](auto v) {
     using scalar_t = decltype(v);
     fwd_typed<scalar_t>(T, R, L, x, spk0, mem0, pin, wt, bias, spk, mem, u_saved, r_saved, reset, immediate,
@@ -387,16 +388,15 @@ void rleaky_fwd(int dtype, int64_t T, int64_t R, int64_t L, std::uintptr_t x, st
 
 void rleaky_bwd(int dtype, int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk, std::uintptr_t grad_mem,
                 std::uintptr_t mem_saved, std::uintptr_t u_saved, std::uintptr_t r_saved, std::uintptr_t spk0,
-                std::uintptr_t mem0, const pybind11::tuple& params, std::uintptr_t w, std::uintptr_t grad_x,
-                std::uintptr_t grad_spk0, std::uintptr_t grad_mem0, const pybind11::tuple& grad_params, int reset,
+                std::uintptr_t mem0, const ParamTuples& params, std::uintptr_t w, std::uintptr_t grad_x,
+                std::uintptr_t grad_spk0, std::uintptr_t grad_mem0, const Pointers& grad_params, int reset,
                 bool immediate, int sg, double sg_param, int threads) {
   check_grid("rleaky", T, R, L);
-  const auto pin = param_ins<4>("rleaky", params);
-  const auto gp = pointers<4>("rleaky_bwd", grad_params);
+  const auto pin = family_params<4>("rleaky", params);
   with_dtype(dtype, [&](auto v) {
     using scalar_t = decltype(v);
     bwd_typed<scalar_t>(T, R, L, grad_spk, grad_mem, mem_saved, u_saved, r_saved, spk0, mem0, pin, w, grad_x,
-                        grad_spk0, grad_mem0, gp, reset, immediate, sg, sg_param, threads);
+                        grad_spk0, grad_mem0, grad_params, reset, immediate, sg, sg_param, threads);
   });
 }
 

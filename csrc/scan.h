@@ -295,32 +295,6 @@ FASTLIF_SCAN_SIMD
 
 // --- bindings: one form for every family ------------------------------------------------------------
 
-using ParamTuples = std::vector<std::tuple<std::uintptr_t, int64_t, double>>;
-using Pointers = std::vector<std::uintptr_t>;
-
-template <int K>
-std::array<ParamIn, K> family_params(const char* family, const ParamTuples& in) {
-  if (in.size() != K)
-    throw std::invalid_argument(std::string(family) + ": expected " + std::to_string(K) + " parameters, got " +
-                                std::to_string(in.size()));
-  std::array<ParamIn, K> out;
-  for (int k = 0; k < K; ++k) out[k] = ParamIn{std::get<0>(in[k]), std::get<1>(in[k]), std::get<2>(in[k])};
-  return out;
-}
-
-template <typename T, int K>
-std::array<T*, K> family_pointers(const char* family, const char* what, const Pointers& in, bool required) {
-  if (in.size() != K)
-    throw std::invalid_argument(std::string(family) + ": expected " + std::to_string(K) + " " + what + ", got " +
-                                std::to_string(in.size()));
-  std::array<T*, K> out;
-  for (int k = 0; k < K; ++k) {
-    if (required && !in[k]) throw std::invalid_argument(std::string(family) + ": " + what + " are required");
-    out[k] = as_ptr<T>(in[k]);
-  }
-  return out;
-}
-
 // The grid as the kernels see it: scalar parameters run it as one long row.
 template <class Args, class P>
 void set_grid(Args& a, int64_t T, int64_t R, int64_t L, const P& params, int threads) {

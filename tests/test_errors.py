@@ -87,10 +87,8 @@ def test_binding_and_launcher_checks():
     p = torch.ones(1)
 
     def call(**kw):
-        args = dict(dtype=0, T=2, R=3, L=4, x=x.data_ptr(), mem0=0, beta=p.data_ptr(), beta_n=1,
-                    beta_value=0.0, threshold=p.data_ptr(), threshold_n=1, threshold_value=0.0,
-                    graded=p.data_ptr(), graded_n=1, graded_value=0.0, spk=out.data_ptr(),
-                    mem=out.data_ptr(), u_saved=0, r_saved=0, reset_mode=0, immediate=False,
+        args = dict(dtype=0, T=2, R=3, L=4, x=x.data_ptr(), mem0=0, params=[(p.data_ptr(), 1, 0.0)] * 3,
+                    spk=out.data_ptr(), mem=out.data_ptr(), u_saved=0, r_saved=0, reset_mode=0, immediate=False,
                     num_threads=1)
         args.update(kw)
         return ext.lif_fwd(**args)
@@ -99,7 +97,9 @@ def test_binding_and_launcher_checks():
     with pytest.raises(ValueError, match="dtype: unexpected value 5"):
         call(dtype=5)
     with pytest.raises(ValueError, match="beta: expected 1 or 4 values, got 3"):
-        call(beta_n=3)
+        call(params=[(p.data_ptr(), 3, 0.0)] + [(p.data_ptr(), 1, 0.0)] * 2)
+    with pytest.raises(ValueError, match="lif: expected 3 parameters, got 2"):
+        call(params=[(p.data_ptr(), 1, 0.0)] * 2)
     with pytest.raises(ValueError, match="reset_mode: unexpected value 7"):
         call(reset_mode=7)
     with pytest.raises(ValueError, match="an immediate reset needs u_saved and r_saved"):

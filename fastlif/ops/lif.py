@@ -61,9 +61,8 @@ def cpp_fwd(x, mem0, beta, threshold, graded, *, steps, reset_mode, reset_delay,
     u = cpu_empty_like(xc) if immediate else None
     flags = cpu_empty(x.shape, torch.uint8) if immediate else cpu_nothing(torch.uint8)
     _C().lif_fwd(cpp_dtype_code(xc.dtype), T, R, L, xc.data_ptr(), ptr(mem0),
-                 *cpp_param(beta), *cpp_param(threshold), *cpp_param(graded),
-                 spk.data_ptr(), mem.data_ptr(), ptr(u), ptr(flags if immediate else None),
-                 reset_mode, immediate, num_threads())
+                 [cpp_param(beta), cpp_param(threshold), cpp_param(graded)], spk.data_ptr(), mem.data_ptr(),
+                 ptr(u), ptr(flags if immediate else None), reset_mode, immediate, num_threads())
     if immediate:
         state = u  # what saved_layout says: the pre-reset membrane, and the flags
     elif out_dtype != xc.dtype and not mem_fp32:
@@ -89,9 +88,8 @@ def cpp_bwd(grad_spk, grad_mem, mem, state, flags, mem0, beta, threshold, graded
     grads = [torch.empty_like(p) if isinstance(p, Tensor) else None for p in (beta, threshold, graded)]
     _C().lif_bwd(cpp_dtype_code(compute), T, R, L, ptr(grad_spk), ptr(grad_mem), ptr(mem_saved),
                  ptr(state if immediate else None), ptr(flags if immediate else None), ptr(mem0),
-                 *cpp_param(beta), *cpp_param(threshold), *cpp_param(graded),
-                 grad_x.data_ptr(), ptr(grad_mem0), *map(ptr, grads),
-                 reset_mode, immediate, surrogate_kind, surrogate_param, num_threads())
+                 [cpp_param(beta), cpp_param(threshold), cpp_param(graded)], grad_x.data_ptr(), ptr(grad_mem0),
+                 [ptr(g) for g in grads], reset_mode, immediate, surrogate_kind, surrogate_param, num_threads())
     return (grad_x if x_dtype == compute else grad_x.to(x_dtype)), grad_mem0, *grads
 
 

@@ -48,7 +48,7 @@ def cpp_fwd(x, spk0, mem0, beta, V, threshold, graded, weight, bias, *, steps, r
     flags = cpu_empty(x.shape, torch.uint8) if immediate else cpu_nothing(torch.uint8)
     wt = None if weight is None else weight.detach().to(xc.dtype).t().contiguous()
     bias = None if bias is None else bias.detach().to(xc.dtype).contiguous()
-    params = (*cpp_param(beta), *cpp_param(V), *cpp_param(threshold), *cpp_param(graded))
+    params = [cpp_param(beta), cpp_param(V), cpp_param(threshold), cpp_param(graded)]
     _C().rleaky_fwd(cpp_dtype_code(xc.dtype), T, R, L, xc.data_ptr(), ptr(spk0), ptr(mem0), params, ptr(wt),
                     ptr(bias), spk.data_ptr(), mem.data_ptr(), ptr(state if immediate else None),
                     ptr(flags if immediate else None), reset_mode, immediate, num_threads())
@@ -72,8 +72,8 @@ def cpp_bwd(grad_spk, grad_mem, mem, state, flags, spk0, mem0, beta, V, threshol
     w = None if weight is None else weight.detach().to(compute).contiguous()
     _C().rleaky_bwd(cpp_dtype_code(compute), T, R, L, *map(ptr, grads_in), ptr(None if immediate else ref),
                     ptr(state if immediate else None), ptr(flags if immediate else None), ptr(spk0), ptr(mem0),
-                    tuple(v for p in params for v in cpp_param(p)), ptr(w), grad_x.data_ptr(), ptr(grad_spk0),
-                    ptr(grad_mem0), tuple(map(ptr, grads)), reset_mode, immediate, surrogate_kind,
+                    [cpp_param(p) for p in params], ptr(w), grad_x.data_ptr(), ptr(grad_spk0),
+                    ptr(grad_mem0), [ptr(g) for g in grads], reset_mode, immediate, surrogate_kind,
                     surrogate_param, num_threads())
     return (grad_x if x_dtype == compute else grad_x.to(x_dtype)), grad_spk0, grad_mem0, *grads
 
