@@ -402,6 +402,17 @@ inline S membrane_grad(S gm, S gspk, S u, S r, S th, S g, S& gth, S& gg, const S
   else return gu;
 }
 
+// The grid as a kernel sees it: rows kept apart (per-neuron parameters, or a row whose neurons
+// are coupled) or, with scalar parameters, the whole grid as one long row. Args: any kernel's
+// argument struct (T, R, L, num_threads).
+template <class Args>
+void set_grid(Args& a, int64_t T, int64_t R, int64_t L, bool rows_apart, int threads) {
+  a.T = T;
+  a.R = rows_apart ? R : 1;
+  a.L = rows_apart ? L : R * L;
+  a.num_threads = threads > 0 ? threads : 1;
+}
+
 // A parameter as Python hands it over: a pointer to n values (n = 1 or L), or, with a null
 // pointer, one value given by itself (a Python float).
 struct ParamIn {

@@ -21,9 +21,6 @@ namespace {
 constexpr int kBeta = 0, kThr = 1, kGraded = 2;
 constexpr const char* kParamNames[3] = {"beta", "threshold", "graded_spikes_factor"};
 
-template <typename scalar_t>
-using LifArgs = LifArgsBase<scalar_t>;
-
 template <typename scalar_t, int RESET, bool IMMEDIATE, bool PER_NEURON>
 void lif_fwd_cpu(const LifArgs<scalar_t>& a, const ParamSet<scalar_t, 3>& params) {
   const int64_t M = a.R * a.L;
@@ -131,7 +128,7 @@ void fwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t x, std::uintptr_t
   immediate = immediate && reset != kNone;
   const ParamSet<scalar_t, 3> params(pin, L, kParamNames);
   LifArgs<scalar_t> a;
-  set_lif_grid(a, T, R, L, params.per_neuron, threads);
+  set_grid(a, T, R, L, params.per_neuron, threads);
   set_lif_forward(a, "lif_fwd", x, mem0, spk, mem, u_saved, r_saved, immediate);
   pybind11::gil_scoped_release release;
   lif_switch(reset, immediate, params.per_neuron, [&](auto RESET, auto IMM, auto PN) {
@@ -147,7 +144,7 @@ void bwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk, std::ui
   immediate = immediate && reset != kNone;
   const ParamSet<scalar_t, 3> params(pin, L, kParamNames);
   LifArgs<scalar_t> a;
-  set_lif_grid(a, T, R, L, params.per_neuron, threads);
+  set_grid(a, T, R, L, params.per_neuron, threads);
   set_lif_backward(a, "lif_bwd", grad_spk, grad_mem, mem_saved, u_saved, r_saved, mem0, grad_x, grad_mem0,
                    immediate, sg, sg_param);
   const auto gparams = family_pointers<scalar_t, 3>("lif_bwd", "parameter gradients", grad_params, false);

@@ -22,7 +22,7 @@ namespace fastlif {
 
 // The pointers of a Leaky-like call (forward's or backward's; the rest stay null).
 template <typename scalar_t>
-struct LifArgsBase {
+struct LifArgs {
   int64_t T = 0, R = 0, L = 0;
   const scalar_t* x = nullptr;
   const scalar_t* mem0 = nullptr;  // [R*L] or null (zeros)
@@ -62,7 +62,7 @@ inline scalar_t fire(scalar_t u, scalar_t r, scalar_t th, scalar_t g, scalar_t& 
 // The membrane and the spikes step t-1 left (t > 0; prev is its element), rebuilt from what
 // forward saved, bit for bit as forward computed them.
 template <typename scalar_t, int RESET, bool IMMEDIATE>
-inline void previous_step(const LifArgsBase<scalar_t>& a, int64_t prev, scalar_t th, scalar_t g, scalar_t& m0,
+inline void previous_step(const LifArgs<scalar_t>& a, int64_t prev, scalar_t th, scalar_t g, scalar_t& m0,
                           scalar_t& sp0) {
   if constexpr (IMMEDIATE) {
     const scalar_t up = a.u_in[prev];
@@ -78,7 +78,7 @@ inline void previous_step(const LifArgsBase<scalar_t>& a, int64_t prev, scalar_t
 // body(it, index) for every work item (csrc/common.h) of an element-wise kernel over a's grid,
 // on a team sized by the memory it moves: values_moved arrays of T*R*L values (team_size).
 template <typename scalar_t, class F>
-void for_each_item(const LifArgsBase<scalar_t>& a, int values_moved, F&& body) {
+void for_each_item(const LifArgs<scalar_t>& a, int values_moved, F&& body) {
   const Items items(a.R, a.L);
   Team team(a.num_threads, items.count, a.T * a.R * a.L * int64_t(values_moved * sizeof(scalar_t)));
 #pragma omp parallel for schedule(dynamic) num_threads(team.n)
@@ -90,24 +90,15 @@ void for_each_item(const LifArgsBase<scalar_t>& a, int values_moved, F&& body) {
 
 // A forward's streams of the step at `next` (see prefetch_run): x read, spk and mem written.
 template <typename scalar_t>
-inline void prefetch_next_step(const LifArgsBase<scalar_t>& a, int64_t next, int64_t n) {
+inline void prefetch_next_step(const LifArgs<scalar_t>& a, int64_t next, int64_t n) {
   prefetch_run(a.x + next, n, false);
   prefetch_run(a.spk + next, n, true);
   prefetch_run(a.mem + next, n, true);
 }
 
-// The grid as the kernels see it: scalar parameters (and not a coupled row) run as one long row.
-template <typename scalar_t>
-void set_lif_grid(LifArgsBase<scalar_t>& a, int64_t T, int64_t R, int64_t L, bool rows_apart, int threads) {
-  a.T = T;
-  a.R = rows_apart ? R : 1;
-  a.L = rows_apart ? L : R * L;
-  a.num_threads = threads > 0 ? threads : 1;
-}
-
 // Forward's pointers, checked: x, spk and mem always; u and r with an immediate reset.
 template <typename scalar_t>
-void set_lif_forward(LifArgsBase<scalar_t>& a, const char* name, std::uintptr_t x, std::uintptr_t mem0,
+void set_lif_forward(LifArgs<scalar_t>& a, const char* name, std::uintptr_t x, std::uintptr_t mem0,
                      std::uintptr_t spk, std::uintptr_t mem, std::uintptr_t u_saved, std::uintptr_t r_saved,
                      bool immediate) {
   if (!x || !spk || !mem) throw std::invalid_argument(std::string(name) + ": x, spk and mem are required");
@@ -124,7 +115,7 @@ void set_lif_forward(LifArgsBase<scalar_t>& a, const char* name, std::uintptr_t 
 
 // Backward's pointers, checked: grad_x always; what forward saved for the reset it ran.
 template <typename scalar_t>
-void set_lif_backward(LifArgsBase<scalar_t>& a, const char* name, std::uintptr_t grad_spk, std::uintptr_t grad_mem,
+void set_lif_backward(LifArgs<scalar_t>& a, const char* name, std::uintptr_t grad_spk, std::uintptr_t grad_mem,
                       std::uintptr_t mem_saved, std::uintptr_t u_saved, std::uintptr_t r_saved, std::uintptr_t mem0,
                       std::uintptr_t grad_x, std::uintptr_t grad_mem0, bool immediate, int sg, double sg_param) {
   if (!grad_x) throw std::invalid_argument(std::string(name) + ": grad_x is required");

@@ -31,7 +31,7 @@ constexpr int kBeta = 0, kV = 1, kThr = 2, kGraded = 3;
 constexpr const char* kParamNames[4] = {"beta", "V", "threshold", "graded_spikes_factor"};
 
 template <typename scalar_t>
-struct RLeakyArgs : LifArgsBase<scalar_t> {
+struct RLeakyArgs : LifArgs<scalar_t> {
   const scalar_t* spk0 = nullptr;  // [R*L] or null (zeros)
   const scalar_t* wt = nullptr;    // all-to-all: W transposed, [L_in, L_out] row-major
   const scalar_t* w = nullptr;     // all-to-all: W, [L_out, L_in] row-major (backward)
@@ -312,7 +312,7 @@ void fwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t x, std::uintptr_t
   const ParamSet<scalar_t, 4> params(pin, L, kParamNames);
   const bool all_to_all = wt != 0;
   RLeakyArgs<scalar_t> a;
-  set_lif_grid(a, T, R, L, params.per_neuron || all_to_all, threads);  // a coupled row stays a row
+  set_grid(a, T, R, L, params.per_neuron || all_to_all, threads);  // a coupled row stays a row
   set_lif_forward(a, "rleaky_fwd", x, mem0, spk, mem, u_saved, r_saved, immediate);
   a.spk0 = as_ptr<const scalar_t>(spk0);
   a.wt = as_ptr<const scalar_t>(wt);
@@ -334,7 +334,7 @@ void bwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk, std::ui
   const ParamSet<scalar_t, 4> params(pin, L, kParamNames);
   const bool all_to_all = w != 0;
   RLeakyArgs<scalar_t> a;
-  set_lif_grid(a, T, R, L, params.per_neuron || all_to_all, threads);
+  set_grid(a, T, R, L, params.per_neuron || all_to_all, threads);
   set_lif_backward(a, "rleaky_bwd", grad_spk, grad_mem, mem_saved, u_saved, r_saved, mem0, grad_x, grad_mem0,
                    immediate, sg, sg_param);
   a.spk0 = as_ptr<const scalar_t>(spk0);

@@ -295,15 +295,6 @@ FASTLIF_SCAN_SIMD
 
 // --- bindings: one form for every family ------------------------------------------------------------
 
-// The grid as the kernels see it: scalar parameters run it as one long row.
-template <class Args, class P>
-void set_grid(Args& a, int64_t T, int64_t R, int64_t L, const P& params, int threads) {
-  a.T = T;
-  a.R = params.per_neuron ? R : 1;
-  a.L = params.per_neuron ? L : R * L;
-  a.num_threads = threads > 0 ? threads : 1;
-}
-
 template <class F, typename scalar_t>
 void family_fwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t x, const Pointers& state0,
                       const ParamTuples& pin, std::uintptr_t spk, const Pointers& states, const std::vector<int>& options,
@@ -312,7 +303,7 @@ void family_fwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t x, const P
   if (!x || !spk) throw std::invalid_argument(std::string(F::kName) + "_fwd: x and spk are required");
   const ParamSet<scalar_t, NP> params(family_params<NP>(F::kName, pin), L, F::kParamNames);
   ScanArgs<scalar_t, NS> a;
-  set_grid(a, T, R, L, params, threads);
+  set_grid(a, T, R, L, params.per_neuron, threads);
   a.x = as_ptr<const scalar_t>(x);
   a.state0 = family_pointers<const scalar_t, NS>(F::kName, "initial states", state0, false);
   a.spk = as_ptr<scalar_t>(spk);
@@ -337,7 +328,7 @@ void family_bwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk, 
     throw std::invalid_argument(std::string(F::kName) + "_bwd: x and grad_x are required");
   const ParamSet<scalar_t, NP> params(family_params<NP>(F::kName, pin), L, F::kParamNames);
   ScanArgs<scalar_t, NS> a;
-  set_grid(a, T, R, L, params, threads);
+  set_grid(a, T, R, L, params.per_neuron, threads);
   a.x = as_ptr<const scalar_t>(x);
   a.grad_spk = as_ptr<const scalar_t>(grad_spk);
   a.grad_state = family_pointers<const scalar_t, NS>(F::kName, "state gradients", grad_states, false);

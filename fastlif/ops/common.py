@@ -266,22 +266,18 @@ num_threads = get_num_threads  # what the launchers pass the kernels
 
 POOL_MIN_BYTES = 1 << 16  # below this malloc serves from its bins, which it does not give back
 _DEFAULT_CACHE_LIMIT = 1 << 30
-_pool_enabled = None  # None: not yet read from FASTLIF_CPU_CACHE_MB
+_pool_module = None  # None: FASTLIF_CPU_CACHE_MB not read yet; then the extension, or False (no pool)
 
 
 def _pool():
     """The extension when the pool serves (a limit above 0), else None."""
-    global _pool_enabled, _pool_module
-    if _pool_enabled is None:
+    global _pool_module
+    if _pool_module is None:
         C = backends.cpp_module()
         limit = _env_cache_limit()
         C._pool(limit=limit)
-        _pool_enabled = limit > 0
-        _pool_module = C
-    return _pool_module if _pool_enabled else None
-
-
-_pool_module = None  # the extension, once _pool has read the limit
+        _pool_module = C if limit > 0 else False
+    return _pool_module or None
 
 
 def _env_cache_limit():
@@ -334,12 +330,13 @@ def cpu_empty_like(t):
 def set_cpu_cache_limit(nbytes):
     """Keep at most ``nbytes`` of freed output memory for reuse (0: none; the memory of
     tensors alive now is not affected). Default 1 GiB, or ``FASTLIF_CPU_CACHE_MB``."""
-    global _pool_enabled
+    global _pool_module
     if type(nbytes) is not int or nbytes < 0:
         raise ValueError(f"fastlif.set_cpu_cache_limit: expected an integer number of bytes >= 0, got {nbytes!r}")
     _pool()  # read the environment first, so that it does not override this call later
-    backends.cpp_module()._pool(limit=nbytes)
-    _pool_enabled = nbytes > 0
+    C = backends.cpp_module()
+    C._pool(limit=nbytes)
+    _pool_module = C if nbytes > 0 else False
 
 
 def empty_cpu_cache():
