@@ -8,7 +8,12 @@
   streamed ``MB`` megabytes through the core (a ``copy_``, as a kernel's reads and writes do),
   against right after nothing: a working set evicted from the caches makes the same Python
   several times slower, which is how a call whose kernels take 0.4 ms costs 1 ms and more;
-* ``kernels``: the real call, and its C++ kernels alone (timed inside it).
+* ``kernels``: the real call, and its C++ kernels alone (timed inside it);
+* ``timeline``: the real call cut at its kernels' edges: the Python before the forward kernel,
+  the kernel, the Python after it (the forward's return, then ``torch.autograd.backward`` up to
+  the backward kernel: torch's engine and fastlif's backward), the backward kernel, and what
+  follows it (fastlif's return, torch's gradient accumulation and graph release). Every part
+  after a kernel runs with the caches that kernel left.
 
     python -m bench.overhead            # rows in bench/results/overhead.csv
 """
@@ -39,7 +44,9 @@ class _Stubbed:
         def timed(*a, **k):
             t0 = time.perf_counter()
             out = fn(*a, **k)
-            times.append(time.perf_counter() - t0)
+            t1 = time.perf_counter()
+            times.append(t1 - t0)
+            self.last_span = (t0, t1)
             return out
         return timed
 
@@ -95,6 +102,27 @@ def _fwd_bwd_us(fn, x, grads, rounds, calls):
     return per
 
 
+TIMELINE = ("before the forward kernel", "forward kernel", "forward kernel to backward kernel",
+            "backward kernel", "after the backward kernel")
+
+
+def _timeline_us(fn, x, grads, stub, calls):
+    """Median microseconds of each TIMELINE part over ``calls`` forward+backward calls."""
+    parts = [[] for _ in TIMELINE]
+    for _ in range(calls):
+        xx = x.detach().requires_grad_()
+        t0 = time.perf_counter()
+        outs = fn(xx)
+        f0, f1 = stub.last_span
+        torch.autograd.backward(list(outs), grads)
+        t2 = time.perf_counter()
+        b0, b1 = stub.last_span
+        for part, us in zip(parts, (f0 - t0, f1 - f0, b0 - f1, b1 - b0, t2 - b1)):
+            part.append(us * 1e6)
+        del outs, xx
+    return [statistics.median(p) for p in parts]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=9)
@@ -127,6 +155,12 @@ def main():
         kernel_us = sum(statistics.median(v) for v in timed.times.values() if v) * 1e6
         row("kernels", name, per, kernels_us=kernel_us)
         print(f"           of which its C++ kernels {kernel_us:.1f} us")
+    # timeline: the real call cut at its kernels' edges
+    for name in ("Leaky.sequence", "spikingjelly.LIFNode"):
+        _timeline_us(providers[name], x, grads, timed, 20)
+        per_part = [_timeline_us(providers[name], x, grads, timed, 40) for _ in range(args.rounds)]
+        for i, part in enumerate(TIMELINE):
+            row("timeline", f"{name}: {part}", [p[i] for p in per_part])
     # python: kernels replaced by no-ops, warm
     _install(_Stubbed(real, False))
     for name, fn in providers.items():

@@ -72,7 +72,7 @@ def cpp_fwd(x, states0, params, *, family, steps, options):
     spec = FAMILIES[family]
     if x.dtype not in CPP_DTYPES + HALF_DTYPES:
         raise TypeError(f"fastlif cpp backend computes in float32 or float64, got {x.dtype}")
-    xc = x.contiguous() if x.dtype in CPP_DTYPES else x.to(torch.float32).contiguous()
+    xc = as_compute(x, x.dtype if x.dtype in CPP_DTYPES else torch.float32)
     T, R, L = grid(x.shape, steps)
     spk = cpu_empty_like(xc)
     states = [spk if (spec.spike_state and k == 0) else cpu_empty_like(xc) for k in range(len(spec.states))]
@@ -228,14 +228,17 @@ def run_family(spec, x, states, params, *, single_step, options, spike_fn, surro
     compute dtype.
     """
     x = check_input(x, single_step)
-    check_states(x, single_step, **dict(zip(spec.states, states)))
+    if any(s is not None for s in states):
+        check_states(x, single_step, **dict(zip(spec.states, states)))
     n_last = x.shape[-1] if x.dim() else 1
     params = tuple(check_param(v, name, n_last) for v, name in zip(params, spec.params))
     option_values = tuple(int(options[name]) for name in spec.options)
     for name, value, allowed in zip(spec.options, option_values, spec.choices):
         if value not in allowed:
             raise ValueError(f"{spec.name}: option {name}={value} is not one of {allowed}")
-    name = choose_backend(spec.name, backend, x.device.type, surrogate, spike_fn, reference_options)
+    # is_cpu first: x.device builds a torch.device object on every call
+    name = choose_backend(spec.name, backend, "cpu" if x.is_cpu else x.device.type, surrogate, spike_fn,
+                          reference_options)
     returned = slice(1, None) if spec.spike_state else slice(None)
     if name == "reference":
         spk, *seqs = _run_reference(spec, x, states, params, dict(zip(spec.options, option_values)), spike_fn,

@@ -3,6 +3,8 @@
 Rejected, with an exception that names the problem; accepted, and equal to the reference
 loop; and a module that rejected a call keeps working, its state untouched by the failure.
 """
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -153,6 +155,42 @@ def test_beta_above_one_is_clamped_as_in_snntorch():
         s_t, mem_s = lif(x_t, mem_s)
         spikes.append(s_t)
     assert torch.equal(torch.stack(spikes), spk) and torch.equal(mem_s, mem[-1])
+
+
+@needs_cpp
+@pytest.mark.parametrize("value", [1.5, -0.2, 1.0, 0.0, -0.0, 0.7, float("nan")])
+def test_one_value_learnable_beta_clamped_on_the_host(value, monkeypatch):
+    """A one-value learnable beta on the C++ backend is clamped as a Python float (no clamp op):
+    the same bits as torch's clamp forward, NaN and -0.0 included, and its gradient passed or
+    zeroed exactly as torch's clamp backward does, at the bounds too."""
+    from fastlif.ops import lif as lif_ops
+    from fastlif.ops.common import clamp_host
+    ran = []
+    monkeypatch.setattr(lif_ops, "clamp_host", lambda b: ran.append(b) or clamp_host(b))
+    x = rand(9, 3, 5, lo=-0.5, hi=1.5, seed=11)
+    g_spk, g_mem = rand(9, 3, 5, lo=-1, hi=1, seed=12), rand(9, 3, 5, lo=-1, hi=1, seed=13)
+    outs = {}
+    for backend in ("cpp", "reference"):
+        beta = torch.tensor(value, requires_grad=True)
+        xx = x.clone().requires_grad_()
+        spk, mem = fastlif.lif_sequence(xx, beta, 1.0, backend=backend)
+        torch.autograd.backward([spk, mem], [g_spk, g_mem])
+        outs[backend] = (spk, mem, xx.grad, beta.grad)
+    assert len(ran) == 1  # the C++ call took the host clamp; the reference loop clamps with torch
+    (spk, mem, gx, gb), (r_spk, r_mem, r_gx, r_gb) = outs["cpp"], outs["reference"]
+    torch.testing.assert_close(spk, r_spk, rtol=0, atol=0, equal_nan=True)  # bit-identical
+    torch.testing.assert_close(mem, r_mem, rtol=0, atol=0, equal_nan=True)
+    torch.testing.assert_close(gx, r_gx, rtol=1e-5, atol=1e-6, equal_nan=True)
+    torch.testing.assert_close(gb, r_gb, rtol=1e-5, atol=1e-5, equal_nan=True)
+    # the gradient passes exactly where torch's clamp backward passes it (this torch's bounds rule)
+    raw = torch.tensor(value, requires_grad=True)
+    (passes,) = torch.autograd.grad(raw.clamp(0, 1), raw)
+    assert clamp_host(value)[1] == bool(passes != 0)
+    assert (gb == 0).item() == (passes == 0).item()
+    as_fp32 = torch.tensor(value)  # what the kernels read: the parameter's own value
+    clamped, host = as_fp32.clamp(0, 1).item(), clamp_host(as_fp32.item())[0]
+    assert (math.isnan(clamped) and math.isnan(host)) or (
+        host == clamped and math.copysign(1.0, host) == math.copysign(1.0, clamped))
 
 
 @needs_cpp

@@ -59,9 +59,10 @@ def _is_number(value):
 def check_param(value, name, n_last=None):
     """A scalar, or one value per neuron along the last dimension (``n_last`` of them), as given
     (a number or a tensor). ``n_last=None`` checks only that it is one of those two forms."""
-    if _is_number(value):
-        return value
+    # a tensor first: _is_number's ABC check is slow on one, and the learnable case is a tensor
     if not isinstance(value, torch.Tensor):
+        if _is_number(value):
+            return value
         value = torch.as_tensor(value)
     if value.numel() == 1:
         return value
@@ -100,7 +101,9 @@ def as_compute(t, dtype):
     """``t`` (a tensor or None) in ``dtype``, contiguous, without the dispatch of a no-op ``.to``."""
     if t is None:
         return None
-    return (t if t.dtype == dtype else t.to(dtype)).contiguous()
+    if t.dtype != dtype:
+        t = t.to(dtype)
+    return t if t.is_contiguous() else t.contiguous()  # no dispatch for what is already so
 
 
 _warned = set()
@@ -148,13 +151,22 @@ def _clamp_edges_pass():
 _CLAMP_EDGES_PASS = _clamp_edges_pass()  # at import: never traced by torch.compile
 
 
+def clamp_host(b):
+    """``(clamped, inside)`` of a Python float ``b``: ``torch.clamp(b, 0, 1)``'s value (NaN and
+    -0.0 as torch keeps them) and whether its backward passes the gradient (as this torch's does,
+    :func:`_clamp_edges_pass`). For a one-value CPU parameter this replaces a clamp op and the
+    read-back its backward needs: dispatcher calls that each cost tens of microseconds right
+    after a kernel streamed the caches out (bench/overhead.py)."""
+    inside = (0.0 <= b <= 1.0) if _CLAMP_EDGES_PASS else (0.0 < b < 1.0)
+    return min(max(b, 0.0), 1.0), inside
+
+
 def clamp_grad(grad, raw):
     """The gradient of ``raw.clamp(0, 1)``'s input given ``grad`` for its output, exactly as
     torch's clamp backward gives it: ``grad`` inside the bounds, 0 outside them and for NaN, and
     at the bounds as this torch does (:func:`_clamp_edges_pass`)."""
     if raw.numel() == 1 and raw.is_cpu and not torch.compiler.is_compiling():
-        b = raw.item()
-        inside = (0.0 <= b <= 1.0) if _CLAMP_EDGES_PASS else (0.0 < b < 1.0)
+        inside = clamp_host(raw.item())[1]
         return grad if inside else torch.zeros_like(grad)
     mask = (raw >= 0) & (raw <= 1) if _CLAMP_EDGES_PASS else (raw > 0) & (raw < 1)
     return torch.where(mask, grad, 0)
@@ -192,7 +204,11 @@ def kernel_param(value, dtype, device, clamp=False, host=None):
           and (host if host is not None else device.type == "cpu" and not torch.compiler.is_compiling())):
         value = value.item() if value.dtype in CPP_DTYPES else value.to(dtype).item()
     else:
-        value = value.to(device=device, dtype=dtype).contiguous()
+        # as it is when it already is the launchers' form: .to and .contiguous are dispatcher
+        # calls even when they change nothing, and each costs tens of microseconds right after a
+        # kernel streamed the caches out (bench/overhead.py)
+        if not (value.dtype == dtype and value.is_contiguous() and value.device == device):
+            value = value.to(device=device, dtype=dtype).contiguous()
         return value.clamp(0, 1) if clamp else value
     return min(max(value, 0.0), 1.0) if clamp else value
 

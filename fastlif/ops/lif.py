@@ -33,7 +33,7 @@ from ..layout import saved_layout  # noqa: F401 - the LIF ops' saved-layout cont
 from ..codes import RESET_MECHANISMS, is_immediate, reset_code
 from ..reference import lif_sequence_reference, lif_step
 from .common import (CPP_DTYPES, HALF_DTYPES, as_compute, check_input, check_param, check_states, choose_backend,
-                     clamp_grad, compute_dtype, cpp_dtype_code, cpp_param, cpu_empty, cpu_empty_like, cpu_nothing,
+                     clamp_grad, clamp_host, compute_dtype, cpp_dtype_code, cpp_param, cpu_empty, cpu_empty_like, cpu_nothing,
                      fresh_outputs, grid, initial_states, kernel_params, mem_dtype, needs_autograd, num_threads,
                      param_tensor, ptr)
 
@@ -48,7 +48,7 @@ def cpp_fwd(x, mem0, beta, threshold, graded, *, steps, reset_mode, reset_delay,
         raise ValueError("low_memory=True (membrane saved in bf16) exists on the triton backend only")
     out_dtype = x.dtype
     if out_dtype in CPP_DTYPES:
-        xc = x.contiguous()
+        xc = x if x.is_contiguous() else x.contiguous()
     elif out_dtype in HALF_DTYPES:
         xc = x.to(torch.float32).contiguous()
     else:
@@ -76,16 +76,19 @@ def cpp_fwd(x, mem0, beta, threshold, graded, *, steps, reset_mode, reset_delay,
 
 
 def cpp_bwd(grad_spk, grad_mem, mem, state, flags, mem0, beta, threshold, graded, *, steps,
-            reset_mode, reset_delay, surrogate_kind, surrogate_param, x_dtype):
+            reset_mode, reset_delay, surrogate_kind, surrogate_param, x_dtype, float_grads=(None,) * 3):
+    # float_grads: for a parameter passed as a float that still wants a gradient (LifFunction's
+    # host-clamped learnable beta), a tensor of the gradient's shape; None: no gradient
     ref = state if state.numel() else mem
     compute = ref.dtype
     T, R, L = grid(ref.shape, steps)
     immediate = is_immediate(reset_mode, reset_delay)
     grad_spk, grad_mem = as_compute(grad_spk, compute), as_compute(grad_mem, compute)
-    mem_saved = None if immediate else ref.contiguous()
+    mem_saved = None if immediate else as_compute(ref, compute)
     grad_x = cpu_empty(ref.shape, compute)
     grad_mem0 = None if mem0 is None else torch.empty_like(mem0)
-    grads = [torch.empty_like(p) if isinstance(p, Tensor) else None for p in (beta, threshold, graded)]
+    grads = [torch.empty_like(p) if isinstance(p, Tensor) else (None if like is None else torch.empty_like(like))
+             for p, like in zip((beta, threshold, graded), float_grads)]
     _C().lif_bwd(cpp_dtype_code(compute), T, R, L, ptr(grad_spk), ptr(grad_mem), ptr(mem_saved),
                  ptr(state if immediate else None), ptr(flags if immediate else None), ptr(mem0),
                  [cpp_param(beta), cpp_param(threshold), cpp_param(graded)], grad_x.data_ptr(), ptr(grad_mem0),
@@ -163,8 +166,12 @@ class LifFunction(torch.autograd.Function):
         # of a tutorial-size call). None (not given) or False: beta comes clamped.
         ctx.extra_inputs = 0 if clamp_beta is None else 1
         beta_raw = beta if clamp_beta else None
+        ctx.beta_inside = None  # set: beta was clamped on the host, and its gradient passes or not
         if clamp_beta:
-            beta = beta.clamp(0, 1)
+            if backend == "cpp" and beta.numel() == 1 and not torch.compiler.is_compiling():
+                beta, ctx.beta_inside = clamp_host(beta.item())
+            else:
+                beta = beta.clamp(0, 1)
         params = (beta, threshold, graded)
         if torch.compiler.is_compiling():
             compute = compute_dtype(x.dtype)
@@ -200,6 +207,12 @@ class LifFunction(torch.autograd.Function):
             params = [param_tensor(p, compute, ref.device) for p in params]
             grad_x, grad_mem0, *grads = lif_bwd(grad_spk, grad_mem, mem, state, flags, mem0, *params,
                                                 **options, backend=ctx.backend)
+        elif ctx.beta_inside is not None:  # beta went to the C++ kernels as a host-clamped float
+            grad_x, grad_mem0, *grads = cpp_bwd(grad_spk, grad_mem, mem, state, flags, mem0, *params, **options,
+                                                float_grads=(beta_raw, None, None))
+            if not ctx.beta_inside:
+                grads[0] = torch.zeros_like(grads[0])
+            return (grad_x, grad_mem0, *grads) + (None,) * (8 + ctx.extra_inputs)
         else:
             bwd = _launchers(ctx.backend)[1]
             grad_x, grad_mem0, *grads = bwd(grad_spk, grad_mem, mem, state, flags, mem0, *params, **options)
@@ -223,22 +236,26 @@ def run_lif(x, mem, beta, threshold, graded, *, single_step, reset_mode, reset_d
     Returns ``(spk, mem)`` shaped like ``x``.
     """
     x = check_input(x, single_step)
-    check_states(x, single_step, mem=mem)
-    n_last = x.shape[-1] if x.dim() else 1
+    if mem is not None:
+        check_states(x, single_step, mem=mem)
+    shape = x.shape
+    n_last = shape[-1] if len(shape) else 1
     beta, threshold, graded = (check_param(beta, "beta", n_last), check_param(threshold, "threshold", n_last),
                                check_param(graded, "graded_spikes_factor", n_last))
-    name = choose_backend(FAMILY, backend, x.device.type, surrogate, spike_fn, reference_options)
+    # is_cpu first: x.device builds a torch.device object on every call
+    name = choose_backend(FAMILY, backend, "cpu" if x.is_cpu else x.device.type, surrogate, spike_fn,
+                          reference_options)
     if name == "reference":
         return _run_reference(x, mem, beta, threshold, graded, single_step, reset_mode, reset_delay,
                               spike_fn, mem_fp32, reference_options or {})
-    if x.numel() == 0:  # no steps, or an empty batch: nothing to run
+    if shape.numel() == 0:  # no steps, or an empty batch: nothing to run
         return x * 0, x.to(mem_dtype(x.dtype, mem_fp32)) * 0
     # A learnable beta is clamped by LifFunction itself (or below), not by a clamp node
     learnable_beta = isinstance(beta, Tensor) and beta.requires_grad
     params = kernel_params(x, (beta, threshold, graded), ("beta", "threshold", "graded_spikes_factor"),
                            clamped=() if learnable_beta else ("beta",))
-    (mem0,) = initial_states(compute_dtype(x.dtype), mem)
-    steps = 1 if single_step else x.shape[0]
+    mem0 = None if mem is None else as_compute(mem, compute_dtype(x.dtype))
+    steps = 1 if single_step else shape[0]
     if not needs_autograd(x, mem0, *params):  # the launcher itself, no autograd Function around it
         if learnable_beta:
             params = (params[0].clamp(0, 1), *params[1:])
