@@ -125,6 +125,11 @@ struct StepDefaults {
   static constexpr bool kNeedsX = true;       // backward reads x (else x is not kept)
   static constexpr int kReadsAfter = 0;       // bit k: backward reads state k after the step
   using Surrogates = SnnTorchSurrogates;      // the surrogate kinds it runs
+  // Whether backward can go without state k's saved sequence (forward did not keep it: its
+  // spec's backward_reads), given the call's options and the parameters whose gradient it
+  // computes. An absent state reads as zeros, so a family allows it only where its backward
+  // does not use it; the binding raises otherwise.
+  static bool may_skip_state(int, const std::vector<int>&, const bool*) { return false; }
 };
 
 // --- the arguments of a call -----------------------------------------------------------------------
@@ -236,19 +241,25 @@ void scan_bwd(const ScanArgs<scalar_t, F::kStates>& a, const ParamSet<scalar_t, 
         prefetch_run(a.grad_x + prev, it.n, true);
         for (int k = 0; k < NS; ++k) {
           if (a.grad_state[k]) prefetch_run(a.grad_state[k] + prev, it.n, false);
-          if (t > 1) prefetch_run(a.state_seq[k] + prev - M, it.n, false);
+          if (t > 1 && a.state_seq[k]) prefetch_run(a.state_seq[k] + prev - M, it.n, false);
         }
       }
       // What the step reads, each stream its own restrict pointer (a local array of pointers
       // indexed in the loop keeps GCC from vectorising it): the states before the step, those
       // after it that the family reads (kReadsAfter), the upstream state gradients (zeros).
-      const scalar_t* __restrict b0 = t > 0 ? a.state_seq[0] + off - M : init[0];
-      const scalar_t* __restrict b1 = NS > 1 ? (t > 0 ? a.state_seq[NS > 1] + off - M : init[NS > 1]) : zeros;
-      const scalar_t* __restrict b2 = NS > 2 ? (t > 0 ? a.state_seq[2 * (NS > 2)] + off - M : init[2 * (NS > 2)])
-                                             : zeros;
-      const scalar_t* __restrict n0 = (F::kReadsAfter & 1) ? a.state_seq[0] + off : zeros;
-      const scalar_t* __restrict n1 = (NS > 1 && (F::kReadsAfter & 2)) ? a.state_seq[NS > 1] + off : zeros;
-      const scalar_t* __restrict n2 = (NS > 2 && (F::kReadsAfter & 4)) ? a.state_seq[2 * (NS > 2)] + off : zeros;
+      // A state forward did not keep (null: may_skip_state) reads as zeros.
+      const auto before = [&](int k) -> const scalar_t* {
+        return !a.state_seq[k] ? zeros : t > 0 ? a.state_seq[k] + off - M : init[k];
+      };
+      const auto after = [&](int k) -> const scalar_t* {
+        return ((F::kReadsAfter >> k) & 1) && a.state_seq[k] ? a.state_seq[k] + off : zeros;
+      };
+      const scalar_t* __restrict b0 = before(0);
+      const scalar_t* __restrict b1 = NS > 1 ? before(NS > 1) : zeros;
+      const scalar_t* __restrict b2 = NS > 2 ? before(2 * (NS > 2)) : zeros;
+      const scalar_t* __restrict n0 = after(0);
+      const scalar_t* __restrict n1 = NS > 1 ? after(NS > 1) : zeros;
+      const scalar_t* __restrict n2 = NS > 2 ? after(2 * (NS > 2)) : zeros;
       const scalar_t* __restrict g0 = a.grad_state[0] ? a.grad_state[0] + off : zeros;
       const scalar_t* __restrict g1 = (NS > 1 && a.grad_state[NS > 1]) ? a.grad_state[NS > 1] + off : zeros;
       const scalar_t* __restrict g2 = (NS > 2 && a.grad_state[2 * (NS > 2)]) ? a.grad_state[2 * (NS > 2)] + off
@@ -333,10 +344,16 @@ void family_bwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk, 
   a.grad_spk = as_ptr<const scalar_t>(grad_spk);
   a.grad_state = family_pointers<const scalar_t, NS>(F::kName, "state gradients", grad_states, false);
   a.state0 = family_pointers<const scalar_t, NS>(F::kName, "initial states", state0, false);
-  a.state_seq = family_pointers<const scalar_t, NS>(F::kName, "states", states, true);
+  a.state_seq = family_pointers<const scalar_t, NS>(F::kName, "states", states, false);
   a.grad_x = as_ptr<scalar_t>(grad_x);
   a.grad_state0 = family_pointers<scalar_t, NS>(F::kName, "initial-state gradients", grad_state0, false);
   const auto gparams = family_pointers<scalar_t, NP>(F::kName, "parameter gradients", grad_params, false);
+  bool grad_wanted[NP];
+  for (int k = 0; k < NP; ++k) grad_wanted[k] = gparams[k] != nullptr;
+  for (int k = 0; k < NS; ++k)
+    if (!a.state_seq[k] && !F::may_skip_state(k, options, grad_wanted))
+      throw std::invalid_argument(std::string(F::kName) + "_bwd: the saved sequence of state " + std::to_string(k) +
+                                  " is required by this call's backward (its options or parameter gradients)");
   a.sg = SurrogateConsts<scalar_t>(sg, sg_param);
   advise_huge(a.grad_x, T * R * L * int64_t(sizeof(scalar_t)));
   ParamGrads<scalar_t, NP> pgrads(Items(a.R, a.L).count);

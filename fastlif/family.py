@@ -85,8 +85,10 @@ def cpp_fwd(x, states0, params, *, family, steps, options):
 
 
 def cpp_bwd(grad_spk, grad_states, x, states0, states, params, *, family, steps, options, surrogate_kind,
-            surrogate_param, x_dtype):
-    ref = states[-1]
+            surrogate_param, x_dtype, param_grads=None):
+    # param_grads: whether each parameter wants its gradient (None: every tensor parameter); a
+    # gradient not wanted is not computed, and lets a state the spec's backward_reads dropped go
+    ref = next(s for s in states if s is not None)  # a state forward did not keep is None
     compute = ref.dtype
     T, R, L = grid(ref.shape, steps)
     xc = as_compute(x, compute)  # None when the family's backward does not read x
@@ -94,9 +96,10 @@ def cpp_bwd(grad_spk, grad_states, x, states0, states, params, *, family, steps,
     grad_states = [as_compute(g, compute) for g in grad_states]
     grad_x = cpu_empty(ref.shape, compute)
     grad_states0 = [None if s is None else torch.empty_like(s) for s in states0]
-    grad_params = [torch.empty_like(p) if isinstance(p, Tensor) else None for p in params]
+    grad_params = [torch.empty_like(p) if isinstance(p, Tensor) and (param_grads is None or param_grads[k]) else None
+                   for k, p in enumerate(params)]
     _C().family_bwd(family, cpp_dtype_code(compute), T, R, L, ptr(grad_spk), [ptr(g) for g in grad_states],
-                    ptr(xc), [ptr(s) for s in states0], [s.data_ptr() for s in states],
+                    ptr(xc), [ptr(s) for s in states0], [ptr(s) for s in states],
                     [cpp_param(p) for p in params], grad_x.data_ptr(), [ptr(g) for g in grad_states0],
                     [ptr(g) for g in grad_params], list(options), surrogate_kind, surrogate_param,
                     num_threads())
@@ -177,7 +180,12 @@ class FamilyFunction(torch.autograd.Function):
             spk, states = _launchers(spec, backend)[0](x, states0, params, family=spec.name, steps=steps,
                                                        options=options)
         tensor_params = [p if isinstance(p, Tensor) else None for p in params]
-        ctx.save_for_backward(x if spec.needs_x else None, *states0, *states, *tensor_params)
+        kept = states
+        if spec.backward_reads is not None and backend == "cpp" and not torch.compiler.is_compiling():
+            # only what the C++ backward reads for this call: memory held until backward
+            reads = spec.backward_reads(options, ctx.needs_input_grad[7 + n:])
+            kept = [s if read else None for s, read in zip(states, reads)]
+        ctx.save_for_backward(x if spec.needs_x else None, *states0, *kept, *tensor_params)
         ctx.float_params = [None if isinstance(p, Tensor) else p for p in params]
         ctx.meta = (spec, steps, options, surrogate_kind, surrogate_param, backend, x.dtype)
         ctx.set_materialize_grads(False)
@@ -205,6 +213,8 @@ class FamilyFunction(torch.autograd.Function):
                               backend=backend, **options_kw)
             grad_x, grad_states0, grad_params = outs[0], outs[1:1 + n], outs[1 + n:]
         else:
+            if backend == "cpp":  # the C++ launcher skips the gradients no one asked for
+                options_kw["param_grads"] = ctx.needs_input_grad[7 + n:]
             grad_x, grad_states0, grad_params = _launchers(spec, backend)[1](
                 grad_spk, grad_states, x, list(states0), list(states), params, family=spec.name,
                 options=options, **options_kw)

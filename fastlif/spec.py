@@ -22,7 +22,10 @@ class Family:
     ``reference_options`` are the peer's rarer options, which only it runs). ``surrogates``:
     the ``fastlif.surrogate`` factories its kernels run (what the tests cross). ``example``:
     ``example(L, generator, dtype)`` -> parameters for tests and benchmarks, in the spec's
-    order.
+    order. ``backward_reads``: ``backward_reads(options, param_grads)`` -> one bool per state,
+    whether the C++ backward reads that state's saved sequence, given the call's option values
+    (in ``options``' order) and whether each parameter needs a gradient; forward keeps only
+    those (None: all). The C++ step allows exactly these absences (``may_skip_state``).
     """
     name: str
     states: Tuple[str, ...]
@@ -35,6 +38,7 @@ class Family:
     needs_x: bool = True
     surrogates: Tuple[str, ...] = ("atan", "fast_sigmoid", "sigmoid", "triangular")
     example: Optional[Callable] = field(default=None, compare=False)
+    backward_reads: Optional[Callable] = field(default=None, compare=False)
     doc: str = field(default="", compare=False)
 
 

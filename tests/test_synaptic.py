@@ -89,6 +89,45 @@ def test_learnable_subsets(learn):
     compare(tensors, upstream, "zero", True, "atan", learn=learn)
 
 
+@pytest.mark.parametrize("learn,delay,kept", [
+    ((), True, ("mem",)), (("beta", "threshold"), True, ("mem",)), (("alpha",), True, ("syn", "mem")),
+    ((), False, ("syn", "mem")), (("beta",), False, ("syn", "mem"))])
+def test_saved_for_backward(learn, delay, kept):
+    """Forward keeps the current's sequence only where backward reads it (alpha's gradient, an
+    immediate reset's rebuild): 4 bytes per neuron-step in fp32 otherwise, as the hand-written
+    kernel before the family spec did; and the results stay equal to the reference's."""
+    tensors, upstream = make(7, (3, 9), seed=11)
+    compare(tensors, upstream, "subtract", delay, "atan", learn=learn)
+    leaves = leaves_of(tensors, torch.float32, learn=learn)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        outs = fused("cpp", reset_delay=delay)(**leaves)
+    sequences = [t for t in saved if t.shape == outs[0].shape]
+    expect = {"syn": outs[1], "mem": outs[2]}
+    assert len(sequences) == len(kept)
+    for name in kept:
+        assert any(t.data_ptr() == expect[name].data_ptr() for t in sequences), f"{name} not kept"
+
+
+def test_backward_refuses_a_missing_current_it_needs():
+    """The C++ binding checks the spec's rule: a backward that reads the current's sequence
+    (here alpha's gradient) cannot be handed none."""
+    C = fastlif.backends.cpp_module()
+    T, R, L = 3, 2, 4
+    f = lambda: torch.zeros(T, R, L)  # noqa: E731
+    mem, gx, galpha = f(), f(), torch.zeros(1)
+    params = [(0, 1, 0.8), (0, 1, 0.9), (0, 1, 1.0), (0, 1, 1.0)]
+    with pytest.raises(ValueError, match=r"saved sequence of state 0 is required"):
+        C.family_bwd("synaptic", 0, T, R, L, f().data_ptr(), [0, 0], 0, [0, 0], [0, mem.data_ptr()], params,
+                     gx.data_ptr(), [0, 0], [galpha.data_ptr(), 0, 0, 0], [0, 0], 0, 2.0, 1)
+    with pytest.raises(ValueError, match=r"saved sequence of state 0 is required"):  # immediate reset
+        C.family_bwd("synaptic", 0, T, R, L, f().data_ptr(), [0, 0], 0, [0, 0], [0, mem.data_ptr()], params,
+                     gx.data_ptr(), [0, 0], [0, 0, 0, 0], [0, 1], 0, 2.0, 1)
+    with pytest.raises(ValueError, match=r"saved sequence of state 1 is required"):  # the membrane, always
+        C.family_bwd("synaptic", 0, T, R, L, f().data_ptr(), [0, 0], 0, [0, 0], [mem.data_ptr(), 0], params,
+                     gx.data_ptr(), [0, 0], [0, 0, 0, 0], [0, 0], 0, 2.0, 1)
+
+
 def test_non_contiguous_input_and_missing_states():
     tensors, upstream = make(6, (4, 10), seed=9)
     big = torch.randn(12, 4, 30)

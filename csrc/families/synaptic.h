@@ -11,7 +11,11 @@
 //
 // The zero reset acts on the membrane after it integrated the step's current (snnTorch's
 // _base_zero), not before as Leaky's does. Backward rebuilds the step from the states before it
-// and the current after it (syn' holds x's contribution): x is not kept.
+// and after it: x is not kept. With a delayed reset u is the membrane after the step (m' = u),
+// so the current is read only for alpha's gradient or to rebuild an immediate reset's u (from
+// syn', which holds x's contribution); without either forward keeps the membrane alone, as
+// snnTorch's own graph does not but the hand-written kernel before this one did (4 bytes per
+// neuron-step in fp32, not 8: fastlif/families/synaptic.py, backward_reads).
 #pragma once
 
 #include "../scan.h"
@@ -22,11 +26,16 @@ struct SynapticStep : StepDefaults {
   static constexpr const char* kName = "synaptic";
   static constexpr int kStates = 2, kParams = 4;
   static constexpr bool kNeedsX = false;
-  static constexpr int kReadsAfter = 1;  // syn after the step (it holds x's part)
+  static constexpr int kReadsAfter = 1 | 2;  // syn' (immediate reset) or m' (= u, delayed reset)
   using Options = OptionSpace<3, 2>;  // reset_mode, immediate
   static constexpr const char* kParamNames[kParams] = {"alpha", "beta", "threshold", "graded_spikes_factor"};
   enum { kSyn, kMem };
   enum { kA, kB, kThr, kG };
+
+  // option 1: immediate reset
+  static bool may_skip_state(int k, const std::vector<int>& options, const bool* grad_wanted) {
+    return k == kSyn && options[1] == 0 && !grad_wanted[kA];
+  }
 
   template <typename S, int RESET>
   static S integrate(S m, S syn1, S b, S r, S th) {
@@ -56,7 +65,9 @@ struct SynapticStep : StepDefaults {
     const S a = p[kA], b = p[kB], th = p[kThr], g = p[kG];
     const S m0 = s[kMem];
     const S r = heaviside(m0 - th);
-    const S u = integrate<S, RESET>(m0, sn[kSyn], b, r, th);  // as forward computed it
+    // u as forward computed it: rebuilt from syn', or with a delayed reset the membrane after
+    // the step itself
+    const S u = IMMEDIATE ? integrate<S, RESET>(m0, sn[kSyn], b, r, th) : sn[kMem];
     const S gm1 = membrane_grad<S, RESET, IMMEDIATE, SG>(gs[kMem], gspk, u, r, th, g, gp[kThr], gp[kG], c);
     const S gsyn1 = gm1 + gs[kSyn];  // reaches syn'
     gp[kB] += gm1 * m0;

@@ -23,10 +23,18 @@ def example(L, generator, dtype):
     return rand(-0.05, 1.1), rand(-0.05, 1.1), rand(0.75, 1.25), rand(0.5, 1.5)
 
 
+def backward_reads(options, param_grads):
+    """The current's sequence only for alpha's gradient or an immediate reset (csrc/families/
+    synaptic.h): a delayed reset's backward takes u from the membrane alone, as the hand-written
+    kernel before the spec did, so forward keeps 4 bytes per neuron-step in fp32, not 8."""
+    immediate, alpha_grad = options[1], param_grads[0]
+    return (bool(immediate or alpha_grad), True)
+
+
 SYNAPTIC = register(Family(
     name="synaptic", states=("syn", "mem"), params=("alpha", "beta", "threshold", "graded_spikes_factor"),
     options=("reset_mode", "immediate"), choices=((0, 1, 2), (0, 1)), clamped=("alpha", "beta"),
-    needs_x=False, step=step, example=example))
+    needs_x=False, step=step, example=example, backward_reads=backward_reads))
 
 backends.register_cpp(SYNAPTIC.name, cpp_fwd, cpp_bwd)
 
