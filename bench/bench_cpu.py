@@ -130,6 +130,13 @@ class OthersBusy:
         return t.user + t.system
 
 
+def _solo_events():
+    """fastlif's count of regions that went to one thread for a stalled team (0 without C++)."""
+    from fastlif import backends
+    mod = backends._cpp_status()[0]
+    return mod._team_policy()["solo_events"] if mod is not None else 0
+
+
 def wait_idle(max_s, busy_below=0.15):
     """Wait up to ``max_s`` seconds for the other processes to leave the cores; returns the last
     busy fraction seen."""
@@ -560,15 +567,19 @@ class Run:
                 # done again (at most 3 times) after waiting for them to leave.
                 for attempt in range(3):
                     before = self.wait()
+                    solo_before = _solo_events()
                     with OthersBusy() as during:
                         timing = timed(call, est if direction == FB else est_d, heavy)
+                    # how often fastlif's regions saw a thread held off its core during the
+                    # timing and sent the following calls to one thread (csrc/common.h, Team)
+                    solo = _solo_events() - solo_before
                     if not during.value > 0.15 or self.wait_idle_s <= 0:
                         break
                     print(f"   ({name} {direction}: other processes took {during.value * 100:.0f}% "
                           f"of the cores during the timing"
                           f"{'; again' if attempt < 2 and self.wait_idle_s > 0 else ''})",
                           flush=True)
-                info = dict(infos[name], busy_before=before, busy_during=during.value)
+                info = dict(infos[name], busy_before=before, busy_during=during.value, solo_events=solo)
                 self.report(self.add(case, T, B, N, name, direction, timing, family=family, **info))
             torch.set_num_threads(self.threads)
             fns[name] = None
@@ -625,6 +636,8 @@ class Run:
                          else f"compile {info['compile_s']} s")
         if "error" in info:
             notes.append(info["error"])
+        if info.get("solo_events"):
+            notes.append(f"went to one thread {info['solo_events']}x (a stalled thread seen)")
         print(f"   {res['provider']:<19} {res['direction']:<17} {_fmt_ms(res['median_ms']):>10} ms "
               f"{_fmt(res['throughput'] / 1e6, '.1f'):>8} M/s "
               f"{_fmt(ratio, '.1f', 'x'):>8} {_fmt(res.get('roofline', float('nan')) * 100, '.0f', '%'):>5} "
@@ -648,7 +661,7 @@ class Run:
                 ex["copy_GBps"] = self.copy_gbps
             ex["family"] = res["family"]
             for key in ("saved_B_per_ns", "spikes_equal", "spikes_differ", "mem_equal", "grad_x_maxdiff", "spike_rate",
-                        "compile_s", "error", "busy_before", "busy_during", "load1"):
+                        "compile_s", "error", "busy_before", "busy_during", "solo_events", "load1"):
                 if key in info:
                     ex[key] = info[key]
             lib = {"snntorch_loop": "snntorch", "spikingjelly_lif": "spikingjelly",
