@@ -128,7 +128,10 @@ struct StepDefaults {
   // Whether backward can go without state k's saved sequence (forward did not keep it: its
   // spec's backward_reads), given the call's options and the parameters whose gradient it
   // computes. An absent state reads as zeros, so a family allows it only where its backward
-  // does not use it; the binding raises otherwise.
+  // does not use it; the binding raises otherwise. kOptionalStates (bit k: state k may be
+  // absent) compiles the check for absence into the backward loop of those families only: a
+  // branch per state and step costs the others a few per cent at 128 neurons a row.
+  static constexpr int kOptionalStates = 0;
   static bool may_skip_state(int, const std::vector<int>&, const bool*) { return false; }
 };
 
@@ -241,18 +244,20 @@ void scan_bwd(const ScanArgs<scalar_t, F::kStates>& a, const ParamSet<scalar_t, 
         prefetch_run(a.grad_x + prev, it.n, true);
         for (int k = 0; k < NS; ++k) {
           if (a.grad_state[k]) prefetch_run(a.grad_state[k] + prev, it.n, false);
-          if (t > 1 && a.state_seq[k]) prefetch_run(a.state_seq[k] + prev - M, it.n, false);
+          if (t > 1 && (!((F::kOptionalStates >> k) & 1) || a.state_seq[k]))
+            prefetch_run(a.state_seq[k] + prev - M, it.n, false);
         }
       }
       // What the step reads, each stream its own restrict pointer (a local array of pointers
       // indexed in the loop keeps GCC from vectorising it): the states before the step, those
       // after it that the family reads (kReadsAfter), the upstream state gradients (zeros).
       // A state forward did not keep (null: may_skip_state) reads as zeros.
+      const auto absent = [&](int k) { return ((F::kOptionalStates >> k) & 1) && !a.state_seq[k]; };
       const auto before = [&](int k) -> const scalar_t* {
-        return !a.state_seq[k] ? zeros : t > 0 ? a.state_seq[k] + off - M : init[k];
+        return absent(k) ? zeros : t > 0 ? a.state_seq[k] + off - M : init[k];
       };
       const auto after = [&](int k) -> const scalar_t* {
-        return ((F::kReadsAfter >> k) & 1) && a.state_seq[k] ? a.state_seq[k] + off : zeros;
+        return ((F::kReadsAfter >> k) & 1) && !absent(k) ? a.state_seq[k] + off : zeros;
       };
       const scalar_t* __restrict b0 = before(0);
       const scalar_t* __restrict b1 = NS > 1 ? before(NS > 1) : zeros;
@@ -351,7 +356,7 @@ void family_bwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk, 
   bool grad_wanted[NP];
   for (int k = 0; k < NP; ++k) grad_wanted[k] = gparams[k] != nullptr;
   for (int k = 0; k < NS; ++k)
-    if (!a.state_seq[k] && !F::may_skip_state(k, options, grad_wanted))
+    if (!a.state_seq[k] && !(((F::kOptionalStates >> k) & 1) && F::may_skip_state(k, options, grad_wanted)))
       throw std::invalid_argument(std::string(F::kName) + "_bwd: the saved sequence of state " + std::to_string(k) +
                                   " is required by this call's backward (its options or parameter gradients)");
   a.sg = SurrogateConsts<scalar_t>(sg, sg_param);

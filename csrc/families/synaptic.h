@@ -32,6 +32,7 @@ struct SynapticStep : StepDefaults {
   enum { kSyn, kMem };
   enum { kA, kB, kThr, kG };
 
+  static constexpr int kOptionalStates = 1 << kSyn;
   // option 1: immediate reset
   static bool may_skip_state(int k, const std::vector<int>& options, const bool* grad_wanted) {
     return k == kSyn && options[1] == 0 && !grad_wanted[kA];
