@@ -8,7 +8,9 @@
   streamed ``MB`` megabytes through the core (a ``copy_``, as a kernel's reads and writes do),
   against right after nothing: a working set evicted from the caches makes the same Python
   several times slower, which is how a call whose kernels take 0.4 ms costs 1 ms and more;
-* ``kernels``: the real call, and its C++ kernels alone (timed inside it);
+* ``kernels``: the real call, and its C++ kernels alone (timed inside it), beside a minimal
+  ``autograd.Function`` that launches Leaky's same kernels with nothing else (the floor of a
+  Python autograd Function around them);
 * ``timeline``: the real call cut at its kernels' edges: the Python before the forward kernel,
   the kernel, the Python after it (the forward's return, then ``torch.autograd.backward`` up to
   the backward kernel: torch's engine and fastlif's backward), the backward kernel, and what
@@ -88,7 +90,37 @@ def _providers():
 
     beta = torch.nn.Parameter(torch.tensor(0.95))
     return {"Leaky.sequence": leaky.sequence, "spikingjelly.LIFNode": lif_node,
+            "minimal Function, Leaky's kernels": lambda x: _Minimal.apply(x, leaky.beta),
             "empty autograd.Function": lambda x: Empty.apply(x, beta)}
+
+
+class _Minimal(torch.autograd.Function):
+    """Leaky's C++ kernels (delayed subtract reset, atan, learnable one-value beta, T=50 B=64
+    N=128 fp32 contiguous) with nothing around them: no checks, no dispatch, no options. What
+    fastlif's call would cost if its Python did nothing but launch (the same pool allocations
+    and clamp): the floor of this design, which the ``kernels`` rows compare against."""
+
+    @staticmethod
+    def forward(ctx, x, beta):
+        from fastlif.ops import lif
+        from fastlif.ops.common import cpu_empty, num_threads
+        b = beta.clamp(0, 1)
+        spk, mem = cpu_empty(x.shape, x.dtype), cpu_empty(x.shape, x.dtype)
+        ctx.save_for_backward(mem, b)
+        lif._C().lif_fwd(0, T, B, N, x.data_ptr(), 0, [(b.data_ptr(), 1, 0.0), (0, 1, 1.0), (0, 1, 1.0)],
+                         spk.data_ptr(), mem.data_ptr(), 0, 0, 0, False, num_threads())
+        return spk, mem
+
+    @staticmethod
+    def backward(ctx, grad_spk, grad_mem):
+        from fastlif.ops import lif
+        from fastlif.ops.common import cpu_empty, num_threads
+        mem, b = ctx.saved_tensors
+        grad_x, grad_b = cpu_empty(mem.shape, mem.dtype), torch.empty_like(b)
+        lif._C().lif_bwd(0, T, B, N, grad_spk.data_ptr(), grad_mem.data_ptr(), mem.data_ptr(), 0, 0, 0,
+                         [(b.data_ptr(), 1, 0.0), (0, 1, 1.0), (0, 1, 1.0)], grad_x.data_ptr(), 0,
+                         [grad_b.data_ptr(), 0, 0], 0, False, 0, 2.0, num_threads())
+        return grad_x, grad_b
 
 
 def _fwd_bwd_us(fn, x, grads, rounds, calls):
@@ -148,7 +180,7 @@ def main():
     timed = _Stubbed(real, True)
     _install(timed)
     providers = _providers()
-    for name in ("Leaky.sequence", "spikingjelly.LIFNode"):
+    for name in ("Leaky.sequence", "minimal Function, Leaky's kernels", "spikingjelly.LIFNode"):
         for k in timed.times.values():
             k.clear()
         per = _fwd_bwd_us(providers[name], x, grads, args.rounds, 40)
