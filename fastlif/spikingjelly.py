@@ -73,6 +73,60 @@ def _number(value, name):
     return value
 
 
+class _PendingLastStep:
+    """``v`` after a multi-step call before anyone read it: ``v_seq[-1]``, copied on first read
+    (:class:`_Memories`) in the grad mode of the call that made it. The usual loop resets the
+    network after each batch and never reads it; the copy, right after the kernels streamed the
+    caches out, was 50 us of a tutorial-size call (``bench/overhead.py``)."""
+
+    __slots__ = ("seq", "grad")
+
+    def __init__(self, seq):
+        self.seq, self.grad = seq, torch.is_grad_enabled()
+
+    def value(self):
+        with torch.inference_mode(False), torch.set_grad_enabled(self.grad):
+            return self.seq[-1].clone()  # not a view of v_seq: SpikingJelly detaches memories in place
+
+
+class _Memories(dict):
+    """SpikingJelly's ``_memories`` dict whose every read gives values, never a pending copy:
+    ``[]``, ``get``, ``values``, ``items``, ``copy``, ``pop``, ``setdefault`` and what pickle and
+    ``copy.deepcopy`` use (``items``) turn a :class:`_PendingLastStep` into its tensor first."""
+
+    def __getitem__(self, key):
+        value = dict.__getitem__(self, key)
+        if type(value) is _PendingLastStep:
+            value = value.value()
+            dict.__setitem__(self, key, value)
+        return value
+
+    def get(self, key, default=None):
+        return self[key] if key in self else default
+
+    def values(self):
+        return [self[key] for key in list(self.keys())]
+
+    def items(self):
+        return [(key, self[key]) for key in list(self.keys())]
+
+    def copy(self):
+        return _Memories(self.items())
+
+    def pop(self, key, *default):
+        if key in self:
+            value = self[key]
+            del self[key]
+            return value
+        return dict.pop(self, key, *default)
+
+    def setdefault(self, key, default=None):
+        return self[key] if key in self else dict.setdefault(self, key, default)
+
+    def __repr__(self):
+        return repr(dict(self.items()))
+
+
 class _Node(nn.Module):
     """What LIFNode and ParametricLIFNode share: SpikingJelly's ``BaseNode`` / ``MemoryModule``
     surface (memories, step modes, ``reset``, ``v_seq``) over fastlif's fused family."""
@@ -82,7 +136,7 @@ class _Node(nn.Module):
     def __init__(self, v_threshold, v_reset, surrogate_function, detach_reset, step_mode, store_v_seq,
                  backend):
         nn.Module.__init__(self)  # not super(): the next class may be SpikingJelly's, not to be run
-        self._memories, self._memories_rv = {}, {}
+        self._memories, self._memories_rv = _Memories(), {}
         v_threshold = _number(v_threshold, "v_threshold")
         if v_reset is not None:
             v_reset = _number(v_reset, "v_reset")
@@ -148,10 +202,11 @@ class _Node(nn.Module):
         """Every memory back to its initial value (``v``: ``v_reset``, or 0. for a soft reset,
         a float again), and ``v_seq`` to None."""
         for key, rv in self._memories_rv.items():
-            cur = self._memories[key]
-            if type(rv) in (float, int) or rv is None:  # immutable: no deepcopy needed
+            if type(rv) in (float, int) or rv is None:  # immutable: no deepcopy needed (nor a pending copy)
                 self._memories[key] = rv
-            elif isinstance(rv, torch.Tensor) and isinstance(cur, torch.Tensor) and cur.shape == rv.shape:
+                continue
+            cur = self._memories[key]
+            if isinstance(rv, torch.Tensor) and isinstance(cur, torch.Tensor) and cur.shape == rv.shape:
                 self._memories[key] = rv.detach().clone()
             else:
                 self._memories[key] = copy.deepcopy(rv)
@@ -283,7 +338,7 @@ class _Node(nn.Module):
     def multi_step_forward(self, x_seq, *args, **kwargs):
         (v,) = self.materialize_states((x_seq,), tuple(self._memories.values()), "m")
         spikes, v_seq = self._run(x_seq, v, single_step=False)
-        self._memories["v"] = v_seq[-1].clone()  # not a view of v_seq: SpikingJelly detaches memories in place
+        self._memories["v"] = _PendingLastStep(v_seq)  # v_seq[-1].clone() when first read
         self._set_v_seq(v_seq if self._store_v_seq else None)
         return spikes
 

@@ -347,6 +347,48 @@ def test_state_and_reset():
     assert "w" in dict(plif.named_parameters())
 
 
+def test_v_after_a_multi_step_call_is_copied_when_first_read():
+    """v after a multi-step call is v_seq[-1], copied only when something reads it (.v, the
+    memories, the next call, a copy of the module), in the grad mode of the call that made it:
+    a reset right after the call never copies; a read under no_grad or inference_mode still
+    gives a v that gradients flow through, as SpikingJelly's own does."""
+    import copy
+    import pickle
+    from fastlif.spikingjelly import _PendingLastStep
+    node = fsj.LIFNode(tau=3.0, step_mode="m")
+    x = inputs((4, 2, 5), seed=21).requires_grad_()
+    node(x)
+    assert type(dict.__getitem__(node._memories, "v")) is _PendingLastStep
+    node.reset()  # no copy made: the pending one is dropped
+    assert node.v == 0.0
+    spikes = node(x)
+    with torch.no_grad(), torch.inference_mode():
+        v = node.v  # first read, in a mode that would otherwise detach it
+    assert v.requires_grad and not v.is_inference() and v._base is None
+    assert type(dict.__getitem__(node._memories, "v")) is torch.Tensor and node.v is v
+    (g,) = torch.autograd.grad(v.sum(), x, retain_graph=True)
+    assert g[-1].abs().sum() > 0  # v depends on the last step's input
+    # every read path gives the tensor, never the pending copy
+    for read in (lambda n: list(n.memories())[0], lambda n: dict(n.named_memories())["v"],
+                 lambda n: n._memories.get("v"), lambda n: n._memories.values()[0],
+                 lambda n: n._memories.copy()["v"], lambda n: copy.deepcopy(n).v,
+                 lambda n: pickle.loads(pickle.dumps(n)).v):
+        node.reset()  # (a v in a graph cannot be deep-copied, SpikingJelly's own neither)
+        node(x.detach())
+        got = read(node)
+        assert isinstance(got, torch.Tensor) and got.shape == (2, 5) and not got.requires_grad
+    # two calls chained through v: the same spikes and gradient as SpikingJelly
+    if sj_neuron is not None:
+        peer = sj_neuron.LIFNode(tau=3.0, step_mode="m", surrogate_function=sj_surrogate.Sigmoid())
+        for mod in (node, peer):
+            mod.reset()
+        xs = [inputs((4, 2, 5), seed=s).requires_grad_() for s in (22, 23)]
+        outs = [torch.cat([mod(xs[0]), mod(xs[1])]) for mod in (node, peer)]
+        assert torch.equal(outs[0], outs[1])
+        grads = [torch.autograd.grad(o.sum() + mod.v.sum(), xs[0]) for o, mod in zip(outs, (node, peer))]
+        torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("bad,match", [(dict(tau=1.0), "tau must be greater than 1"),
                                        (dict(tau=0.5), "tau must be greater than 1"),
                                        (dict(tau=float("nan")), "tau must be finite"),
