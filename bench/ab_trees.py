@@ -12,9 +12,7 @@ median over rounds of each process's median per call, per tree.
 """
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -54,21 +52,6 @@ def worker(cases):
     print(json.dumps(out))
 
 
-def run_worker(tree, cases):
-    env = dict(os.environ, PYTHONPATH=str(tree))
-    got = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", ",".join(cases)],
-                         cwd=tree, env=env, capture_output=True, text=True, check=False)
-    if got.returncode != 0:
-        raise SystemExit(f"the worker in {tree} failed:\n{got.stderr[-2000:]}")
-    return json.loads(got.stdout.strip().splitlines()[-1])
-
-
-def tree_commit(tree):
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=tree, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main(argv=None):
@@ -83,7 +66,7 @@ def main(argv=None):
         return worker(args.worker.split(","))
     if not args.base:
         p.error("--base is required")
-    from bench.common import append_rows, cpu_name, extra, torch_version
+    from bench.common import append_rows, cpu_name, extra, git_commit, run_in_tree, torch_version
     here, base = Path(__file__).resolve().parent.parent, Path(args.base).resolve()
     cases = [c for c in args.cases.split(",") if c]
     unknown = sorted(set(cases) - set(CASES))
@@ -93,13 +76,13 @@ def main(argv=None):
     threads = None
     for r in range(args.rounds):
         for label, tree in (("base", base), ("this", here)):
-            got = run_worker(tree, cases)
+            got = run_in_tree(Path(__file__).resolve(), tree, ["--worker", ",".join(cases)])
             threads = got.pop("_threads")
             for c in cases:
                 samples[label][c].append(got[c])
         print(f"round {r + 1}/{args.rounds}: " + ", ".join(
             f"{c} {samples['this'][c][-1]:.0f}/{samples['base'][c][-1]:.0f} us" for c in cases), flush=True)
-    base_commit = tree_commit(base)
+    base_commit = git_commit(base)
     print(f"\nforward+backward, median us over {args.rounds} processes per tree "
           f"(this tree / {base_commit}), {threads} threads")
     rows = []

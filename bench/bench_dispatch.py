@@ -17,7 +17,6 @@ import importlib.util
 import json
 import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -96,12 +95,9 @@ def worker(include_floors):
 
 
 def run_worker(tree, include_floors, threads):
-    env = dict(os.environ, PYTHONPATH=str(tree), BENCH_THREADS=str(threads))
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker"] + (["--floors"] if include_floors else [])
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(tree), timeout=600)
-    if proc.returncode:
-        raise RuntimeError(f"worker in {tree} failed:\n{proc.stderr[-2000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    from bench.common import run_in_tree
+    return run_in_tree(Path(__file__).resolve(), tree, ["--worker"] + (["--floors"] if include_floors else []),
+                       env={"BENCH_THREADS": str(threads)})
 
 
 def main(argv=None):
@@ -113,7 +109,7 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     sys.path.insert(0, str(ROOT))
-    from bench.common import append_rows, cpu_name, extra, torch_version
+    from bench.common import append_rows, cpu_name, extra, git_commit, torch_version
 
     trees = [("fastlif", ROOT)] + ([("base", Path(args.base).resolve())] if args.base else [])
     samples = {}  # (tree label, row) -> [us per round]
@@ -126,10 +122,7 @@ def main(argv=None):
         print(f"round {r + 1}/{args.rounds}: " + ", ".join(
             f"{label} {row} {vals[-1]:.1f} us" for (label, row), vals in samples.items()), flush=True)
 
-    base_commit = ""
-    if args.base:
-        base_commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=args.base,
-                                     capture_output=True, text=True).stdout.strip()
+    base_commit = git_commit(args.base) if args.base else ""
     T, B, N = TINY
     print(f"\ntiny call T={T} B={B} N={N}, {args.threads} threads: median over {args.rounds} fresh processes "
           f"(each the median of >= 1 s of calls); spread = min..max over the processes")

@@ -21,12 +21,27 @@ FIELDS = ["timestamp", "bench", "case", "shape", "dtype", "provider", "direction
           "device", "torch", "commit", "extra"]
 
 
-def git_commit():
+def git_commit(tree=None):
+    """The short commit of this checkout, or of ``tree``."""
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, cwd=Path(__file__).parent, check=True).stdout.strip()
+                              text=True, cwd=tree or Path(__file__).parent, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def run_in_tree(script, tree, args, env=None, timeout=600):
+    """Run the benchmark ``script`` (a path, run by path so that an older tree needs nothing of
+    it) in a fresh process that imports fastlif and ``bench`` from checkout ``tree``; returns the
+    JSON object its last line of output holds (the --base comparisons' workers)."""
+    import json
+    import sys
+    env = dict(os.environ, PYTHONPATH=str(tree), **(env or {}))
+    proc = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, env=env,
+                          cwd=str(tree), timeout=timeout)
+    if proc.returncode:
+        raise RuntimeError(f"the worker in {tree} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def cpu_name():

@@ -183,7 +183,7 @@ class FamilyFunction(torch.autograd.Function):
         kept = states
         if spec.backward_reads is not None and backend == "cpp" and not torch.compiler.is_compiling():
             # only what the C++ backward reads for this call: memory held until backward
-            reads = spec.backward_reads(options, ctx.needs_input_grad[7 + n:])
+            reads = spec.backward_reads(options, _param_grads(ctx, n))
             kept = [s if read else None for s, read in zip(states, reads)]
         ctx.save_for_backward(x if spec.needs_x else None, *states0, *kept, *tensor_params)
         ctx.float_params = [None if isinstance(p, Tensor) else p for p in params]
@@ -214,14 +214,20 @@ class FamilyFunction(torch.autograd.Function):
             grad_x, grad_states0, grad_params = outs[0], outs[1:1 + n], outs[1 + n:]
         else:
             if backend == "cpp":  # the C++ launcher skips the gradients no one asked for
-                options_kw["param_grads"] = ctx.needs_input_grad[7 + n:]
+                options_kw["param_grads"] = _param_grads(ctx, n)
             grad_x, grad_states0, grad_params = _launchers(spec, backend)[1](
                 grad_spk, grad_states, x, list(states0), list(states), params, family=spec.name,
                 options=options, **options_kw)
         grad_states0 = [g if s is not None else None for g, s in zip(grad_states0, states0)]
-        grad_params = [g if t is not None and ctx.needs_input_grad[7 + n + k] else None
-                       for k, (g, t) in enumerate(zip(grad_params, tensor_params))]
+        grad_params = [g if t is not None and wanted else None
+                       for g, t, wanted in zip(grad_params, tensor_params, _param_grads(ctx, n))]
         return none + (grad_x, *grad_states0, *grad_params)
+
+
+def _param_grads(ctx, n):
+    """Whether each parameter needs a gradient: FamilyFunction.apply's inputs are six options,
+    x, the n initial states, then the parameters."""
+    return ctx.needs_input_grad[7 + n:]
 
 
 # --- the call every neuron of a spec'd family makes ----------------------------------------------
@@ -238,17 +244,14 @@ def run_family(spec, x, states, params, *, single_step, options, spike_fn, surro
     compute dtype.
     """
     x = check_input(x, single_step)
-    if any(s is not None for s in states):
-        check_states(x, single_step, **dict(zip(spec.states, states)))
+    check_states(x, single_step, **dict(zip(spec.states, states)))
     n_last = x.shape[-1] if x.dim() else 1
     params = tuple(check_param(v, name, n_last) for v, name in zip(params, spec.params))
     option_values = tuple(int(options[name]) for name in spec.options)
     for name, value, allowed in zip(spec.options, option_values, spec.choices):
         if value not in allowed:
             raise ValueError(f"{spec.name}: option {name}={value} is not one of {allowed}")
-    # is_cpu first: x.device builds a torch.device object on every call
-    name = choose_backend(spec.name, backend, "cpu" if x.is_cpu else x.device.type, surrogate, spike_fn,
-                          reference_options)
+    name = choose_backend(spec.name, backend, x, surrogate, spike_fn, reference_options)
     returned = slice(1, None) if spec.spike_state else slice(None)
     if name == "reference":
         spk, *seqs = _run_reference(spec, x, states, params, dict(zip(spec.options, option_values)), spike_fn,

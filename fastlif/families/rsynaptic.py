@@ -120,7 +120,7 @@ def run_rsynaptic(x, spk, syn, mem, alpha, beta, recurrent, threshold, graded, *
                          f"Linear({recurrent.in_features}, {recurrent.out_features})")
     options = dict(reset_mode=reset_mode, immediate=int(is_immediate(reset_mode, reset_delay)))
     if unfused:
-        choose_backend(RSYNAPTIC.name, backend, x.device.type, surrogate, spike_fn, unfused)  # raises if not allowed
+        choose_backend(RSYNAPTIC.name, backend, x, surrogate, spike_fn, unfused)  # raises if not allowed
         rec = recurrent if dense else check_param(recurrent, "V", n_last)
         return _run_reference(x, spk, syn, mem, alpha, beta, rec, threshold, graded, single_step, reset_mode,
                               reset_delay, spike_fn, reference_options or {}, n_last)

@@ -84,9 +84,11 @@ def check_input(x, single_step):
 
 def check_states(x, single_step, **states):
     """Every initial state given (not None) has the shape of one step of ``x``."""
-    shape = x.shape if single_step else x.shape[1:]
     for name, state in states.items():
-        if state is not None and state.shape != shape:  # the message only when it is needed
+        if state is None:  # the common call: no state given, and x's shape is not even read
+            continue
+        shape = x.shape if single_step else x.shape[1:]
+        if state.shape != shape:  # the message only when it is needed
             check_state(state, f"{name} (the initial {'membrane' if name == 'mem' else name})", shape)
 
 
@@ -116,7 +118,7 @@ def warn_once(key, message, stacklevel=3):
         warnings.warn(message, stacklevel=stacklevel)
 
 
-def choose_backend(family, backend, device_type, surrogate, spike_fn, reference_options):
+def choose_backend(family, backend, x, surrogate, spike_fn, reference_options):
     """The backend a call runs on: the reference loop for a surrogate the kernels cannot run or
     for snnTorch's rarer options (an error if another backend was asked for explicitly), else
     :func:`fastlif.backends.select`'s choice."""
@@ -128,7 +130,8 @@ def choose_backend(family, backend, device_type, surrogate, spike_fn, reference_
                 f"backend={backend!r} cannot run {why}: only the reference loop does "
                 f"(backend='reference' or 'auto')")
         return "reference"
-    return backends.select(backend, device_type, family)
+    # is_cpu first: x.device builds a torch.device object on every call
+    return backends.select(backend, "cpu" if x.is_cpu else x.device.type, family)
 
 
 def kernel_params(x, values, names, clamped):
@@ -161,12 +164,14 @@ def clamp_host(b):
     return min(max(b, 0.0), 1.0), inside
 
 
-def clamp_grad(grad, raw):
+def clamp_grad(grad, raw, inside=None):
     """The gradient of ``raw.clamp(0, 1)``'s input given ``grad`` for its output, exactly as
     torch's clamp backward gives it: ``grad`` inside the bounds, 0 outside them and for NaN, and
-    at the bounds as this torch does (:func:`_clamp_edges_pass`)."""
-    if raw.numel() == 1 and raw.is_cpu and not torch.compiler.is_compiling():
+    at the bounds as this torch does (:func:`_clamp_edges_pass`). ``inside``: for a one-value
+    ``raw``, whether it was inside, when forward already knew (:func:`clamp_host`)."""
+    if inside is None and raw.numel() == 1 and raw.is_cpu and not torch.compiler.is_compiling():
         inside = clamp_host(raw.item())[1]
+    if inside is not None:
         return grad if inside else torch.zeros_like(grad)
     mask = (raw >= 0) & (raw <= 1) if _CLAMP_EDGES_PASS else (raw > 0) & (raw < 1)
     return torch.where(mask, grad, 0)
@@ -210,7 +215,7 @@ def kernel_param(value, dtype, device, clamp=False, host=None):
         if not (value.dtype == dtype and value.is_contiguous() and value.device == device):
             value = value.to(device=device, dtype=dtype).contiguous()
         return value.clamp(0, 1) if clamp else value
-    return min(max(value, 0.0), 1.0) if clamp else value
+    return min(max(value, 0.0), 1.0) if clamp else value  # clamp_host's value, inline: every call with a fixed beta
 
 
 _default_floats = {}

@@ -207,18 +207,15 @@ class LifFunction(torch.autograd.Function):
             params = [param_tensor(p, compute, ref.device) for p in params]
             grad_x, grad_mem0, *grads = lif_bwd(grad_spk, grad_mem, mem, state, flags, mem0, *params,
                                                 **options, backend=ctx.backend)
-        elif ctx.beta_inside is not None:  # beta went to the C++ kernels as a host-clamped float
-            grad_x, grad_mem0, *grads = cpp_bwd(grad_spk, grad_mem, mem, state, flags, mem0, *params, **options,
-                                                float_grads=(beta_raw, None, None))
-            if not ctx.beta_inside:
-                grads[0] = torch.zeros_like(grads[0])
-            return (grad_x, grad_mem0, *grads) + (None,) * (8 + ctx.extra_inputs)
         else:
+            if ctx.beta_inside is not None:  # beta went to the C++ kernels as a host-clamped float
+                options["float_grads"] = (beta_raw, None, None)
             bwd = _launchers(ctx.backend)[1]
             grad_x, grad_mem0, *grads = bwd(grad_spk, grad_mem, mem, state, flags, mem0, *params, **options)
-        grads = [g if t is not None else None for g, t in zip(grads, tensor_params)]
+        # a gradient for each parameter that asked for one (the custom op returns one for all)
+        grads = [g if wanted else None for g, wanted in zip(grads, ctx.needs_input_grad[2:5])]
         if beta_raw is not None and grads[0] is not None:
-            grads[0] = clamp_grad(grads[0], beta_raw)
+            grads[0] = clamp_grad(grads[0], beta_raw, inside=ctx.beta_inside)
         return (grad_x, grad_mem0 if mem0 is not None else None, *grads) + (None,) * (8 + ctx.extra_inputs)
 
 
@@ -236,15 +233,12 @@ def run_lif(x, mem, beta, threshold, graded, *, single_step, reset_mode, reset_d
     Returns ``(spk, mem)`` shaped like ``x``.
     """
     x = check_input(x, single_step)
-    if mem is not None:
-        check_states(x, single_step, mem=mem)
+    check_states(x, single_step, mem=mem)
     shape = x.shape
     n_last = shape[-1] if len(shape) else 1
     beta, threshold, graded = (check_param(beta, "beta", n_last), check_param(threshold, "threshold", n_last),
                                check_param(graded, "graded_spikes_factor", n_last))
-    # is_cpu first: x.device builds a torch.device object on every call
-    name = choose_backend(FAMILY, backend, "cpu" if x.is_cpu else x.device.type, surrogate, spike_fn,
-                          reference_options)
+    name = choose_backend(FAMILY, backend, x, surrogate, spike_fn, reference_options)
     if name == "reference":
         return _run_reference(x, mem, beta, threshold, graded, single_step, reset_mode, reset_delay,
                               spike_fn, mem_fp32, reference_options or {})

@@ -237,7 +237,7 @@ def run_rleaky(x, spk, mem, beta, recurrent, threshold, graded, *, single_step, 
                       f"fastlif.RLeaky: the dense recurrent layer is fused on the CPU only; on "
                       f"{x.device.type} it runs the reference loop (per step, torch's Linear and the "
                       f"element-wise update; exact, as snnTorch computes it)", stacklevel=4)
-    name = choose_backend(FAMILY, backend, x.device.type, surrogate, spike_fn, unfused)
+    name = choose_backend(FAMILY, backend, x, surrogate, spike_fn, unfused)
     if name == "reference":
         options = {k: v for k, v in unfused.items() if k in (reference_options or {})}
         return _run_reference(x, spk, mem, beta, recurrent if dense else V, threshold, graded, single_step,
