@@ -29,7 +29,7 @@ from torch import Tensor
 from . import backends
 from .spec import FAMILIES, Family, register  # noqa: F401 - the spec, re-exported here
 from .ops.common import (CPP_DTYPES, HALF_DTYPES, as_compute, check_input, check_param, check_states,
-                         choose_backend, compute_dtype, cpp_dtype_code, cpp_param, cpu_empty, cpu_empty_like, grid,
+                         choose_backend, clamp_grad, clamp_in_function, compute_dtype, cpp_dtype_code, cpp_param, cpu_empty, cpu_empty_like, grid,
                          initial_states, kernel_params, needs_autograd, num_threads, param_tensor, ptr)
 
 
@@ -85,9 +85,11 @@ def cpp_fwd(x, states0, params, *, family, steps, options):
 
 
 def cpp_bwd(grad_spk, grad_states, x, states0, states, params, *, family, steps, options, surrogate_kind,
-            surrogate_param, x_dtype, param_grads=None):
+            surrogate_param, x_dtype, param_grads=None, float_grads=None):
     # param_grads: whether each parameter wants its gradient (None: every tensor parameter); a
-    # gradient not wanted is not computed, and lets a state the spec's backward_reads dropped go
+    # gradient not wanted is not computed, and lets a state the spec's backward_reads dropped go.
+    # float_grads: for a parameter passed as a float that still wants a gradient (a host-clamped
+    # learnable parameter, FamilyFunction), a tensor of the gradient's shape; None: no gradient
     ref = next(s for s in states if s is not None)  # a state forward did not keep is None
     compute = ref.dtype
     T, R, L = grid(ref.shape, steps)
@@ -96,8 +98,9 @@ def cpp_bwd(grad_spk, grad_states, x, states0, states, params, *, family, steps,
     grad_states = [as_compute(g, compute) for g in grad_states]
     grad_x = cpu_empty(ref.shape, compute)
     grad_states0 = [None if s is None else torch.empty_like(s) for s in states0]
+    shaped = params if float_grads is None else [p if isinstance(p, Tensor) else f for p, f in zip(params, float_grads)]
     grad_params = [torch.empty_like(p) if isinstance(p, Tensor) and (param_grads is None or param_grads[k]) else None
-                   for k, p in enumerate(params)]
+                   for k, p in enumerate(shaped)]
     _C().family_bwd(family, cpp_dtype_code(compute), T, R, L, ptr(grad_spk), [ptr(g) for g in grad_states],
                     ptr(xc), [ptr(s) for s in states0], [ptr(s) for s in states],
                     [cpp_param(p) for p in params], grad_x.data_ptr(), [ptr(g) for g in grad_states0],
@@ -162,13 +165,21 @@ class FamilyFunction(torch.autograd.Function):
     """The one autograd path of every spec'd family: the launchers in eager mode, the custom ops
     under torch.compile (which traces this Function and sees them through their fakes).
 
-    ``apply(spec, steps, options, surrogate_kind, surrogate_param, backend, x, *states0,
-    *params)``: the tensors come last, their count from the spec."""
+    ``apply(spec, steps, options, surrogate_kind, surrogate_param, backend, clamp_in, x, *states0,
+    *params)``: the tensors come last, their count from the spec. ``clamp_in``: the indices of
+    the parameters passed raw, which this Function clamps to [0, 1] itself (learnable clamped
+    parameters: no clamp node in the graph; one value on the C++ backend is clamped on the host,
+    as LifFunction's beta)."""
 
     @staticmethod
-    def forward(ctx, spec, steps, options, surrogate_kind, surrogate_param, backend, x, *rest):
+    def forward(ctx, spec, steps, options, surrogate_kind, surrogate_param, backend, clamp_in, x, *rest):
         n = len(spec.states)
         states0, params = list(rest[:n]), list(rest[n:])
+        raws = [None] * len(params)
+        ctx.inside = [None] * len(params)
+        for k in clamp_in:
+            raws[k] = params[k]
+            params[k], ctx.inside[k] = clamp_in_function(params[k], backend)
         if torch.compiler.is_compiling():
             compute = compute_dtype(x.dtype)
             outs = family_fwd(spec.name, x, states0, [param_tensor(p, compute, x.device) for p in params],
@@ -185,7 +196,7 @@ class FamilyFunction(torch.autograd.Function):
             # only what the C++ backward reads for this call: memory held until backward
             reads = spec.backward_reads(options, _param_grads(ctx, n))
             kept = [s if read else None for s, read in zip(states, reads)]
-        ctx.save_for_backward(x if spec.needs_x else None, *states0, *kept, *tensor_params)
+        ctx.save_for_backward(x if spec.needs_x else None, *states0, *kept, *tensor_params, *raws)
         ctx.float_params = [None if isinstance(p, Tensor) else p for p in params]
         ctx.meta = (spec, steps, options, surrogate_kind, surrogate_param, backend, x.dtype)
         ctx.set_materialize_grads(False)
@@ -197,8 +208,9 @@ class FamilyFunction(torch.autograd.Function):
         spec, steps, options, surrogate_kind, surrogate_param, backend, x_dtype = ctx.meta
         n, n_params = len(spec.states), len(spec.params)
         x, *saved = ctx.saved_tensors
-        states0, states, tensor_params = saved[:n], saved[n:2 * n], saved[2 * n:]
-        none = (None,) * 6
+        states0, states = saved[:n], saved[n:2 * n]
+        tensor_params, raws = saved[2 * n:2 * n + n_params], saved[2 * n + n_params:]
+        none = (None,) * 7
         if grad_spk is None and all(g is None for g in grad_returned):
             return none + (None,) * (1 + n + n_params)
         params = [t if t is not None else f for t, f in zip(tensor_params, ctx.float_params)]
@@ -215,19 +227,22 @@ class FamilyFunction(torch.autograd.Function):
         else:
             if backend == "cpp":  # the C++ launcher skips the gradients no one asked for
                 options_kw["param_grads"] = _param_grads(ctx, n)
+                if any(inside is not None for inside in ctx.inside):  # host-clamped floats owe one
+                    options_kw["float_grads"] = raws
             grad_x, grad_states0, grad_params = _launchers(spec, backend)[1](
                 grad_spk, grad_states, x, list(states0), list(states), params, family=spec.name,
                 options=options, **options_kw)
         grad_states0 = [g if s is not None else None for g, s in zip(grad_states0, states0)]
-        grad_params = [g if t is not None and wanted else None
-                       for g, t, wanted in zip(grad_params, tensor_params, _param_grads(ctx, n))]
+        grad_params = [g if wanted else None for g, wanted in zip(grad_params, _param_grads(ctx, n))]
+        grad_params = [g if raw is None or g is None else clamp_grad(g, raw, inside=inside)
+                       for g, raw, inside in zip(grad_params, raws, ctx.inside)]
         return none + (grad_x, *grad_states0, *grad_params)
 
 
 def _param_grads(ctx, n):
-    """Whether each parameter needs a gradient: FamilyFunction.apply's inputs are six options,
+    """Whether each parameter needs a gradient: FamilyFunction.apply's inputs are seven options,
     x, the n initial states, then the parameters."""
-    return ctx.needs_input_grad[7 + n:]
+    return ctx.needs_input_grad[8 + n:]
 
 
 # --- the call every neuron of a spec'd family makes ----------------------------------------------
@@ -260,12 +275,18 @@ def run_family(spec, x, states, params, *, single_step, options, spike_fn, surro
     compute = compute_dtype(x.dtype)
     if x.numel() == 0:
         return (x * 0, *(x.to(compute) * 0 for _ in spec.states[returned]))
-    kparams = kernel_params(x, params, spec.params, clamped=spec.clamped)
+    # a learnable clamped parameter is clamped by FamilyFunction itself (or below), not by a clamp node
+    clamp_in = tuple(k for k, (p, name) in enumerate(zip(params, spec.params))
+                     if name in spec.clamped and isinstance(p, Tensor) and p.requires_grad)
+    kparams = kernel_params(x, params, spec.params,
+                            clamped=tuple(name for k, name in enumerate(spec.params) if name in spec.clamped
+                                          and k not in clamp_in))
     states0 = initial_states(compute, *states)
     steps = 1 if single_step else x.shape[0]
     if not needs_autograd(x, *states0, *kparams):
+        kparams = tuple(p.clamp(0, 1) if k in clamp_in else p for k, p in enumerate(kparams))
         spk, seqs = _launchers(spec, name)[0](x, states0, kparams, family=spec.name, steps=steps,
                                               options=option_values)
         return (spk, *seqs[returned])
-    return FamilyFunction.apply(spec, steps, option_values, surrogate.kind, float(surrogate.param), name, x,
-                                *states0, *kparams)
+    return FamilyFunction.apply(spec, steps, option_values, surrogate.kind, float(surrogate.param), name, clamp_in,
+                                x, *states0, *kparams)

@@ -157,23 +157,42 @@ def test_beta_above_one_is_clamped_as_in_snntorch():
     assert torch.equal(torch.stack(spikes), spk) and torch.equal(mem_s, mem[-1])
 
 
+def _beta_call(family, x, beta, backend):
+    """(spk, mem) of Leaky's, one-to-one RLeaky's or Synaptic's op with ``beta`` (its clamp is the
+    op's own)."""
+    if family == "leaky":
+        return fastlif.lif_sequence(x, beta, 1.0, backend=backend)
+    spike_fn, sg = fastlif.surrogate.resolve(None)
+    if family == "synaptic":  # a spec'd family: FamilyFunction's clamp of a learnable parameter
+        from fastlif.family import run_family
+        from fastlif.families.synaptic import SYNAPTIC
+        spk, _, mem = run_family(SYNAPTIC, x, (None, None), (0.9, beta, 1.0, 1.0), single_step=False,
+                                 options=dict(reset_mode=0, immediate=0), spike_fn=spike_fn, surrogate=sg,
+                                 backend=backend)
+        return spk, mem
+    from fastlif.ops.rleaky import run_rleaky
+    return run_rleaky(x, None, None, beta, 0.5, 1.0, 1.0, single_step=False, reset_mode=0, reset_delay=True,
+                      spike_fn=spike_fn, surrogate=sg, backend=backend)
+
+
 @needs_cpp
+@pytest.mark.parametrize("family", ["leaky", "rleaky", "synaptic"])
 @pytest.mark.parametrize("value", [1.5, -0.2, 1.0, 0.0, -0.0, 0.7, float("nan")])
-def test_one_value_learnable_beta_clamped_on_the_host(value, monkeypatch):
+def test_one_value_learnable_beta_clamped_on_the_host(value, family, monkeypatch):
     """A one-value learnable beta on the C++ backend is clamped as a Python float (no clamp op):
     the same bits as torch's clamp forward, NaN and -0.0 included, and its gradient passed or
     zeroed exactly as torch's clamp backward does, at the bounds too."""
-    from fastlif.ops import lif as lif_ops
+    from fastlif.ops import common
     from fastlif.ops.common import clamp_host
     ran = []
-    monkeypatch.setattr(lif_ops, "clamp_host", lambda b: ran.append(b) or clamp_host(b))
+    monkeypatch.setattr(common, "clamp_host", lambda b: ran.append(b) or clamp_host(b))
     x = rand(9, 3, 5, lo=-0.5, hi=1.5, seed=11)
     g_spk, g_mem = rand(9, 3, 5, lo=-1, hi=1, seed=12), rand(9, 3, 5, lo=-1, hi=1, seed=13)
     outs = {}
     for backend in ("cpp", "reference"):
         beta = torch.tensor(value, requires_grad=True)
         xx = x.clone().requires_grad_()
-        spk, mem = fastlif.lif_sequence(xx, beta, 1.0, backend=backend)
+        spk, mem = _beta_call(family, xx, beta, backend)
         torch.autograd.backward([spk, mem], [g_spk, g_mem])
         outs[backend] = (spk, mem, xx.grad, beta.grad)
     assert len(ran) == 1  # the C++ call took the host clamp; the reference loop clamps with torch

@@ -331,7 +331,7 @@ def test_gradcheck_fp64(family, reset):
     n = len(family.states)
 
     def f(x, *rest):
-        return FamilyFunction.apply(family, x.shape[0], (RESET_CODE[reset],), off.kind, off.param, "cpp", x,
+        return FamilyFunction.apply(family, x.shape[0], (RESET_CODE[reset],), off.kind, off.param, "cpp", (), x,
                                     *rest[:n], *rest[n:])
 
     leaves = [t.detach().clone().requires_grad_() for t in (x, *states, *params)]

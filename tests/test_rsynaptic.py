@@ -119,7 +119,7 @@ def test_gradcheck_fp64():
     off = fastlif.surrogate.no_grad()
     for reset, immediate in itertools.product((0, 1, 2), (0, 1)):
         def f(*args):
-            return FamilyFunction.apply(RSYNAPTIC, T, (reset, immediate), off.kind, off.param, "cpp", *args)
+            return FamilyFunction.apply(RSYNAPTIC, T, (reset, immediate), off.kind, off.param, "cpp", (), *args)
         assert torch.autograd.gradcheck(f, (x, spk0, syn0, mem0, alpha, beta, V, thr, graded), eps=1e-6, atol=1e-6)
 
 

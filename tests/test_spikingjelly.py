@@ -258,7 +258,7 @@ def test_gradcheck_fp64(leak):
     off = fsg.no_grad()
     for decay, hard, detach in itertools.product((0, 1), repeat=3):
         def f(x, v0, k, thr, vr):
-            return FamilyFunction.apply(SJ_LIF, T, (leak, decay, hard, detach), off.kind, off.param, "cpp",
+            return FamilyFunction.apply(SJ_LIF, T, (leak, decay, hard, detach), off.kind, off.param, "cpp", (),
                                         x, v0, k, thr, vr)
         assert torch.autograd.gradcheck(f, (x, v0, k, thr, vr), eps=1e-6, atol=1e-6), (decay, hard, detach)
 

@@ -150,7 +150,7 @@ def test_gradcheck_fp64():
         immediate = int(not delay and reset != 2)
 
         def f(x, syn0, mem0, a, b, thr, graded):
-            return FamilyFunction.apply(SYNAPTIC, T, (reset, immediate), off.kind, off.param, "cpp", x, syn0, mem0,
+            return FamilyFunction.apply(SYNAPTIC, T, (reset, immediate), off.kind, off.param, "cpp", (), x, syn0, mem0,
                                         a, b, thr, graded)
         assert torch.autograd.gradcheck(f, (x, syn0, mem0, *params, thr, graded), eps=1e-6, atol=1e-6)
 

@@ -164,6 +164,16 @@ def clamp_host(b):
     return min(max(b, 0.0), 1.0), inside
 
 
+def clamp_in_function(raw, backend):
+    """``(value, inside)``: a learnable parameter that a fused autograd Function clamps to [0, 1]
+    itself, without a clamp node in the graph. A one-value CPU parameter on the C++ backend
+    becomes a host-clamped float (:func:`clamp_host`; ``inside``: whether its gradient passes),
+    anything else a clamped tensor (``inside`` None: :func:`clamp_grad` masks by the values)."""
+    if backend == "cpp" and raw.numel() == 1 and not torch.compiler.is_compiling():
+        return clamp_host(raw.item())
+    return raw.clamp(0, 1), None
+
+
 def clamp_grad(grad, raw, inside=None):
     """The gradient of ``raw.clamp(0, 1)``'s input given ``grad`` for its output, exactly as
     torch's clamp backward gives it: ``grad`` inside the bounds, 0 outside them and for NaN, and

@@ -33,7 +33,7 @@ from ..layout import saved_layout  # noqa: F401 - the LIF ops' saved-layout cont
 from ..codes import RESET_MECHANISMS, is_immediate, reset_code
 from ..reference import lif_sequence_reference, lif_step
 from .common import (CPP_DTYPES, HALF_DTYPES, as_compute, check_input, check_param, check_states, choose_backend,
-                     clamp_grad, clamp_host, compute_dtype, cpp_dtype_code, cpp_param, cpu_empty, cpu_empty_like, cpu_nothing,
+                     clamp_grad, clamp_in_function, compute_dtype, cpp_dtype_code, cpp_param, cpu_empty, cpu_empty_like, cpu_nothing,
                      fresh_outputs, grid, initial_states, kernel_params, mem_dtype, needs_autograd, num_threads,
                      param_tensor, ptr)
 
@@ -168,10 +168,7 @@ class LifFunction(torch.autograd.Function):
         beta_raw = beta if clamp_beta else None
         ctx.beta_inside = None  # set: beta was clamped on the host, and its gradient passes or not
         if clamp_beta:
-            if backend == "cpp" and beta.numel() == 1 and not torch.compiler.is_compiling():
-                beta, ctx.beta_inside = clamp_host(beta.item())
-            else:
-                beta = beta.clamp(0, 1)
+            beta, ctx.beta_inside = clamp_in_function(beta, backend)
         params = (beta, threshold, graded)
         if torch.compiler.is_compiling():
             compute = compute_dtype(x.dtype)

@@ -28,7 +28,7 @@ from ..codes import RESET_MECHANISMS, is_immediate
 from ..reference import rleaky_sequence_reference, rleaky_step
 from . import spike_linear
 from .common import (CPP_DTYPES, HALF_DTYPES, as_compute, check_input, check_param, check_states, choose_backend,
-                     compute_dtype, cpp_dtype_code, cpp_param, cpu_empty, cpu_empty_like, cpu_nothing, fresh_outputs,
+                     clamp_grad, clamp_in_function, compute_dtype, cpp_dtype_code, cpp_param, cpu_empty, cpu_empty_like, cpu_nothing, fresh_outputs,
                      grid, initial_states, kernel_params, needs_autograd, num_threads, param_tensor, ptr, warn_once)
 
 FAMILY = "rleaky"
@@ -56,7 +56,9 @@ def cpp_fwd(x, spk0, mem0, beta, V, threshold, graded, weight, bias, *, steps, r
 
 
 def cpp_bwd(grad_spk, grad_mem, mem, state, flags, spk0, mem0, beta, V, threshold, graded, weight, *, steps,
-            reset_mode, reset_delay, surrogate_kind, surrogate_param, x_dtype):
+            reset_mode, reset_delay, surrogate_kind, surrogate_param, x_dtype, float_grads=(None,) * 4):
+    # float_grads: for a parameter passed as a float that still wants a gradient (RLeakyFunction's
+    # host-clamped learnable beta), a tensor of the gradient's shape; None: no gradient
     immediate = is_immediate(reset_mode, reset_delay)
     ref = state if immediate else mem
     compute = ref.dtype
@@ -66,7 +68,8 @@ def cpp_bwd(grad_spk, grad_mem, mem, state, flags, spk0, mem0, beta, V, threshol
     grad_spk0 = None if spk0 is None else torch.empty_like(spk0)
     grad_mem0 = None if mem0 is None else torch.empty_like(mem0)
     params = (beta, V, threshold, graded)
-    grads = [torch.empty_like(p) if isinstance(p, Tensor) else None for p in params]
+    grads = [torch.empty_like(p) if isinstance(p, Tensor) else (None if like is None else torch.empty_like(like))
+             for p, like in zip(params, float_grads)]
     if weight is not None:
         grads[1] = None  # V is not used with the dense layer
     w = None if weight is None else weight.detach().to(compute).contiguous()
@@ -160,7 +163,13 @@ class RLeakyFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, spk0, mem0, beta, V, threshold, graded, weight, bias, steps, reset_mode, reset_delay,
-                surrogate_kind, surrogate_param, backend):
+                surrogate_kind, surrogate_param, backend, clamp_beta=None):
+        # clamp_beta: beta is the raw learnable tensor, clamped here (LifFunction's clamp_beta)
+        ctx.extra_inputs = 0 if clamp_beta is None else 1
+        beta_raw = beta if clamp_beta else None
+        ctx.beta_inside = None
+        if clamp_beta:
+            beta, ctx.beta_inside = clamp_in_function(beta, backend)
         params = (beta, V, threshold, graded)
         options = dict(steps=steps, reset_mode=reset_mode, reset_delay=reset_delay)
         if torch.compiler.is_compiling():
@@ -173,7 +182,7 @@ class RLeakyFunction(torch.autograd.Function):
         tensor_params = [p if isinstance(p, Tensor) else None for p in params]
         keep_spk = weight is not None and (weight.requires_grad or (bias is not None and bias.requires_grad))
         ctx.save_for_backward(None if state.numel() else mem, state, flags, spk0, mem0, weight,
-                              spk if keep_spk else None, *tensor_params)
+                              spk if keep_spk else None, *tensor_params, beta_raw)
         ctx.float_params = [None if isinstance(p, Tensor) else p for p in params]
         ctx.options = (steps, reset_mode, reset_delay, surrogate_kind, surrogate_param, x.dtype)
         ctx.backend = backend
@@ -183,9 +192,9 @@ class RLeakyFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_spk, grad_mem):
-        mem, state, flags, spk0, mem0, weight, spk, *tensor_params = ctx.saved_tensors
+        mem, state, flags, spk0, mem0, weight, spk, *tensor_params, beta_raw = ctx.saved_tensors
         if grad_spk is None and grad_mem is None:
-            return (None,) * 15
+            return (None,) * (15 + ctx.extra_inputs)
         params = [t if t is not None else f for t, f in zip(tensor_params, ctx.float_params)]
         steps, reset_mode, reset_delay, surrogate_kind, surrogate_param, x_dtype = ctx.options
         options = dict(steps=steps, reset_mode=reset_mode, reset_delay=reset_delay,
@@ -196,17 +205,22 @@ class RLeakyFunction(torch.autograd.Function):
             grads = rleaky_bwd(grad_spk, grad_mem, mem, state, flags, spk0, mem0, *params, weight, **options,
                                backend=ctx.backend)
         else:
+            if ctx.beta_inside is not None:  # beta went to the C++ kernels as a host-clamped float
+                options["float_grads"] = (beta_raw, None, None, None)
             grads = backends.launchers(FAMILY, ctx.backend)[1](grad_spk, grad_mem, mem, state, flags, spk0, mem0,
                                                                *params, weight, **options)
         grad_x, grad_spk0, grad_mem0, *param_grads = grads
-        param_grads = [g if t is not None and g is not None and g.numel() else None
-                       for g, t in zip(param_grads, tensor_params)]
+        # a gradient for each parameter that asked for one (the custom op returns one for all)
+        param_grads = [g if wanted and g is not None and g.numel() else None
+                       for g, wanted in zip(param_grads, ctx.needs_input_grad[3:7])]
+        if beta_raw is not None and param_grads[0] is not None:
+            param_grads[0] = clamp_grad(param_grads[0], beta_raw, inside=ctx.beta_inside)
         grad_w = grad_b = None
         if spk is not None:  # the dense layer's gradients: g[t] (x) spk[t-1], summed over t and batch
             grad_w, grad_b = _recurrent_weight_grads(grad_x.to(weight.dtype), spk.to(weight.dtype), spk0, steps,
                                                      ctx.has_bias)
         return (grad_x, grad_spk0 if spk0 is not None else None, grad_mem0 if mem0 is not None else None,
-                *param_grads, grad_w, grad_b) + (None,) * 6
+                *param_grads, grad_w, grad_b) + (None,) * (6 + ctx.extra_inputs)
 
 
 # --- the call modules and rleaky_sequence share -------------------------------------------------
@@ -255,7 +269,9 @@ def run_rleaky(x, spk, mem, beta, recurrent, threshold, graded, *, single_step, 
         spk = torch.nn.functional.linear(prev, recurrent.weight.to(compute),
                                          None if recurrent.bias is None else recurrent.bias.to(compute))
         V, dense = 1.0, False
-    params = kernel_params(x, (beta, V, threshold, graded), PARAM_NAMES, clamped=("beta",))
+    # A learnable beta is clamped by RLeakyFunction itself (or below), not by a clamp node
+    learnable_beta = isinstance(beta, Tensor) and beta.requires_grad
+    params = kernel_params(x, (beta, V, threshold, graded), PARAM_NAMES, clamped=() if learnable_beta else ("beta",))
     weight, bias = (recurrent.weight, recurrent.bias) if dense else (None, None)
     if dense:
         weight = weight.to(compute)
@@ -263,10 +279,12 @@ def run_rleaky(x, spk, mem, beta, recurrent, threshold, graded, *, single_step, 
     spk0, mem0 = initial_states(compute, spk, mem)
     steps = 1 if single_step else x.shape[0]
     if not needs_autograd(x, spk0, mem0, *params, weight, bias):
+        if learnable_beta:
+            params = (params[0].clamp(0, 1), *params[1:])
         return backends.launchers(FAMILY, name)[0](x, spk0, mem0, *params, weight, bias, steps=steps,
                                                    reset_mode=reset_mode, reset_delay=bool(reset_delay))[:2]
     return RLeakyFunction.apply(x, spk0, mem0, *params, weight, bias, steps, reset_mode, bool(reset_delay),
-                                surrogate.kind, float(surrogate.param), name)
+                                surrogate.kind, float(surrogate.param), name, learnable_beta)
 
 
 def _run_reference(x, spk, mem, beta, recurrent, threshold, graded, single_step, reset_mode, reset_delay,
