@@ -29,8 +29,9 @@ from torch import Tensor
 from . import backends
 from .spec import FAMILIES, Family, register  # noqa: F401 - the spec, re-exported here
 from .ops.common import (CPP_DTYPES, HALF_DTYPES, as_compute, check_input, check_param, check_states,
-                         choose_backend, clamp_grad, clamp_in_function, compute_dtype, cpp_dtype_code, cpp_param, cpu_empty, cpu_empty_like, grid,
-                         initial_states, kernel_params, needs_autograd, num_threads, param_tensor, ptr)
+                         choose_backend, clamp_grad, clamp_in_function, clamp_without_function, compute_dtype, cpp_dtype_code, cpp_param, cpu_empty, cpu_empty_like, grid,
+                         initial_states, kernel_params, learnable_clamped, needs_autograd, num_threads,
+                         param_grad_buffers, param_tensor, ptr)
 
 
 # --- the reference loop ------------------------------------------------------------------------
@@ -98,9 +99,7 @@ def cpp_bwd(grad_spk, grad_states, x, states0, states, params, *, family, steps,
     grad_states = [as_compute(g, compute) for g in grad_states]
     grad_x = cpu_empty(ref.shape, compute)
     grad_states0 = [None if s is None else torch.empty_like(s) for s in states0]
-    shaped = params if float_grads is None else [p if isinstance(p, Tensor) else f for p, f in zip(params, float_grads)]
-    grad_params = [torch.empty_like(p) if isinstance(p, Tensor) and (param_grads is None or param_grads[k]) else None
-                   for k, p in enumerate(shaped)]
+    grad_params = param_grad_buffers(params, float_grads, param_grads)
     _C().family_bwd(family, cpp_dtype_code(compute), T, R, L, ptr(grad_spk), [ptr(g) for g in grad_states],
                     ptr(xc), [ptr(s) for s in states0], [ptr(s) for s in states],
                     [cpp_param(p) for p in params], grad_x.data_ptr(), [ptr(g) for g in grad_states0],
@@ -227,15 +226,13 @@ class FamilyFunction(torch.autograd.Function):
         else:
             if backend == "cpp":  # the C++ launcher skips the gradients no one asked for
                 options_kw["param_grads"] = _param_grads(ctx, n)
-                if any(inside is not None for inside in ctx.inside):  # host-clamped floats owe one
-                    options_kw["float_grads"] = raws
+                options_kw["float_grads"] = raws  # a host-clamped float owes its raw parameter a gradient
             grad_x, grad_states0, grad_params = _launchers(spec, backend)[1](
                 grad_spk, grad_states, x, list(states0), list(states), params, family=spec.name,
                 options=options, **options_kw)
         grad_states0 = [g if s is not None else None for g, s in zip(grad_states0, states0)]
-        grad_params = [g if wanted else None for g, wanted in zip(grad_params, _param_grads(ctx, n))]
-        grad_params = [g if raw is None or g is None else clamp_grad(g, raw, inside=inside)
-                       for g, raw, inside in zip(grad_params, raws, ctx.inside)]
+        grad_params = [None if g is None or not wanted else g if raw is None else clamp_grad(g, raw, inside=inside)
+                       for g, wanted, raw, inside in zip(grad_params, _param_grads(ctx, n), raws, ctx.inside)]
         return none + (grad_x, *grad_states0, *grad_params)
 
 
@@ -276,15 +273,12 @@ def run_family(spec, x, states, params, *, single_step, options, spike_fn, surro
     if x.numel() == 0:
         return (x * 0, *(x.to(compute) * 0 for _ in spec.states[returned]))
     # a learnable clamped parameter is clamped by FamilyFunction itself (or below), not by a clamp node
-    clamp_in = tuple(k for k, (p, name) in enumerate(zip(params, spec.params))
-                     if name in spec.clamped and isinstance(p, Tensor) and p.requires_grad)
-    kparams = kernel_params(x, params, spec.params,
-                            clamped=tuple(name for k, name in enumerate(spec.params) if name in spec.clamped
-                                          and k not in clamp_in))
+    clamp_in, clamped = learnable_clamped(params, spec.params, spec.clamped)
+    kparams = kernel_params(x, params, spec.params, clamped=clamped)
     states0 = initial_states(compute, *states)
     steps = 1 if single_step else x.shape[0]
     if not needs_autograd(x, *states0, *kparams):
-        kparams = tuple(p.clamp(0, 1) if k in clamp_in else p for k, p in enumerate(kparams))
+        kparams = clamp_without_function(kparams, clamp_in)
         spk, seqs = _launchers(spec, name)[0](x, states0, kparams, family=spec.name, steps=steps,
                                               options=option_values)
         return (spk, *seqs[returned])

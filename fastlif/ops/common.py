@@ -164,6 +164,38 @@ def clamp_host(b):
     return min(max(b, 0.0), 1.0), inside
 
 
+def learnable_clamped(values, names, clamped):
+    """``(clamp_in, clamped_here)`` for a call's parameters: the indices of the clamped ones that
+    need a gradient, which the fused autograd Function clamps itself (:func:`clamp_in_function`:
+    no clamp node in the graph), and the names of the other clamped ones, for
+    :func:`kernel_params` to clamp."""
+    clamp_in, clamped_here = (), ()
+    for k, (value, name) in enumerate(zip(values, names)):
+        if name in clamped:
+            if isinstance(value, torch.Tensor) and value.requires_grad:
+                clamp_in += (k,)
+            else:
+                clamped_here += (name,)
+    return clamp_in, clamped_here
+
+
+def clamp_without_function(kparams, clamp_in):
+    """The launchers' parameters for a call that records no graph: those of ``clamp_in``, which
+    the Function would have clamped, clamped here."""
+    return tuple(p.clamp(0, 1) if k in clamp_in else p for k, p in enumerate(kparams)) if clamp_in else kparams
+
+
+def param_grad_buffers(params, float_grads=None, wanted=None):
+    """A C++ backward's parameter-gradient outputs: one like each tensor parameter, and for a
+    float that still owes a gradient (a host-clamped learnable parameter) one like its raw tensor
+    in ``float_grads``; None where no gradient is computed (a float, or ``wanted[k]`` false)."""
+    buffers = []
+    for k, p in enumerate(params):
+        like = p if isinstance(p, torch.Tensor) else (None if float_grads is None else float_grads[k])
+        buffers.append(None if like is None or (wanted is not None and not wanted[k]) else torch.empty_like(like))
+    return buffers
+
+
 def clamp_in_function(raw, backend):
     """``(value, inside)``: a learnable parameter that a fused autograd Function clamps to [0, 1]
     itself, without a clamp node in the graph. A one-value CPU parameter on the C++ backend

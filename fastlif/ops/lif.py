@@ -33,11 +33,12 @@ from ..layout import saved_layout  # noqa: F401 - the LIF ops' saved-layout cont
 from ..codes import RESET_MECHANISMS, is_immediate, reset_code
 from ..reference import lif_sequence_reference, lif_step
 from .common import (CPP_DTYPES, HALF_DTYPES, as_compute, check_input, check_param, check_states, choose_backend,
-                     clamp_grad, clamp_in_function, compute_dtype, cpp_dtype_code, cpp_param, cpu_empty, cpu_empty_like, cpu_nothing,
-                     fresh_outputs, grid, initial_states, kernel_params, mem_dtype, needs_autograd, num_threads,
-                     param_tensor, ptr)
+                     clamp_grad, clamp_in_function, clamp_without_function, compute_dtype, cpp_dtype_code, cpp_param, cpu_empty, cpu_empty_like, cpu_nothing,
+                     fresh_outputs, grid, initial_states, kernel_params, learnable_clamped, mem_dtype, needs_autograd, num_threads,
+                     param_grad_buffers, param_tensor, ptr)
 
 FAMILY = "lif"
+PARAM_NAMES = ("beta", "threshold", "graded_spikes_factor")
 
 
 # --- C++ launchers ------------------------------------------------------------------------------
@@ -87,8 +88,7 @@ def cpp_bwd(grad_spk, grad_mem, mem, state, flags, mem0, beta, threshold, graded
     mem_saved = None if immediate else as_compute(ref, compute)
     grad_x = cpu_empty(ref.shape, compute)
     grad_mem0 = None if mem0 is None else torch.empty_like(mem0)
-    grads = [torch.empty_like(p) if isinstance(p, Tensor) else (None if like is None else torch.empty_like(like))
-             for p, like in zip((beta, threshold, graded), float_grads)]
+    grads = param_grad_buffers((beta, threshold, graded), float_grads)
     _C().lif_bwd(cpp_dtype_code(compute), T, R, L, ptr(grad_spk), ptr(grad_mem), ptr(mem_saved),
                  ptr(state if immediate else None), ptr(flags if immediate else None), ptr(mem0),
                  [cpp_param(beta), cpp_param(threshold), cpp_param(graded)], grad_x.data_ptr(), ptr(grad_mem0),
@@ -242,20 +242,18 @@ def run_lif(x, mem, beta, threshold, graded, *, single_step, reset_mode, reset_d
     if shape.numel() == 0:  # no steps, or an empty batch: nothing to run
         return x * 0, x.to(mem_dtype(x.dtype, mem_fp32)) * 0
     # A learnable beta is clamped by LifFunction itself (or below), not by a clamp node
-    learnable_beta = isinstance(beta, Tensor) and beta.requires_grad
-    params = kernel_params(x, (beta, threshold, graded), ("beta", "threshold", "graded_spikes_factor"),
-                           clamped=() if learnable_beta else ("beta",))
+    clamp_in, clamped = learnable_clamped((beta, threshold, graded), PARAM_NAMES, ("beta",))
+    params = kernel_params(x, (beta, threshold, graded), PARAM_NAMES, clamped=clamped)
     mem0 = None if mem is None else as_compute(mem, compute_dtype(x.dtype))
     steps = 1 if single_step else shape[0]
     if not needs_autograd(x, mem0, *params):  # the launcher itself, no autograd Function around it
-        if learnable_beta:
-            params = (params[0].clamp(0, 1), *params[1:])
+        params = clamp_without_function(params, clamp_in)
         spk, mem_out, _, _ = _launchers(name)[0](
             x, mem0, *params, steps=steps, reset_mode=reset_mode, reset_delay=bool(reset_delay),
             low_memory=bool(low_memory), mem_fp32=bool(mem_fp32))
         return spk, mem_out
     return LifFunction.apply(x, mem0, *params, steps, reset_mode, bool(reset_delay), bool(low_memory),
-                             bool(mem_fp32), surrogate.kind, float(surrogate.param), name, learnable_beta)
+                             bool(mem_fp32), surrogate.kind, float(surrogate.param), name, bool(clamp_in))
 
 
 def _run_reference(x, mem, beta, threshold, graded, single_step, reset_mode, reset_delay, spike_fn,

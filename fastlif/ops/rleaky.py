@@ -28,8 +28,9 @@ from ..codes import RESET_MECHANISMS, is_immediate
 from ..reference import rleaky_sequence_reference, rleaky_step
 from . import spike_linear
 from .common import (CPP_DTYPES, HALF_DTYPES, as_compute, check_input, check_param, check_states, choose_backend,
-                     clamp_grad, clamp_in_function, compute_dtype, cpp_dtype_code, cpp_param, cpu_empty, cpu_empty_like, cpu_nothing, fresh_outputs,
-                     grid, initial_states, kernel_params, needs_autograd, num_threads, param_tensor, ptr, warn_once)
+                     clamp_grad, clamp_in_function, clamp_without_function, compute_dtype, cpp_dtype_code, cpp_param, cpu_empty, cpu_empty_like, cpu_nothing, fresh_outputs,
+                     grid, initial_states, kernel_params, learnable_clamped, needs_autograd, num_threads, param_grad_buffers,
+                     param_tensor, ptr, warn_once)
 
 FAMILY = "rleaky"
 PARAM_NAMES = ("beta", "V", "threshold", "graded_spikes_factor")
@@ -68,8 +69,7 @@ def cpp_bwd(grad_spk, grad_mem, mem, state, flags, spk0, mem0, beta, V, threshol
     grad_spk0 = None if spk0 is None else torch.empty_like(spk0)
     grad_mem0 = None if mem0 is None else torch.empty_like(mem0)
     params = (beta, V, threshold, graded)
-    grads = [torch.empty_like(p) if isinstance(p, Tensor) else (None if like is None else torch.empty_like(like))
-             for p, like in zip(params, float_grads)]
+    grads = param_grad_buffers(params, float_grads)
     if weight is not None:
         grads[1] = None  # V is not used with the dense layer
     w = None if weight is None else weight.detach().to(compute).contiguous()
@@ -270,8 +270,8 @@ def run_rleaky(x, spk, mem, beta, recurrent, threshold, graded, *, single_step, 
                                          None if recurrent.bias is None else recurrent.bias.to(compute))
         V, dense = 1.0, False
     # A learnable beta is clamped by RLeakyFunction itself (or below), not by a clamp node
-    learnable_beta = isinstance(beta, Tensor) and beta.requires_grad
-    params = kernel_params(x, (beta, V, threshold, graded), PARAM_NAMES, clamped=() if learnable_beta else ("beta",))
+    clamp_in, clamped = learnable_clamped((beta, V, threshold, graded), PARAM_NAMES, ("beta",))
+    params = kernel_params(x, (beta, V, threshold, graded), PARAM_NAMES, clamped=clamped)
     weight, bias = (recurrent.weight, recurrent.bias) if dense else (None, None)
     if dense:
         weight = weight.to(compute)
@@ -279,12 +279,11 @@ def run_rleaky(x, spk, mem, beta, recurrent, threshold, graded, *, single_step, 
     spk0, mem0 = initial_states(compute, spk, mem)
     steps = 1 if single_step else x.shape[0]
     if not needs_autograd(x, spk0, mem0, *params, weight, bias):
-        if learnable_beta:
-            params = (params[0].clamp(0, 1), *params[1:])
+        params = clamp_without_function(params, clamp_in)
         return backends.launchers(FAMILY, name)[0](x, spk0, mem0, *params, weight, bias, steps=steps,
                                                    reset_mode=reset_mode, reset_delay=bool(reset_delay))[:2]
     return RLeakyFunction.apply(x, spk0, mem0, *params, weight, bias, steps, reset_mode, bool(reset_delay),
-                                surrogate.kind, float(surrogate.param), name, learnable_beta)
+                                surrogate.kind, float(surrogate.param), name, bool(clamp_in))
 
 
 def _run_reference(x, spk, mem, beta, recurrent, threshold, graded, single_step, reset_mode, reset_delay,
