@@ -46,8 +46,10 @@ def test_unknown_backend():
         fastlif.Leaky(0.9, backend="fast")
 
 
-def test_unfused_options_say_so():
+def test_unfused_options_say_so(monkeypatch):
     """snnTorch's inhibition and state_quant work, on the reference loop, and say so once."""
+    from fastlif.ops import common
+    monkeypatch.setattr(common, "_warned", set())  # once per process: another test may have heard it
     with pytest.warns(UserWarning, match="inhibition is not fused"):
         fastlif.Leaky(0.9, inhibition=True)
     with pytest.raises(ValueError, match="step_mode"):
