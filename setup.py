@@ -70,20 +70,61 @@ class OptionalBuildExt(build_ext):
         ext.extra_compile_args = list(ext.extra_compile_args or []) + flags
         try:
             super().build_extension(ext)
+            return
         except Exception as err:  # noqa: BLE001 - any compiler failure means "no extension"
             if sanitize:
                 raise
-            print(f"\nfastlif: could not build the C++ CPU extension ({err}).\n"
-                  "fastlif will run on its reference backend. Install a C++ compiler "
-                  "(e.g. `apt-get install g++`) and pybind11, then reinstall to get the fused "
-                  "CPU kernels.\n", file=sys.stderr)
+            error = err
+        if any(src in TORCH_SOURCES for src in ext.sources):  # the rest may still build
+            print(f"\nfastlif: could not build the C++ autograd Functions ({error}); building the "
+                  "extension without them (the Python autograd Functions serve every call).\n", file=sys.stderr)
+            ext.sources = [src for src in ext.sources if src not in TORCH_SOURCES]
+            try:
+                super().build_extension(ext)
+                return
+            except Exception as err:  # noqa: BLE001
+                error = err
+        print(f"\nfastlif: could not build the C++ CPU extension ({error}).\n"
+              "fastlif will run on its reference backend. Install a C++ compiler "
+              "(e.g. `apt-get install g++`) and pybind11, then reinstall to get the fused "
+              "CPU kernels.\n", file=sys.stderr)
+
+
+TORCH_SOURCES = ["csrc/autograd.cpp"]  # need torch's headers and libraries
+
+
+def _torch_build():
+    """What the sources that use libtorch (the C++ autograd Functions) need to build: torch's
+    include and library directories, its libraries and its C++ ABI; None when torch is not
+    importable here (pip's isolated build): the extension then builds without them, and
+    LifFunction serves every call. Torch's headers come first, so the whole module compiles
+    against the pybind11 that torch's tensor casters were written for."""
+    try:
+        import torch
+        from torch.utils import cpp_extension
+    except ImportError:
+        print("fastlif: torch is not importable at build time (use pip install --no-build-isolation); "
+              "building the C++ extension without its C++ autograd Functions (csrc/autograd.cpp).", file=sys.stderr)
+        return None
+    libs = cpp_extension.library_paths()
+    return dict(include_dirs=cpp_extension.include_paths(), library_dirs=libs, runtime_library_dirs=libs,
+                libraries=["c10", "torch", "torch_cpu", "torch_python"],
+                define_macros=[("TORCH_API_INCLUDE_EXTENSION_H", None),
+                               ("_GLIBCXX_USE_CXX11_ABI", str(int(torch._C._GLIBCXX_USE_CXX11_ABI)))])
 
 
 ext_modules = []
 if Pybind11Extension is not None:
-    ext_modules.append(Pybind11Extension("fastlif._C", sorted(glob.glob("csrc/*.cpp")),
-                                         include_dirs=["csrc"], depends=sorted(glob.glob("csrc/*.h") + glob.glob("csrc/families/*.h")),
-                                         cxx_std=17))
+    sources = sorted(glob.glob("csrc/*.cpp"))
+    torch_build = _torch_build()
+    if torch_build is None:
+        sources = [s for s in sources if s not in TORCH_SOURCES]
+        torch_build, cxx_std = {}, 17
+    else:
+        cxx_std = 20  # what torch's headers need
+    ext_modules.append(Pybind11Extension(
+        "fastlif._C", sources, include_dirs=torch_build.pop("include_dirs", []) + ["csrc"],
+        depends=sorted(glob.glob("csrc/*.h") + glob.glob("csrc/families/*.h")), cxx_std=cxx_std, **torch_build))
 else:
     print("fastlif: pybind11 is not installed; skipping the C++ CPU extension.", file=sys.stderr)
 

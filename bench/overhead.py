@@ -10,7 +10,9 @@
   several times slower, which is how a call whose kernels take 0.4 ms costs 1 ms and more;
 * ``kernels``: the real call, and its C++ kernels alone (timed inside it), beside a minimal
   ``autograd.Function`` that launches Leaky's same kernels with nothing else (the floor of a
-  Python autograd Function around them);
+  Python autograd Function around them), and beside the call as eager code makes it, through
+  Leaky's C++ autograd Function (csrc/lif_autograd.cpp: no Python between the kernels; its
+  kernels are not timed apart). The other rows run ``Leaky.sequence`` through LifFunction;
 * ``timeline``: the real call cut at its kernels' edges: the Python before the forward kernel,
   the kernel, the Python after it (the forward's return, then ``torch.autograd.backward`` up to
   the backward kernel: torch's engine and fastlif's backward), the backward kernel, and what
@@ -89,7 +91,16 @@ def _providers():
             return torch.empty_like(ga), None
 
     beta = torch.nn.Parameter(torch.tensor(0.95))
-    return {"Leaky.sequence": leaky.sequence, "spikingjelly.LIFNode": lif_node,
+    from fastlif.ops import lif
+
+    def leaky_cpp_function(x):  # the C++ autograd Function: its kernels cannot be timed from here
+        lif.CPP_AUTOGRAD = True
+        try:
+            return leaky.sequence(x)
+        finally:
+            lif.CPP_AUTOGRAD = False
+    return {"Leaky.sequence": leaky.sequence, "Leaky.sequence, C++ autograd Function": leaky_cpp_function,
+            "spikingjelly.LIFNode": lif_node,
             "minimal Function, Leaky's kernels": lambda x: _Minimal.apply(x, leaky.beta),
             "empty autograd.Function": lambda x: Empty.apply(x, beta)}
 
@@ -161,7 +172,11 @@ def main():
     ap.add_argument("--mb", default="0,0.5,1,2,4,8", help="megabytes streamed before each call (evicted)")
     args = ap.parse_args()
     from fastlif import backends
+    from fastlif.ops import lif
     real = backends.cpp_module()
+    # Leaky.sequence as LifFunction runs it (Python between its kernels, which the stubs time);
+    # its C++ autograd Function, which eager calls take, has a kernels row of its own
+    lif.CPP_AUTOGRAD = False
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(T, B, N, generator=gen) * 0.5 + 0.3
     grads = [torch.randn(T, B, N, generator=gen), torch.randn(T, B, N, generator=gen)]
@@ -180,13 +195,17 @@ def main():
     timed = _Stubbed(real, True)
     _install(timed)
     providers = _providers()
-    for name in ("Leaky.sequence", "minimal Function, Leaky's kernels", "spikingjelly.LIFNode"):
+    for name in ("Leaky.sequence", "Leaky.sequence, C++ autograd Function", "minimal Function, Leaky's kernels",
+                 "spikingjelly.LIFNode"):
         for k in timed.times.values():
             k.clear()
         per = _fwd_bwd_us(providers[name], x, grads, args.rounds, 40)
-        kernel_us = sum(statistics.median(v) for v in timed.times.values() if v) * 1e6
-        row("kernels", name, per, kernels_us=kernel_us)
-        print(f"           of which its C++ kernels {kernel_us:.1f} us")
+        if any(timed.times.values()):
+            kernel_us = sum(statistics.median(v) for v in timed.times.values() if v) * 1e6
+            row("kernels", name, per, kernels_us=kernel_us)
+            print(f"           of which its C++ kernels {kernel_us:.1f} us")
+        else:  # the C++ Function calls its kernels from C++
+            row("kernels", name, per)
     # timeline: the real call cut at its kernels' edges
     for name in ("Leaky.sequence", "spikingjelly.LIFNode"):
         _timeline_us(providers[name], x, grads, timed, 20)
@@ -196,6 +215,8 @@ def main():
     # python: kernels replaced by no-ops, warm
     _install(_Stubbed(real, False))
     for name, fn in providers.items():
+        if "C++ autograd" in name:  # its kernels are not the stub's to replace
+            continue
         _fwd_bwd_us(fn, x, grads, 1, 50)
         row("python", name, _fwd_bwd_us(fn, x, grads, args.rounds, 300))
     # evicted: one kernel-less forward after streaming MB megabytes through this core

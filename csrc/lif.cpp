@@ -11,6 +11,7 @@
 #include <pybind11/pybind11.h>
 
 #include "common.h"
+#include "lif.h"
 #include "lif_core.h"
 #include "module.h"
 #include "static_switch.h"
@@ -130,7 +131,6 @@ void fwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t x, std::uintptr_t
   LifArgs<scalar_t> a;
   set_grid(a, T, R, L, params.per_neuron, threads);
   set_lif_forward(a, "lif_fwd", x, mem0, spk, mem, u_saved, r_saved, immediate);
-  pybind11::gil_scoped_release release;
   lif_switch(reset, immediate, params.per_neuron, [&](auto RESET, auto IMM, auto PN) {
     lif_fwd_cpu<scalar_t, RESET(), IMM(), PN()>(a, params);
   });
@@ -149,15 +149,15 @@ void bwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk, std::ui
                    immediate, sg, sg_param);
   const auto gparams = family_pointers<scalar_t, 3>("lif_bwd", "parameter gradients", grad_params, false);
   ParamGrads<scalar_t, 3> pgrads(Items(a.R, a.L).count);
-  {
-    pybind11::gil_scoped_release release;
-    lif_grad_switch(reset, immediate, params.per_neuron, sg, [&](auto RESET, auto IMM, auto PN, auto SG) {
-      lif_bwd_cpu<scalar_t, RESET(), IMM(), PN(), SG()>(a, params, pgrads);
-    });
-  }
+  lif_grad_switch(reset, immediate, params.per_neuron, sg, [&](auto RESET, auto IMM, auto PN, auto SG) {
+    lif_bwd_cpu<scalar_t, RESET(), IMM(), PN(), SG()>(a, params, pgrads);
+  });
   for (int k = 0; k < 3; ++k) pgrads.reduce(k, a.R, a.L, params.per_neuron, params.given_n[k], gparams[k]);
 }
 
+}  // namespace
+
+// The kernels' entry points (csrc/lif.h); they leave the GIL as they find it.
 void lif_fwd(int dtype, int64_t T, int64_t R, int64_t L, std::uintptr_t x, std::uintptr_t mem0,
              const ParamTuples& params, std::uintptr_t spk, std::uintptr_t mem, std::uintptr_t u_saved,
              std::uintptr_t r_saved, int reset, bool immediate, int threads) {
@@ -180,13 +180,17 @@ void lif_bwd(int dtype, int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk
   });
 }
 
+namespace {
+
+// The bindings release the GIL for the kernels' whole run.
 void register_lif(pybind11::module_& m) {
   namespace py = pybind11;
-  m.def("lif_fwd", &lif_fwd, "LIF forward over T steps (pointers; see fastlif/ops/lif.py)", py::arg("dtype"),
+  using release = py::call_guard<py::gil_scoped_release>;
+  m.def("lif_fwd", &lif_fwd, release(), "LIF forward over T steps (pointers; see fastlif/ops/lif.py)", py::arg("dtype"),
         py::arg("T"), py::arg("R"), py::arg("L"), py::arg("x"), py::arg("mem0"), py::arg("params"), py::arg("spk"),
         py::arg("mem"), py::arg("u_saved"), py::arg("r_saved"), py::arg("reset_mode"), py::arg("immediate"),
         py::arg("num_threads"));
-  m.def("lif_bwd", &lif_bwd, "LIF surrogate backward over T steps (pointers; see fastlif/ops/lif.py)",
+  m.def("lif_bwd", &lif_bwd, release(), "LIF surrogate backward over T steps (pointers; see fastlif/ops/lif.py)",
         py::arg("dtype"), py::arg("T"), py::arg("R"), py::arg("L"), py::arg("grad_spk"), py::arg("grad_mem"),
         py::arg("mem_saved"), py::arg("u_saved"), py::arg("r_saved"), py::arg("mem0"), py::arg("params"),
         py::arg("grad_x"), py::arg("grad_mem0"), py::arg("grad_params"), py::arg("reset_mode"), py::arg("immediate"),

@@ -25,6 +25,7 @@
 #include <pybind11/stl.h>
 
 #include "module.h"
+#include "pool.h"
 
 namespace fastlif {
 namespace {
@@ -121,17 +122,14 @@ Pool& pool() {
   return *p;
 }
 
-struct Block {
-  void* ptr = nullptr;
-  std::size_t bytes = 0;  // the mapping's size (whole pages)
-  std::size_t used = 0;   // the bytes asked for, what the buffer exposes
-  explicit Block(std::size_t n) : bytes((n + kPage - 1) / kPage * kPage), used(n) {
-    ptr = pool().take(bytes);
-  }
-  Block(const Block&) = delete;
-  Block& operator=(const Block&) = delete;
-  ~Block() { pool().give(ptr, bytes); }
-};
+}  // namespace
+
+PoolBlock::PoolBlock(std::size_t n) : bytes((n + kPage - 1) / kPage * kPage), used(n) { ptr = pool().take(bytes); }
+PoolBlock::~PoolBlock() { pool().give(ptr, bytes); }
+
+namespace {
+
+using Block = PoolBlock;
 
 void register_pool(pybind11::module_& m) {
   namespace py = pybind11;

@@ -327,7 +327,6 @@ void family_fwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t x, const P
   const int64_t bytes = T * R * L * int64_t(sizeof(scalar_t));
   advise_huge(a.spk, bytes);
   for (int k = 0; k < NS; ++k) advise_huge(a.state[k], bytes);
-  pybind11::gil_scoped_release release;
   dispatch_options(options, 0, typename F::Options{}, static_cast<Opts<>*>(nullptr),
                    [&](auto O) {
                      bool_switch(params.per_neuron, [&](auto PN) { scan_fwd<F, decltype(O), PN()>(a, params); });
@@ -362,16 +361,13 @@ void family_bwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk, 
   a.sg = SurrogateConsts<scalar_t>(sg, sg_param);
   advise_huge(a.grad_x, T * R * L * int64_t(sizeof(scalar_t)));
   ParamGrads<scalar_t, NP> pgrads(Items(a.R, a.L).count);
-  {
-    pybind11::gil_scoped_release release;
-    dispatch_options(options, 0, typename F::Options{}, static_cast<Opts<>*>(nullptr), [&](auto O) {
-      surrogate_switch(sg, typename F::Surrogates{},
-                       [&](auto SG) {
-                         bool_switch(params.per_neuron,
-                                     [&](auto PN) { scan_bwd<F, decltype(O), SG(), PN()>(a, params, pgrads); });
-                       });
-    });
-  }
+  dispatch_options(options, 0, typename F::Options{}, static_cast<Opts<>*>(nullptr), [&](auto O) {
+    surrogate_switch(sg, typename F::Surrogates{},
+                     [&](auto SG) {
+                       bool_switch(params.per_neuron,
+                                   [&](auto PN) { scan_bwd<F, decltype(O), SG(), PN()>(a, params, pgrads); });
+                     });
+  });
   for (int k = 0; k < NP; ++k) pgrads.reduce(k, a.R, a.L, params.per_neuron, params.given_n[k], gparams[k]);
 }
 
@@ -382,48 +378,54 @@ void with_family(const std::string& name, F&& f) {
   if (!hit) throw std::invalid_argument("no C++ kernels for the neuron family '" + name + "'");
 }
 
+// The families of one build, by name: their kernels' entry points (which leave the GIL as they
+// find it) and the bindings (which release it for the kernels' whole run).
 template <class... Families>
-void register_families(pybind11::module_& m) {
-  namespace py = pybind11;
-  m.def(
-      "family_fwd",
-      [](const std::string& name, int dtype, int64_t T, int64_t R, int64_t L, std::uintptr_t x, const Pointers& state0,
-         const ParamTuples& params, std::uintptr_t spk, const Pointers& states, const std::vector<int>& options,
-         int threads) {
-        check_grid(name.c_str(), T, R, L);
-        with_family<Families...>(name, [&](auto fam) {
-          using F = decltype(fam);
-          check_options(F::kName, options, typename F::Options{});
-          with_dtype(dtype, [&](auto v) {
-            family_fwd_typed<F, decltype(v)>(T, R, L, x, state0, params, spk, states, options, threads);
-          });
-        });
-      },
-      "a spec'd family's forward over T steps (pointers; see fastlif/family.py)", py::arg("family"),
-      py::arg("dtype"), py::arg("T"), py::arg("R"), py::arg("L"), py::arg("x"), py::arg("state0"), py::arg("params"),
-      py::arg("spk"), py::arg("states"), py::arg("options"), py::arg("num_threads"));
-  m.def(
-      "family_bwd",
-      [](const std::string& name, int dtype, int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk,
-         const Pointers& grad_states, std::uintptr_t x, const Pointers& state0, const Pointers& states,
-         const ParamTuples& params, std::uintptr_t grad_x, const Pointers& grad_state0, const Pointers& grad_params,
-         const std::vector<int>& options, int sg, double sg_param, int threads) {
-        check_grid(name.c_str(), T, R, L);
-        with_family<Families...>(name, [&](auto fam) {
-          using F = decltype(fam);
-          check_options(F::kName, options, typename F::Options{});
-          with_dtype(dtype, [&](auto v) {
-            family_bwd_typed<F, decltype(v)>(T, R, L, grad_spk, grad_states, x, state0, states, params, grad_x,
-                                             grad_state0, grad_params, options, sg, sg_param, threads);
-          });
-        });
-      },
-      "a spec'd family's surrogate backward over T steps (pointers; see fastlif/family.py)", py::arg("family"),
-      py::arg("dtype"), py::arg("T"), py::arg("R"), py::arg("L"), py::arg("grad_spk"), py::arg("grad_states"),
-      py::arg("x"), py::arg("state0"), py::arg("states"), py::arg("params"), py::arg("grad_x"),
-      py::arg("grad_state0"), py::arg("grad_params"), py::arg("options"), py::arg("surrogate_kind"),
-      py::arg("surrogate_param"), py::arg("num_threads"));
-  m.attr("families") = py::make_tuple(Families::kName...);
-}
+struct FamilySet {
+  static void forward(const std::string& name, int dtype, int64_t T, int64_t R, int64_t L, std::uintptr_t x,
+                      const Pointers& state0, const ParamTuples& params, std::uintptr_t spk, const Pointers& states,
+                      const std::vector<int>& options, int threads) {
+    check_grid(name.c_str(), T, R, L);
+    with_family<Families...>(name, [&](auto fam) {
+      using F = decltype(fam);
+      check_options(F::kName, options, typename F::Options{});
+      with_dtype(dtype, [&](auto v) {
+        family_fwd_typed<F, decltype(v)>(T, R, L, x, state0, params, spk, states, options, threads);
+      });
+    });
+  }
+
+  static void backward(const std::string& name, int dtype, int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk,
+                       const Pointers& grad_states, std::uintptr_t x, const Pointers& state0, const Pointers& states,
+                       const ParamTuples& params, std::uintptr_t grad_x, const Pointers& grad_state0,
+                       const Pointers& grad_params, const std::vector<int>& options, int sg, double sg_param,
+                       int threads) {
+    check_grid(name.c_str(), T, R, L);
+    with_family<Families...>(name, [&](auto fam) {
+      using F = decltype(fam);
+      check_options(F::kName, options, typename F::Options{});
+      with_dtype(dtype, [&](auto v) {
+        family_bwd_typed<F, decltype(v)>(T, R, L, grad_spk, grad_states, x, state0, states, params, grad_x,
+                                         grad_state0, grad_params, options, sg, sg_param, threads);
+      });
+    });
+  }
+
+  static void register_bindings(pybind11::module_& m) {
+    namespace py = pybind11;
+    using release = py::call_guard<py::gil_scoped_release>;
+    m.def("family_fwd", &forward, release(), "a spec'd family's forward over T steps (pointers; see fastlif/family.py)",
+          py::arg("family"), py::arg("dtype"), py::arg("T"), py::arg("R"), py::arg("L"), py::arg("x"),
+          py::arg("state0"), py::arg("params"), py::arg("spk"), py::arg("states"), py::arg("options"),
+          py::arg("num_threads"));
+    m.def("family_bwd", &backward, release(),
+          "a spec'd family's surrogate backward over T steps (pointers; see fastlif/family.py)", py::arg("family"),
+          py::arg("dtype"), py::arg("T"), py::arg("R"), py::arg("L"), py::arg("grad_spk"), py::arg("grad_states"),
+          py::arg("x"), py::arg("state0"), py::arg("states"), py::arg("params"), py::arg("grad_x"),
+          py::arg("grad_state0"), py::arg("grad_params"), py::arg("options"), py::arg("surrogate_kind"),
+          py::arg("surrogate_param"), py::arg("num_threads"));
+    m.attr("families") = py::make_tuple(Families::kName...);
+  }
+};
 
 }  // namespace fastlif

@@ -151,7 +151,7 @@ def _clamp_edges_pass():
     return bool(g[0] != 0) and bool(g[1] != 0)
 
 
-_CLAMP_EDGES_PASS = _clamp_edges_pass()  # at import: never traced by torch.compile
+CLAMP_EDGES_PASS = _clamp_edges_pass()  # at import: never traced by torch.compile; the C++ Functions are told it
 
 
 def clamp_host(b):
@@ -160,7 +160,7 @@ def clamp_host(b):
     :func:`_clamp_edges_pass`). For a one-value CPU parameter this replaces a clamp op and the
     read-back its backward needs: dispatcher calls that each cost tens of microseconds right
     after a kernel streamed the caches out (bench/overhead.py)."""
-    inside = (0.0 <= b <= 1.0) if _CLAMP_EDGES_PASS else (0.0 < b < 1.0)
+    inside = (0.0 <= b <= 1.0) if CLAMP_EDGES_PASS else (0.0 < b < 1.0)
     return min(max(b, 0.0), 1.0), inside
 
 
@@ -206,6 +206,17 @@ def clamp_in_function(raw, backend):
     return raw.clamp(0, 1), None
 
 
+def clamp_inside(raw):
+    """``(value, inside)`` of a learnable parameter that a C++ autograd Function clamps to
+    [0, 1] (csrc/autograd.cpp, clamp_forward): one CPU value as :func:`clamp_in_function` clamps
+    it on the host (a float, and 1 or 0: whether its gradient passes), more values as None and
+    -1 (the Function clamps the tensor and masks its gradient by its values)."""
+    if raw.numel() == 1:
+        value, passes = clamp_in_function(raw, "cpp")
+        return value, int(passes)
+    return None, -1
+
+
 def clamp_grad(grad, raw, inside=None):
     """The gradient of ``raw.clamp(0, 1)``'s input given ``grad`` for its output, exactly as
     torch's clamp backward gives it: ``grad`` inside the bounds, 0 outside them and for NaN, and
@@ -215,7 +226,7 @@ def clamp_grad(grad, raw, inside=None):
         inside = clamp_host(raw.item())[1]
     if inside is not None:
         return grad if inside else torch.zeros_like(grad)
-    mask = (raw >= 0) & (raw <= 1) if _CLAMP_EDGES_PASS else (raw > 0) & (raw < 1)
+    mask = (raw >= 0) & (raw <= 1) if CLAMP_EDGES_PASS else (raw > 0) & (raw < 1)
     return torch.where(mask, grad, 0)
 
 
@@ -341,6 +352,18 @@ def _pool():
         C._pool(limit=limit)
         _pool_module = C if limit > 0 else False
     return _pool_module or None
+
+
+# Eager calls with a graph on the C++ backend record the C++ autograd Functions
+# (csrc/autograd.cpp) where the extension has them: the same kernels, outputs and gradients as
+# LifFunction and FamilyFunction, bit for bit, with no Python between the kernels. False: the
+# Python Functions serve every call (the tests compare the two).
+CPP_AUTOGRAD = True
+
+
+def pool_serves():
+    """Whether fastlif's large CPU outputs come from its pool (:func:`cpu_empty`)."""
+    return _pool() is not None
 
 
 def _env_cache_limit():
