@@ -91,14 +91,14 @@ def _providers():
             return torch.empty_like(ga), None
 
     beta = torch.nn.Parameter(torch.tensor(0.95))
-    from fastlif.ops import lif
+    from fastlif.ops import common
 
     def leaky_cpp_function(x):  # the C++ autograd Function: its kernels cannot be timed from here
-        lif.CPP_AUTOGRAD = True
+        common.CPP_AUTOGRAD = True
         try:
             return leaky.sequence(x)
         finally:
-            lif.CPP_AUTOGRAD = False
+            common.CPP_AUTOGRAD = False
     return {"Leaky.sequence": leaky.sequence, "Leaky.sequence, C++ autograd Function": leaky_cpp_function,
             "spikingjelly.LIFNode": lif_node,
             "minimal Function, Leaky's kernels": lambda x: _Minimal.apply(x, leaky.beta),
@@ -172,11 +172,12 @@ def main():
     ap.add_argument("--mb", default="0,0.5,1,2,4,8", help="megabytes streamed before each call (evicted)")
     args = ap.parse_args()
     from fastlif import backends
-    from fastlif.ops import lif
+    from fastlif.ops import common
     real = backends.cpp_module()
-    # Leaky.sequence as LifFunction runs it (Python between its kernels, which the stubs time);
-    # its C++ autograd Function, which eager calls take, has a kernels row of its own
-    lif.CPP_AUTOGRAD = False
+    # Leaky.sequence and LIFNode as the Python Functions run them (Python between the kernels,
+    # which the stubs time); Leaky's C++ autograd Function, which eager calls take, has a
+    # kernels row of its own
+    common.CPP_AUTOGRAD = False
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(T, B, N, generator=gen) * 0.5 + 0.3
     grads = [torch.randn(T, B, N, generator=gen), torch.randn(T, B, N, generator=gen)]

@@ -1,18 +1,18 @@
-// The fused autograd Functions in C++ (libtorch), for the eager calls on the C++ backend:
-// Leaky's (LeakyFunction: csrc/lif.cpp's kernels, standing in for LifFunction in
-// fastlif/ops/lif.py) and every spec'd family's (SpecFamilyFunction: csrc/scan.h's kernels,
-// standing in for FamilyFunction in fastlif/family.py). The same kernels, outputs, saved
-// tensors and gradients as the Python Functions, bit for bit, with no Python between the
-// kernels. What that saves: the interpreter's share of a call (Function.apply's Python, the
-// backward's, their frames), which runs right after a kernel streamed the caches out and so
-// costs several times what it costs warm: about 0.1 ms of a 0.6-0.7 ms tutorial-size
-// forward+backward (bench/overhead.py).
+// The fused ops' autograd Function in C++ (libtorch), for the eager calls on the C++ backend:
+// one node, FusedFunction, for Leaky (csrc/lif.cpp's kernels, standing in for LifFunction in
+// fastlif/ops/lif.py), the one-to-one RLeaky (csrc/rleaky.cpp's, for RLeakyFunction in
+// fastlif/ops/rleaky.py) and every spec'd family (csrc/scan.h's, for FamilyFunction in
+// fastlif/family.py). The same kernels, outputs, saved tensors and gradients as the Python
+// Functions, bit for bit, with no Python between the kernels. What that saves: the interpreter's
+// share of a call (Function.apply's Python, the backward's, their frames), which runs right after
+// a kernel streamed the caches out and so costs several times what it costs warm: 10-27 % of a
+// tutorial-size forward+backward (bench/overhead.py).
 //
-// Python (run_lif, run_family) checks every argument first, as for the Python Functions, and
-// sends here only what this covers: float32/float64 CPU input, parameters as floats or
-// contiguous tensors of 1 or L values in x's dtype (clamped, or one value host-clamped with its
-// raw tensor for the gradient), torch.compile not tracing. Built only when torch's headers are
-// there at build time (setup.py); otherwise the Python Functions serve every call.
+// Python (fastlif.ops.common.cpp_autograd, called by run_lif, run_rleaky and run_family)
+// checks every argument first, as for the Python Functions, and sends here only what this
+// covers: float32/float64 CPU input, parameters as floats or contiguous tensors of 1 or L values
+// in x's dtype, torch.compile not tracing. Built only when torch's headers are there at build
+// time (setup.py); otherwise the Python Functions serve every call.
 #include <torch/extension.h>
 
 #include <array>
@@ -20,8 +20,7 @@
 #include <string>
 #include <vector>
 
-#include "families.h"
-#include "lif.h"
+#include "entry_points.h"
 #include "module.h"
 #include "pool.h"
 
@@ -32,234 +31,61 @@ using torch::Tensor;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// What a call is, besides its tensors.
-struct LifCall {
+// Which kernels a call runs. Leaky and RLeaky keep a membrane (delayed reset) or the pre-reset
+// membrane and the reset flags (immediate reset) for backward; a spec'd family its state
+// sequences (those its backward reads) and x (if it reads it).
+enum Kind : int64_t { kLeaky = 0, kRLeaky = 1, kFamily = 2 };
+
+// A call, besides its tensors: which of them fills each slot (an index into the tensor list,
+// -1: absent), and what the kernels are told.
+struct Call {
+  int64_t kind = kLeaky;
+  std::string family;          // kFamily: the spec's name
   int64_t steps = 1;
-  int reset = 0;
-  bool immediate = false;
-  int sg = 0;
+  std::vector<int> options;    // Leaky, RLeaky: reset mode, immediate; a family: its spec's options
+  int64_t sg = 0;
   double sg_param = 0;
-  int threads = 1;
-  int64_t pool_min_bytes = -1;   // outputs of at least this many bytes come from the pool; < 0: none do
-  std::array<double, 3> values;  // each parameter given as a float (its tensor undefined)
-  int64_t beta_inside = 1;       // a beta clamped in the Function: see clamp_forward
-  bool edges_pass = false;
-
-  // As the autograd context keeps it (its saved_data holds IValues; every field fits a double).
-  std::vector<double> pack() const {
-    return {double(steps), double(reset), double(immediate), double(sg), sg_param, double(threads),
-            double(pool_min_bytes), values[0], values[1], values[2], double(beta_inside), double(edges_pass)};
-  }
-  static LifCall unpack(const std::vector<double>& v) {
-    LifCall c;
-    c.steps = int64_t(v[0]);
-    c.reset = int(v[1]);
-    c.immediate = v[2] != 0;
-    c.sg = int(v[3]);
-    c.sg_param = v[4];
-    c.threads = int(v[5]);
-    c.pool_min_bytes = int64_t(v[6]);
-    c.values = {v[7], v[8], v[9]};
-    c.beta_inside = int64_t(v[10]);
-    c.edges_pass = v[11] != 0;
-    return c;
-  }
-};
-
-enum Input { kX, kMem0, kBeta, kThr, kGraded, kBetaRaw, kCall, kInputs };
-
-// An uninitialised CPU output: from the pool when large enough (as fastlif.ops.common.cpu_empty).
-Tensor output(at::IntArrayRef shape, at::ScalarType dtype, int64_t pool_min_bytes) {
-  const auto options = torch::TensorOptions().dtype(dtype);
-  int64_t n = 1;
-  for (auto s : shape) n *= s;
-  const int64_t bytes = n * int64_t(c10::elementSize(dtype));
-  if (pool_min_bytes < 0 || bytes < pool_min_bytes || bytes == 0) return torch::empty(shape, options);
-  auto block = std::make_unique<PoolBlock>(static_cast<std::size_t>(bytes));
-  void* data = block->ptr;
-  PoolBlock* owner = block.release();
-  return torch::from_blob(data, shape, [owner](void*) { delete owner; }, options);
-}
-
-Tensor given(const std::optional<Tensor>& t) { return t.has_value() ? *t : Tensor(); }
-
-std::uintptr_t pointer(const Tensor& t) {
-  return t.defined() ? reinterpret_cast<std::uintptr_t>(t.data_ptr()) : 0;
-}
-
-
-int dtype_code(at::ScalarType t) {
-  if (t == at::kFloat) return kFloat32;
-  if (t == at::kDouble) return kFloat64;
-  throw std::invalid_argument(std::string("fastlif: float32 or float64 input expected, got ") + c10::toString(t));
-}
-
-// A learnable parameter clamped to [0, 1] inside the Function (fastlif.ops.common.clamp_in_function):
-// one value is clamped on the host by Python, which says whether its gradient passes (inside 1
-// or 0); a tensor of more values (inside kByValue) is clamped here, and its gradient masked by
-// its values as torch's clamp backward masks it (edges_pass: whether this torch passes it at
-// the bounds themselves, fastlif.ops.common._clamp_edges_pass).
-constexpr int64_t kByValue = -1;
-
-Tensor clamp_forward(const Tensor& raw, int64_t inside) {
-  return (raw.defined() && inside == kByValue) ? raw.clamp(0, 1).contiguous() : Tensor();
-}
-
-Tensor clamp_backward(const Tensor& grad, const Tensor& raw, int64_t inside, bool edges_pass) {
-  if (!grad.defined() || inside == 1) return grad;
-  if (inside == 0) return torch::zeros_like(grad);
-  const Tensor mask = edges_pass ? raw.ge(0).logical_and(raw.le(1)) : raw.gt(0).logical_and(raw.lt(1));
-  return torch::where(mask, grad, 0);
-}
-
-// (T, R, L): the kernels' view of a tensor holding `steps` steps (fastlif.layout.grid).
-std::array<int64_t, 3> grid_of(const Tensor& t, int64_t steps) {
-  const int64_t L = t.dim() ? t.size(-1) : 1;
-  return {steps, (steps && L) ? t.numel() / (steps * L) : 0, L};
-}
-
-// A parameter as the kernels take it: (pointer, count, value).
-std::tuple<std::uintptr_t, int64_t, double> param_tuple(const Tensor& t, double value) {
-  return {pointer(t), t.defined() ? t.numel() : 1, t.defined() ? 0.0 : value};
-}
-
-}  // namespace
-
-// Its node in the graph is torch::autograd::CppNode<fastlif::LeakyFunction>.
-struct LeakyFunction : public torch::autograd::Function<LeakyFunction> {
-  // The optional tensors come as std::optional: an absent one is no input of the graph (an
-  // undefined Tensor would be taken for one), so that the edges of those present are numbered
-  // without it (needs_input_grad takes an edge's number).
-  static variable_list forward(AutogradContext* ctx, const Tensor& x, const std::optional<Tensor>& mem0_in,
-                               const std::optional<Tensor>& beta_in, const std::optional<Tensor>& thr_in,
-                               const std::optional<Tensor>& graded_in, const std::optional<Tensor>& beta_raw_in,
-                               LifCall call) {
-    const Tensor mem0 = given(mem0_in), beta = given(beta_in), thr = given(thr_in), graded = given(graded_in);
-    const Tensor beta_raw = given(beta_raw_in);
-    const Tensor beta_clamped = clamp_forward(beta_raw, call.beta_inside);
-    const Tensor& beta_used = beta_clamped.defined() ? beta_clamped : beta;
-    const int dtype = dtype_code(x.scalar_type());
-    const Tensor xc = x.contiguous();
-    const auto [T, R, L] = grid_of(xc, call.steps);
-    Tensor spk = output(xc.sizes(), xc.scalar_type(), call.pool_min_bytes);
-    Tensor mem = output(xc.sizes(), xc.scalar_type(), call.pool_min_bytes);
-    Tensor u, flags;
-    if (call.immediate) {
-      u = output(xc.sizes(), xc.scalar_type(), call.pool_min_bytes);
-      flags = output(xc.sizes(), at::kByte, call.pool_min_bytes);
-    }
-    const ParamTuples params = {param_tuple(beta_used, call.values[0]), param_tuple(thr, call.values[1]),
-                                param_tuple(graded, call.values[2])};
-    {
-      pybind11::gil_scoped_release release;  // called from Python (the binding below)
-      lif_fwd(dtype, T, R, L, pointer(xc), pointer(mem0), params, pointer(spk), pointer(mem), pointer(u),
-              pointer(flags), call.reset, call.immediate, call.threads);
-    }
-    // What LifFunction saves: the membrane (delayed reset) or u and the flags (immediate reset)
-    ctx->save_for_backward(
-        {call.immediate ? Tensor() : mem, u, flags, mem0, beta, thr, graded, beta_raw, beta_clamped});
-    ctx->saved_data["call"] = call.pack();
-    ctx->set_materialize_grads(false);
-    return {spk, mem};
-  }
-
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    variable_list out(kInputs);
-    Tensor grad_spk = grads[0], grad_mem = grads[1];
-    if (!grad_spk.defined() && !grad_mem.defined()) return out;
-    const LifCall call = LifCall::unpack(ctx->saved_data["call"].toDoubleVector());
-    const auto saved = ctx->get_saved_variables();
-    const Tensor &mem = saved[0], &u = saved[1], &flags = saved[2], &mem0 = saved[3];
-    const Tensor &beta = saved[4], &thr = saved[5], &graded = saved[6], &beta_raw = saved[7];
-    const Tensor& beta_used = saved[8].defined() ? saved[8] : beta;
-    const Tensor& ref = call.immediate ? u : mem;
-    const Tensor& x_like = ref;  // x is always an input
-    const auto [T, R, L] = grid_of(ref, call.steps);
-    if (grad_spk.defined()) grad_spk = grad_spk.to(ref.scalar_type()).contiguous();
-    if (grad_mem.defined()) grad_mem = grad_mem.to(ref.scalar_type()).contiguous();
-    Tensor grad_x = output(ref.sizes(), ref.scalar_type(), call.pool_min_bytes);
-    // whether input k asks for a gradient (edges are numbered over the tensors given)
-    const Tensor* inputs[kCall] = {&x_like, &mem0, &beta, &thr, &graded, &beta_raw};
-    const auto wants = [&](int k) {
-      if (!inputs[k]->defined()) return false;
-      int edge = 0;
-      for (int i = 0; i < k; ++i) edge += inputs[i]->defined();
-      return ctx->needs_input_grad(edge);
-    };
-    Tensor grad_mem0 = wants(kMem0) ? torch::empty_like(mem0) : Tensor();
-    // a gradient buffer for each parameter that asks for one; a host-clamped beta's goes to its
-    // raw tensor
-    Tensor gparams[3];
-    for (int k = 0; k < 3; ++k)
-      if (wants(kBeta + k)) gparams[k] = torch::empty_like(*inputs[kBeta + k]);
-    if (wants(kBetaRaw)) gparams[0] = torch::empty_like(beta_raw);
-    const ParamTuples params = {param_tuple(beta_used, call.values[0]), param_tuple(thr, call.values[1]),
-                                param_tuple(graded, call.values[2])};
-    lif_bwd(dtype_code(ref.scalar_type()), T, R, L, pointer(grad_spk), pointer(grad_mem), pointer(mem), pointer(u),
-            pointer(flags), pointer(mem0), params, pointer(grad_x), pointer(grad_mem0),
-            {pointer(gparams[0]), pointer(gparams[1]), pointer(gparams[2])}, call.reset, call.immediate, call.sg,
-            call.sg_param, call.threads);
-    out[kX] = grad_x;
-    out[kMem0] = grad_mem0;
-    if (beta_raw.defined()) {
-      out[kBetaRaw] = clamp_backward(gparams[0], beta_raw, call.beta_inside, call.edges_pass);
-    } else {
-      out[kBeta] = gparams[0];
-    }
-    out[kThr] = gparams[1];
-    out[kGraded] = gparams[2];
-    return out;
-  }
-};
-
-
-namespace {
-
-// --- every spec'd family ---------------------------------------------------------------------------
-
-// A spec'd family's call, besides its tensors: which of them fills each slot (an index into the
-// tensor list, -1: absent) and what fastlif.spec.Family says of the family.
-struct FamilyCall {
-  std::string name;
-  int64_t steps = 1;
-  std::vector<int> options;
-  int sg = 0;
-  double sg_param = 0;
-  int threads = 1;
-  int64_t pool_min_bytes = -1;
-  bool spike_state = false;  // state 0 is the spike output
-  bool needs_x = true;       // backward reads x
+  int64_t threads = 1;
+  int64_t pool_min_bytes = -1;  // outputs of at least this many bytes come from the pool; < 0: none do
+  bool spike_state = false;     // kFamily: state 0 is the spike output
+  bool needs_x = false;         // kFamily: backward reads x
+  bool edges_pass = false;      // see clamp_backward
   std::vector<int64_t> state0_slot, param_slot, raw_slot;
-  std::vector<double> values;  // each parameter given as a float
+  std::vector<double> values;   // each parameter given as a float
   std::vector<int64_t> inside;  // a parameter clamped in the Function: see clamp_forward
-  bool edges_pass = false;
-  std::vector<int64_t> keep;    // whether forward keeps each state's sequence (Family.backward_reads)
+  std::vector<int64_t> keep;    // kFamily: whether forward keeps each state's sequence (Family.backward_reads)
+
+  int states() const { return int(state0_slot.size()); }
+  int params() const { return int(param_slot.size()); }
+  bool immediate() const { return kind != kFamily && options[1] != 0; }
 
   // As the autograd context keeps it: saved_data holds IValues.
   void save(AutogradContext* ctx) const {
-    ctx->saved_data["name"] = name;
-    std::vector<int64_t> ints = {steps, sg, threads, pool_min_bytes, spike_state, needs_x, edges_pass,
-                                 int64_t(state0_slot.size()), int64_t(param_slot.size())};
-    for (const auto* v : {&state0_slot, &param_slot, &raw_slot, &inside, &keep}) ints.insert(ints.end(), v->begin(), v->end());
+    ctx->saved_data["family"] = family;
+    std::vector<int64_t> ints = {kind, steps, sg, threads, pool_min_bytes, spike_state, needs_x, edges_pass,
+                                 states(), params()};
+    for (const auto* v : {&state0_slot, &param_slot, &raw_slot, &inside, &keep})
+      ints.insert(ints.end(), v->begin(), v->end());
     ints.insert(ints.end(), options.begin(), options.end());
     ctx->saved_data["ints"] = ints;
     std::vector<double> doubles = values;
     doubles.push_back(sg_param);
     ctx->saved_data["doubles"] = doubles;
   }
-  static FamilyCall load(AutogradContext* ctx) {
-    FamilyCall c;
-    c.name = ctx->saved_data["name"].toStringRef();
+  static Call load(AutogradContext* ctx) {
+    Call c;
+    c.family = ctx->saved_data["family"].toStringRef();
     const auto ints = ctx->saved_data["ints"].toIntVector();
-    c.steps = ints[0];
-    c.sg = int(ints[1]);
-    c.threads = int(ints[2]);
-    c.pool_min_bytes = ints[3];
-    c.spike_state = ints[4] != 0;
-    c.needs_x = ints[5] != 0;
-    c.edges_pass = ints[6] != 0;
-    const int64_t ns = ints[7], np = ints[8];
-    auto at = ints.begin() + 9;
+    c.kind = ints[0];
+    c.steps = ints[1];
+    c.sg = ints[2];
+    c.threads = ints[3];
+    c.pool_min_bytes = ints[4];
+    c.spike_state = ints[5] != 0;
+    c.needs_x = ints[6] != 0;
+    c.edges_pass = ints[7] != 0;
+    const int64_t ns = ints[8], np = ints[9];
+    auto at = ints.begin() + 10;
     const auto take = [&](int64_t n) {
       std::vector<int64_t> v(at, at + n);
       at += n;
@@ -278,107 +104,190 @@ struct FamilyCall {
   }
 };
 
+// An uninitialised CPU output: from the pool when large enough (as fastlif.ops.common.cpu_empty).
+Tensor output(at::IntArrayRef shape, at::ScalarType dtype, int64_t pool_min_bytes) {
+  const auto options = torch::TensorOptions().dtype(dtype);
+  int64_t n = 1;
+  for (auto s : shape) n *= s;
+  const int64_t bytes = n * int64_t(c10::elementSize(dtype));
+  if (pool_min_bytes < 0 || bytes < pool_min_bytes || bytes == 0) return torch::empty(shape, options);
+  auto block = std::make_unique<PoolBlock>(static_cast<std::size_t>(bytes));
+  void* data = block->ptr;
+  PoolBlock* owner = block.release();
+  return torch::from_blob(data, shape, [owner](void*) { delete owner; }, options);
+}
+
+std::uintptr_t pointer(const Tensor& t) { return t.defined() ? reinterpret_cast<std::uintptr_t>(t.data_ptr()) : 0; }
+
+int dtype_code(at::ScalarType t) {
+  if (t == at::kFloat) return kFloat32;
+  if (t == at::kDouble) return kFloat64;
+  throw std::invalid_argument(std::string("fastlif: float32 or float64 input expected, got ") + c10::toString(t));
+}
+
+// (T, R, L): the kernels' view of a tensor holding `steps` steps (fastlif.layout.grid).
+std::array<int64_t, 3> grid_of(const Tensor& t, int64_t steps) {
+  const int64_t L = t.dim() ? t.size(-1) : 1;
+  return {steps, (steps && L) ? t.numel() / (steps * L) : 0, L};
+}
+
+// A learnable parameter clamped to [0, 1] inside the Function (fastlif.ops.common.clamp_inside):
+// one value is clamped on the host by Python, which says whether its gradient passes (inside 1
+// or 0); a tensor of more values (inside kByValue) is clamped here, and its gradient masked by
+// its values as torch's clamp backward masks it (edges_pass: whether this torch passes it at
+// the bounds themselves, fastlif.ops.common.CLAMP_EDGES_PASS).
+constexpr int64_t kByValue = -1;
+
+Tensor clamp_forward(const Tensor& raw, int64_t inside) {
+  return (raw.defined() && inside == kByValue) ? raw.clamp(0, 1).contiguous() : Tensor();
+}
+
+Tensor clamp_backward(const Tensor& grad, const Tensor& raw, int64_t inside, bool edges_pass) {
+  if (!grad.defined() || inside == 1) return grad;
+  if (inside == 0) return torch::zeros_like(grad);
+  const Tensor mask = edges_pass ? raw.ge(0).logical_and(raw.le(1)) : raw.gt(0).logical_and(raw.lt(1));
+  return torch::where(mask, grad, 0);
+}
+
+ParamTuples param_tuples(const std::vector<Tensor>& params, const Call& call) {
+  ParamTuples out;
+  for (int k = 0; k < call.params(); ++k) {
+    const Tensor& t = params[k];
+    out.emplace_back(pointer(t), t.defined() ? t.numel() : 1, t.defined() ? 0.0 : call.values[k]);
+  }
+  return out;
+}
+
+Pointers pointers(const std::vector<Tensor>& ts) {
+  Pointers out;
+  for (const auto& t : ts) out.push_back(pointer(t));
+  return out;
+}
+
 }  // namespace
 
-// Its node in the graph is torch::autograd::CppNode<fastlif::SpecFamilyFunction>. The optional
-// tensors (initial states, tensor parameters, raw host-clamped parameters) come as one list of
-// those present, each an input of the graph in that order; FamilyCall says which slot each fills.
-struct SpecFamilyFunction : public torch::autograd::Function<SpecFamilyFunction> {
-  static variable_list forward(AutogradContext* ctx, const Tensor& x, at::TensorList given_tensors,
-                               const FamilyCall& call) {
-    const auto slot = [&](int64_t i) { return i >= 0 ? given_tensors[i] : Tensor(); };
-    const int ns = int(call.state0_slot.size()), np = int(call.param_slot.size());
+// Its node in the graph is torch::autograd::CppNode<fastlif::FusedFunction>. The optional
+// tensors (initial states, tensor parameters, raw clamped parameters) come as one list of those
+// present, each an input of the graph in that order (needs_input_grad numbers them so); the
+// call says which slot each fills. Saved for backward, in this order: what the kernels kept
+// (Leaky, RLeaky: the membrane, or u and the flags; a family: x and its kept state sequences),
+// the initial states, the parameters as the kernels read them, the raw clamped parameters.
+struct FusedFunction : public torch::autograd::Function<FusedFunction> {
+  static variable_list forward(AutogradContext* ctx, const Tensor& x, at::TensorList given, const Call& call) {
+    const auto slot = [&](int64_t i) { return i >= 0 ? given[i] : Tensor(); };
+    const int ns = call.states(), np = call.params();
+    std::vector<Tensor> state0(ns), params(np);
+    for (int k = 0; k < ns; ++k) state0[k] = slot(call.state0_slot[k]);
+    for (int k = 0; k < np; ++k) {
+      const Tensor clamped = clamp_forward(slot(call.raw_slot[k]), call.inside[k]);
+      params[k] = clamped.defined() ? clamped : slot(call.param_slot[k]);
+    }
     const int dtype = dtype_code(x.scalar_type());
     const Tensor xc = x.contiguous();
     const auto [T, R, L] = grid_of(xc, call.steps);
-    const Tensor spk = output(xc.sizes(), xc.scalar_type(), call.pool_min_bytes);
-    std::vector<Tensor> states(ns);
-    Pointers state0, state_out;
-    for (int k = 0; k < ns; ++k) {
-      states[k] = (call.spike_state && k == 0) ? spk : output(xc.sizes(), xc.scalar_type(), call.pool_min_bytes);
-      state0.push_back(pointer(slot(call.state0_slot[k])));
-      state_out.push_back(pointer(states[k]));
+    const auto new_output = [&](at::ScalarType t) { return output(xc.sizes(), t, call.pool_min_bytes); };
+    const ParamTuples ptuples = param_tuples(params, call);
+    const Tensor spk = new_output(xc.scalar_type());
+    variable_list returned = {spk}, kept;
+    if (call.kind == kFamily) {
+      std::vector<Tensor> states(ns);
+      for (int k = 0; k < ns; ++k) states[k] = (call.spike_state && k == 0) ? spk : new_output(xc.scalar_type());
+      {
+        pybind11::gil_scoped_release release;  // called from Python (the binding below)
+        family_forward(call.family, dtype, T, R, L, pointer(xc), pointers(state0), ptuples, pointer(spk),
+                       pointers(states), call.options, int(call.threads));
+      }
+      kept.push_back(call.needs_x ? xc : Tensor());
+      for (int k = 0; k < ns; ++k) kept.push_back(call.keep[k] ? states[k] : Tensor());
+      for (int k = call.spike_state ? 1 : 0; k < ns; ++k) returned.push_back(states[k]);
+    } else {
+      const bool immediate = call.immediate();
+      const Tensor mem = new_output(xc.scalar_type());
+      const Tensor u = immediate ? new_output(xc.scalar_type()) : Tensor();
+      const Tensor flags = immediate ? new_output(at::kByte) : Tensor();
+      {
+        pybind11::gil_scoped_release release;
+        if (call.kind == kLeaky)
+          lif_fwd(dtype, T, R, L, pointer(xc), pointer(state0[0]), ptuples, pointer(spk), pointer(mem), pointer(u),
+                  pointer(flags), call.options[0], immediate, int(call.threads));
+        else
+          rleaky_fwd(dtype, T, R, L, pointer(xc), pointer(state0[0]), pointer(state0[1]), ptuples, 0, 0,
+                     pointer(spk), pointer(mem), pointer(u), pointer(flags), call.options[0], immediate,
+                     int(call.threads));
+      }
+      kept = {immediate ? Tensor() : mem, u, flags};
+      returned.push_back(mem);
     }
-    ParamTuples params;
-    std::vector<Tensor> used(np);  // each parameter as the kernels read it
-    for (int k = 0; k < np; ++k) {
-      const Tensor clamped = clamp_forward(slot(call.raw_slot[k]), call.inside[k]);
-      used[k] = clamped.defined() ? clamped : slot(call.param_slot[k]);
-      params.push_back(param_tuple(used[k], call.values[k]));
-    }
-    {
-      pybind11::gil_scoped_release release;  // called from Python (the binding below)
-      family_forward(call.name, dtype, T, R, L, pointer(xc), state0, params, pointer(spk), state_out, call.options,
-                     call.threads);
-    }
-    // What FamilyFunction saves: x if backward reads it, the initial states, the states' sequences
-    // backward reads, the tensor parameters and the raw host-clamped ones
-    variable_list saved = {call.needs_x ? xc : Tensor()};
-    for (int k = 0; k < ns; ++k) saved.push_back(slot(call.state0_slot[k]));
-    for (int k = 0; k < ns; ++k) saved.push_back(call.keep[k] ? states[k] : Tensor());
-    for (int k = 0; k < np; ++k) saved.push_back(used[k]);
+    variable_list saved = kept;
+    saved.insert(saved.end(), state0.begin(), state0.end());
+    saved.insert(saved.end(), params.begin(), params.end());
     for (int k = 0; k < np; ++k) saved.push_back(slot(call.raw_slot[k]));
     ctx->save_for_backward(saved);
     call.save(ctx);
-    ctx->saved_data["inputs"] = int64_t(given_tensors.size());
+    ctx->saved_data["given"] = int64_t(given.size());
     ctx->set_materialize_grads(false);
-    variable_list out = {spk};
-    for (int k = call.spike_state ? 1 : 0; k < ns; ++k) out.push_back(states[k]);
-    return out;
+    return returned;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    variable_list out(2 + ctx->saved_data["inputs"].toInt());  // x, the tensor list, the call
+    variable_list out(2 + ctx->saved_data["given"].toInt());  // x, the tensor list, the call
     bool any = false;
     for (const auto& g : grads) any = any || g.defined();
     if (!any) return out;
-    const FamilyCall call = FamilyCall::load(ctx);
-    const int ns = int(call.state0_slot.size()), np = int(call.param_slot.size());
+    const Call call = Call::load(ctx);
+    const int ns = call.states(), np = call.params();
     const auto saved = ctx->get_saved_variables();
-    const Tensor& x = saved[0];
-    const auto state0 = [&](int k) -> const Tensor& { return saved[1 + k]; };
-    const auto state = [&](int k) -> const Tensor& { return saved[1 + ns + k]; };
-    const auto param = [&](int k) -> const Tensor& { return saved[1 + 2 * ns + k]; };
-    const auto raw = [&](int k) -> const Tensor& { return saved[1 + 2 * ns + np + k]; };
+    const size_t n_kept = call.kind == kFamily ? size_t(1 + ns) : 3;
+    const variable_list kept(saved.begin(), saved.begin() + n_kept);
+    const std::vector<Tensor> state0(saved.begin() + n_kept, saved.begin() + n_kept + ns);
+    const std::vector<Tensor> params(saved.begin() + n_kept + ns, saved.begin() + n_kept + ns + np);
+    const std::vector<Tensor> raws(saved.begin() + n_kept + ns + np, saved.end());
     const auto wants = [&](int64_t slot) { return slot >= 0 && ctx->needs_input_grad(1 + slot); };
-    const Tensor* ref = nullptr;  // a state forward kept: x's shape in the compute dtype
-    for (int k = 0; k < ns && !ref; ++k)
-      if (state(k).defined()) ref = &state(k);
-    const auto [T, R, L] = grid_of(*ref, call.steps);
-    const auto compute = ref->scalar_type();
+    // a tensor of x's shape in the compute dtype: the membrane, u, or a kept state
+    Tensor ref;
+    for (size_t i = call.kind == kFamily ? 1 : 0; i < kept.size() && !ref.defined(); ++i)
+      if (kept[i].defined() && kept[i].scalar_type() != at::kByte) ref = kept[i];
+    const auto [T, R, L] = grid_of(ref, call.steps);
+    const auto compute = ref.scalar_type();
     const auto as_compute = [&](const Tensor& g) { return g.defined() ? g.to(compute).contiguous() : g; };
+    std::vector<Tensor> grad_state0(ns), grad_params(np);
+    for (int k = 0; k < ns; ++k)
+      if (wants(call.state0_slot[k])) grad_state0[k] = torch::empty_like(state0[k]);
+    for (int k = 0; k < np; ++k) {  // a raw clamped parameter's gradient comes through its clamp
+      if (wants(call.param_slot[k])) grad_params[k] = torch::empty_like(params[k]);
+      if (wants(call.raw_slot[k])) grad_params[k] = torch::empty_like(raws[k]);
+    }
+    const Tensor grad_x = output(ref.sizes(), compute, call.pool_min_bytes);
+    const ParamTuples ptuples = param_tuples(params, call);
     const Tensor grad_spk = as_compute(grads[0]);
-    std::vector<Tensor> grad_states(ns), grad_state0(ns), grad_params(np);
-    for (int k = 0; k < ns; ++k) {
-      if (!(call.spike_state && k == 0)) grad_states[k] = as_compute(grads[call.spike_state ? k : k + 1]);
-      if (wants(call.state0_slot[k])) grad_state0[k] = torch::empty_like(state0(k));
+    if (call.kind == kFamily) {
+      std::vector<Tensor> grad_states(ns);
+      for (int k = call.spike_state ? 1 : 0; k < ns; ++k) grad_states[k] = as_compute(grads[call.spike_state ? k : k + 1]);
+      family_backward(call.family, dtype_code(compute), T, R, L, pointer(grad_spk), pointers(grad_states),
+                      pointer(kept[0]), pointers(state0), pointers(std::vector<Tensor>(kept.begin() + 1, kept.end())), ptuples,
+                      pointer(grad_x), pointers(grad_state0), pointers(grad_params), call.options, int(call.sg),
+                      call.sg_param, int(call.threads));
+    } else {
+      const Tensor grad_mem = as_compute(grads[1]);
+      const Tensor &mem = kept[0], &u = kept[1], &flags = kept[2];
+      if (call.kind == kLeaky)
+        lif_bwd(dtype_code(compute), T, R, L, pointer(grad_spk), pointer(grad_mem), pointer(mem), pointer(u),
+                pointer(flags), pointer(state0[0]), ptuples, pointer(grad_x), pointer(grad_state0[0]),
+                pointers(grad_params), call.options[0], call.immediate(), int(call.sg), call.sg_param,
+                int(call.threads));
+      else
+        rleaky_bwd(dtype_code(compute), T, R, L, pointer(grad_spk), pointer(grad_mem), pointer(mem), pointer(u),
+                   pointer(flags), pointer(state0[0]), pointer(state0[1]), ptuples, 0, pointer(grad_x),
+                   pointer(grad_state0[0]), pointer(grad_state0[1]), pointers(grad_params), call.options[0],
+                   call.immediate(), int(call.sg), call.sg_param, int(call.threads));
     }
-    for (int k = 0; k < np; ++k) {  // a host-clamped parameter's gradient goes to its raw tensor
-      if (wants(call.param_slot[k])) grad_params[k] = torch::empty_like(param(k));
-      if (wants(call.raw_slot[k])) grad_params[k] = torch::empty_like(raw(k));
-    }
-    const Tensor grad_x = output(ref->sizes(), compute, call.pool_min_bytes);
-    Pointers gs, s0, st, gs0, gp;
-    ParamTuples params;
-    for (int k = 0; k < ns; ++k) {
-      gs.push_back(pointer(grad_states[k]));
-      s0.push_back(pointer(state0(k)));
-      st.push_back(pointer(state(k)));
-      gs0.push_back(pointer(grad_state0[k]));
-    }
-    for (int k = 0; k < np; ++k) {
-      params.push_back(param_tuple(param(k), call.values[k]));
-      gp.push_back(pointer(grad_params[k]));
-    }
-    family_backward(call.name, dtype_code(compute), T, R, L, pointer(grad_spk), gs, call.needs_x ? pointer(x) : 0,
-                    s0, st, params, pointer(grad_x), gs0, gp, call.options, call.sg, call.sg_param, call.threads);
     out[0] = grad_x;
     for (int k = 0; k < ns; ++k)
       if (call.state0_slot[k] >= 0) out[1 + call.state0_slot[k]] = grad_state0[k];
     for (int k = 0; k < np; ++k) {
       if (call.param_slot[k] >= 0) out[1 + call.param_slot[k]] = grad_params[k];
       if (call.raw_slot[k] >= 0)
-        out[1 + call.raw_slot[k]] = clamp_backward(grad_params[k], raw(k), call.inside[k], call.edges_pass);
+        out[1 + call.raw_slot[k]] = clamp_backward(grad_params[k], raws[k], call.inside[k], call.edges_pass);
     }
     return out;
   }
@@ -389,20 +298,27 @@ namespace {
 void register_autograd(pybind11::module_& m) {
   namespace py = pybind11;
   m.def(
-      "family_train",
-      [](const std::string& family, const Tensor& x, const std::vector<std::optional<Tensor>>& state0,
+      "fused_train",
+      [](int64_t kind, const std::string& family, const Tensor& x, const std::vector<std::optional<Tensor>>& state0,
          const std::vector<std::optional<Tensor>>& params, const std::vector<double>& values,
          const std::vector<std::optional<Tensor>>& raws, const std::vector<int64_t>& inside, bool clamp_edges_pass,
          const std::vector<bool>& keep, bool spike_state, bool needs_x, int64_t steps, const std::vector<int>& options,
          int surrogate_kind, double surrogate_param, int num_threads, int64_t pool_min_bytes) {
         const size_t ns = state0.size(), np = params.size();
+        if (kind < kLeaky || kind > kFamily)
+          throw std::invalid_argument("fused_train: unknown kind " + std::to_string(kind));
         if (values.size() != np || raws.size() != np || inside.size() != np || keep.size() != ns)
-          throw std::invalid_argument("family_train: " + family + ": one value, raw and inside flag per parameter "
-                                      "and one keep flag per state expected");
-        FamilyCall call{.name = family, .steps = steps, .options = options, .sg = surrogate_kind,
-                        .sg_param = surrogate_param, .threads = num_threads, .pool_min_bytes = pool_min_bytes,
-                        .spike_state = spike_state, .needs_x = needs_x, .values = values, .inside = inside,
-                        .edges_pass = clamp_edges_pass, .keep = {keep.begin(), keep.end()}};
+          throw std::invalid_argument("fused_train: one value, raw and inside flag per parameter and one keep flag "
+                                      "per state expected");
+        const size_t want_states = kind == kLeaky ? 1 : kind == kRLeaky ? 2 : ns;
+        const size_t want_params = kind == kLeaky ? 3 : kind == kRLeaky ? 4 : np;
+        if (ns != want_states || np != want_params || (kind != kFamily && options.size() != 2))
+          throw std::invalid_argument("fused_train: wrong number of states, parameters or options for this kind");
+        Call call{.kind = kind, .family = family, .steps = steps, .options = options, .sg = surrogate_kind,
+                  .sg_param = surrogate_param, .threads = num_threads, .pool_min_bytes = pool_min_bytes,
+                  .spike_state = spike_state, .needs_x = needs_x, .edges_pass = clamp_edges_pass,
+                  .values = values, .inside = inside, .keep = {keep.begin(), keep.end()}};
+        if (kind != kFamily) call.options[1] = call.options[1] && call.options[0] != kNone;
         std::vector<Tensor> tensors;
         const auto place = [&](const std::vector<std::optional<Tensor>>& from, std::vector<int64_t>& slots) {
           for (const auto& t : from) {
@@ -413,38 +329,19 @@ void register_autograd(pybind11::module_& m) {
         place(state0, call.state0_slot);
         place(params, call.param_slot);
         place(raws, call.raw_slot);
-        const auto outs = SpecFamilyFunction::apply(x, at::TensorList(tensors), call);
+        const auto outs = FusedFunction::apply(x, at::TensorList(tensors), call);
         py::tuple result(outs.size());
         for (size_t i = 0; i < outs.size(); ++i) result[i] = py::cast(outs[i]);
         return result;
       },
-      "a spec'd family over T steps with its backward recorded as one C++ autograd node (see "
-      "fastlif/family.py, run_family): (spk, *states returned)",
-      py::arg("family"), py::arg("x"), py::arg("state0"), py::arg("params"), py::arg("values"), py::arg("raws"),
-      py::arg("inside"), py::arg("clamp_edges_pass"), py::arg("keep"), py::arg("spike_state"), py::arg("needs_x"), py::arg("steps"),
-      py::arg("options"), py::arg("surrogate_kind"), py::arg("surrogate_param"), py::arg("num_threads"),
-      py::arg("pool_min_bytes"));
-  m.def(
-      "lif_train",
-      [](const Tensor& x, const std::optional<Tensor>& mem0, const std::optional<Tensor>& beta,
-         const std::optional<Tensor>& threshold, const std::optional<Tensor>& graded,
-         const std::vector<double>& values, const std::optional<Tensor>& beta_raw, int64_t beta_inside,
-         bool clamp_edges_pass, int64_t steps, int reset_mode, bool immediate, int surrogate_kind,
-         double surrogate_param, int num_threads, int64_t pool_min_bytes) {
-        if (values.size() != 3)
-          throw std::invalid_argument("lif_train: expected 3 parameter values, got " + std::to_string(values.size()));
-        const LifCall call{.steps = steps, .reset = reset_mode, .immediate = immediate && reset_mode != kNone,
-                           .sg = surrogate_kind, .sg_param = surrogate_param, .threads = num_threads,
-                           .pool_min_bytes = pool_min_bytes, .values = {values[0], values[1], values[2]},
-                           .beta_inside = beta_inside, .edges_pass = clamp_edges_pass};
-        auto outs = LeakyFunction::apply(x, mem0, beta, threshold, graded, beta_raw, call);
-        return py::make_tuple(outs[0], outs[1]);
-      },
-      "Leaky over T steps with its backward recorded as one C++ autograd node (see fastlif/ops/lif.py, "
-      "run_lif): (spk, mem)",
-      py::arg("x"), py::arg("mem0"), py::arg("beta"), py::arg("threshold"), py::arg("graded"), py::arg("values"),
-      py::arg("beta_raw"), py::arg("beta_inside"), py::arg("clamp_edges_pass"), py::arg("steps"), py::arg("reset_mode"), py::arg("immediate"),
-      py::arg("surrogate_kind"), py::arg("surrogate_param"), py::arg("num_threads"), py::arg("pool_min_bytes"));
+      "A fused op over T steps with its backward recorded as one C++ autograd node "
+      "(fastlif.ops.common.cpp_autograd): (spk, *states returned)",
+      py::arg("kind"), py::arg("family"), py::arg("x"), py::arg("state0"), py::arg("params"), py::arg("values"),
+      py::arg("raws"), py::arg("inside"), py::arg("clamp_edges_pass"), py::arg("keep"), py::arg("spike_state"),
+      py::arg("needs_x"), py::arg("steps"), py::arg("options"), py::arg("surrogate_kind"),
+      py::arg("surrogate_param"), py::arg("num_threads"), py::arg("pool_min_bytes"));
+  m.attr("FUSED_KINDS") = py::dict(py::arg("leaky") = int64_t(kLeaky), py::arg("rleaky") = int64_t(kRLeaky),
+                                   py::arg("family") = int64_t(kFamily));
 }
 
 }  // namespace

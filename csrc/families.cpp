@@ -1,7 +1,7 @@
 // The spec'd neuron families (fastlif/family.py) and their one binding form, family_fwd and
 // family_bwd (csrc/scan.h). A new family: its step struct in csrc/families/<name>.h, one
 // include and one entry in the list below.
-#include "families.h"
+#include "entry_points.h"
 
 #include "scan.h"
 

@@ -11,7 +11,7 @@
 #include <pybind11/pybind11.h>
 
 #include "common.h"
-#include "lif.h"
+#include "entry_points.h"
 #include "lif_core.h"
 #include "module.h"
 #include "static_switch.h"
@@ -157,7 +157,7 @@ void bwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk, std::ui
 
 }  // namespace
 
-// The kernels' entry points (csrc/lif.h); they leave the GIL as they find it.
+// The kernels' entry points (csrc/entry_points.h); they leave the GIL as they find it.
 void lif_fwd(int dtype, int64_t T, int64_t R, int64_t L, std::uintptr_t x, std::uintptr_t mem0,
              const ParamTuples& params, std::uintptr_t spk, std::uintptr_t mem, std::uintptr_t u_saved,
              std::uintptr_t r_saved, int reset, bool immediate, int threads) {

@@ -20,6 +20,7 @@
 #include <pybind11/pybind11.h>
 
 #include "common.h"
+#include "entry_points.h"
 #include "lif_core.h"
 #include "module.h"
 #include "static_switch.h"
@@ -327,7 +328,6 @@ void fwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t x, std::uintptr_t
   a.spk0 = as_ptr<const scalar_t>(spk0);
   a.wt = as_ptr<const scalar_t>(wt);
   a.bias = as_ptr<const scalar_t>(bias);
-  pybind11::gil_scoped_release release;
   lif_switch(reset, immediate, params.per_neuron, [&](auto RESET, auto IMM, auto PN) {
     if (all_to_all) rleaky_linear_fwd_cpu<scalar_t, RESET(), IMM(), PN()>(a, params);
     else rleaky_fwd_cpu<scalar_t, RESET(), IMM(), PN()>(a, params);
@@ -353,13 +353,10 @@ void bwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk, std::ui
   const auto gparams = family_pointers<scalar_t, 4>("rleaky_bwd", "parameter gradients", grad_params, false);
   ParamGrads<scalar_t, 4> pgrads(all_to_all ? 0 : Items(a.R, a.L).count);
   std::vector<scalar_t> row_partials(all_to_all ? static_cast<size_t>(3 * a.R * a.L) : 0);
-  {
-    pybind11::gil_scoped_release release;
-    lif_grad_switch(reset, immediate, params.per_neuron, sg, [&](auto RESET, auto IMM, auto PN, auto SG) {
-      if (all_to_all) rleaky_linear_bwd_cpu<scalar_t, RESET(), IMM(), PN(), SG()>(a, params, row_partials);
-      else rleaky_bwd_cpu<scalar_t, RESET(), IMM(), PN(), SG()>(a, params, pgrads);
-    });
-  }
+  lif_grad_switch(reset, immediate, params.per_neuron, sg, [&](auto RESET, auto IMM, auto PN, auto SG) {
+    if (all_to_all) rleaky_linear_bwd_cpu<scalar_t, RESET(), IMM(), PN(), SG()>(a, params, row_partials);
+    else rleaky_bwd_cpu<scalar_t, RESET(), IMM(), PN(), SG()>(a, params, pgrads);
+  });
   if (!all_to_all) {
     for (int k = 0; k < 4; ++k)
       pgrads.reduce(k, a.R, a.L, params.per_neuron, params.given_n[k], gparams[k]);
@@ -383,6 +380,9 @@ void bwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk, std::ui
   }
 }
 
+}  // namespace
+
+// The kernels' entry points (csrc/entry_points.h); they leave the GIL as they find it.
 void rleaky_fwd(int dtype, int64_t T, int64_t R, int64_t L, std::uintptr_t x, std::uintptr_t spk0,
                 std::uintptr_t mem0, const ParamTuples& params, std::uintptr_t wt, std::uintptr_t bias,
                 std::uintptr_t spk, std::uintptr_t mem, std::uintptr_t u_saved, std::uintptr_t r_saved, int reset,
@@ -410,13 +410,17 @@ void rleaky_bwd(int dtype, int64_t T, int64_t R, int64_t L, std::uintptr_t grad_
   });
 }
 
+namespace {
+
+// The bindings release the GIL for the kernels' whole run.
 void register_rleaky(pybind11::module_& m) {
   namespace py = pybind11;
-  m.def("rleaky_fwd", &rleaky_fwd, "RLeaky forward over T steps (pointers; see fastlif/ops/rleaky.py)",
+  using release = py::call_guard<py::gil_scoped_release>;
+  m.def("rleaky_fwd", &rleaky_fwd, release(), "RLeaky forward over T steps (pointers; see fastlif/ops/rleaky.py)",
         py::arg("dtype"), py::arg("T"), py::arg("R"), py::arg("L"), py::arg("x"), py::arg("spk0"), py::arg("mem0"),
         py::arg("params"), py::arg("wt"), py::arg("bias"), py::arg("spk"), py::arg("mem"), py::arg("u_saved"),
         py::arg("r_saved"), py::arg("reset_mode"), py::arg("immediate"), py::arg("num_threads"));
-  m.def("rleaky_bwd", &rleaky_bwd, "RLeaky surrogate backward (pointers; see fastlif/ops/rleaky.py)",
+  m.def("rleaky_bwd", &rleaky_bwd, release(), "RLeaky surrogate backward (pointers; see fastlif/ops/rleaky.py)",
         py::arg("dtype"), py::arg("T"), py::arg("R"), py::arg("L"), py::arg("grad_spk"), py::arg("grad_mem"),
         py::arg("mem_saved"), py::arg("u_saved"), py::arg("r_saved"), py::arg("spk0"), py::arg("mem0"),
         py::arg("params"), py::arg("w"), py::arg("grad_x"), py::arg("grad_spk0"), py::arg("grad_mem0"),

@@ -184,8 +184,8 @@ def describe():
     cpu = available("cpu")
     omp = "" if cpp_mod is None else (" (OpenMP" if cpp_mod.openmp else " (no OpenMP: one thread")
     if cpp_mod is not None:  # csrc/autograd.cpp, built when torch's headers were there
-        omp += (", C++ autograd Functions)" if hasattr(cpp_mod, "family_train")
-                else ", no C++ autograd Functions: built without torch's headers)")
+        omp += (", C++ autograd Function)" if hasattr(cpp_mod, "fused_train")
+                else ", no C++ autograd Function: built without torch's headers)")
     lines = [f"cpu: {', '.join(cpu)}{omp if 'cpp' in cpu else ''}" + (f" [cpp: {cpp_why}]" if cpp_why else "")]
     lines.append(f"cuda: {', '.join(available('cuda'))}" if torch.cuda.is_available()
                  else "cuda: no CUDA device")

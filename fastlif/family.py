@@ -27,12 +27,11 @@ import torch
 from torch import Tensor
 
 from . import backends
-from .ops import common
 from .spec import FAMILIES, Family, register  # noqa: F401 - the spec, re-exported here
-from .ops.common import (CLAMP_EDGES_PASS, CPP_DTYPES, POOL_MIN_BYTES, HALF_DTYPES, as_compute, check_input, check_param, check_states,
-                         choose_backend, clamp_grad, clamp_in_function, clamp_inside, clamp_without_function, compute_dtype, cpp_dtype_code, cpp_param, cpu_empty, cpu_empty_like, grid,
+from .ops.common import (CPP_DTYPES, HALF_DTYPES, as_compute, check_input, check_param, check_states,
+                         choose_backend, clamp_grad, clamp_in_function, clamp_without_function, compute_dtype, cpp_autograd, cpp_dtype_code, cpp_param, cpu_empty, cpu_empty_like, grid,
                          initial_states, kernel_params, learnable_clamped, needs_autograd, num_threads,
-                         param_grad_buffers, param_tensor, pool_serves, ptr)
+                         param_grad_buffers, param_tensor, ptr)
 
 
 # --- the reference loop ------------------------------------------------------------------------
@@ -283,35 +282,11 @@ def run_family(spec, x, states, params, *, single_step, options, spike_fn, surro
         spk, seqs = _launchers(spec, name)[0](x, states0, kparams, family=spec.name, steps=steps,
                                               options=option_values)
         return (spk, *seqs[returned])
-    if name == "cpp" and common.CPP_AUTOGRAD and x.dtype in CPP_DTYPES:
-        out = _cpp_autograd(spec, x, states0, kparams, clamp_in, steps, option_values, surrogate)
+    if name == "cpp":  # eager: the C++ autograd Function, where it serves
+        out = cpp_autograd("family", x, states0, kparams, clamp_in, steps, option_values, surrogate,
+                           family=spec.name, spike_state=spec.spike_state, needs_x=spec.needs_x,
+                           backward_reads=spec.backward_reads)
         if out is not None:
             return out
     return FamilyFunction.apply(spec, steps, option_values, surrogate.kind, float(surrogate.param), name, clamp_in,
                                 x, *states0, *kparams)
-
-
-def _cpp_autograd(spec, x, states0, params, clamp_in, steps, option_values, surrogate):
-    """``(spk, *states returned)`` from the spec'd families' C++ autograd Function
-    (csrc/autograd.cpp: the same kernels, outputs and gradients as FamilyFunction, bit for bit),
-    or None where it does not serve the call: an extension built without torch's headers, a
-    torch.compile trace."""
-    if torch.compiler.is_compiling():
-        return None
-    train = getattr(_C(), "family_train", None)
-    if train is None:
-        return None
-    params, raws, inside = list(params), [None] * len(params), [1] * len(params)
-    for k in clamp_in:  # clamped inside the Function, as FamilyFunction clamps them
-        raws[k] = params[k]
-        params[k], inside[k] = clamp_inside(params[k])
-    keep = [True] * len(spec.states)
-    if spec.backward_reads is not None:  # only what the C++ backward reads: memory held until backward
-        wanted = [isinstance(p, Tensor) and p.requires_grad for p in (r if r is not None else p for r, p in zip(raws, params))]
-        keep = spec.backward_reads(option_values, wanted)
-    tensors = [p if isinstance(p, Tensor) else None for p in params]
-    values = [p if isinstance(p, float) else 0.0 for p in params]  # a tensor, or None: clamped in C++
-    return train(spec.name, x, list(states0), tensors, values, raws, inside, CLAMP_EDGES_PASS, list(keep),
-                 spec.spike_state,
-                 spec.needs_x, steps, list(option_values), surrogate.kind, float(surrogate.param), num_threads(),
-                 POOL_MIN_BYTES if pool_serves() else -1)

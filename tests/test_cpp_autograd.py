@@ -1,6 +1,6 @@
-"""The C++ autograd Functions (csrc/autograd.cpp), which eager calls with a graph on the C++
-backend record, against the Python autograd Functions they stand in for (LifFunction,
-FamilyFunction), which serve every other call: the same outputs and every gradient, bit for bit,
+"""The C++ autograd Function (csrc/autograd.cpp), which eager calls with a graph on the C++
+backend record, against the Python autograd Functions it stands in for (LifFunction,
+RLeakyFunction with one-to-one feedback, FamilyFunction), which serve every other call: the same outputs and every gradient, bit for bit,
 for every option, with random upstream gradients. The suite's other tests of these neurons (the
 reference loops, snnTorch, SpikingJelly, errors, threads, the pool) run through them too."""
 import itertools
@@ -16,13 +16,11 @@ from test_family import SURROGATES, option_sets
 
 pytestmark = needs_cpp
 
-CPP_NODE = "CppNode<fastlif::LeakyFunction>"
-FAMILY_NODE = "CppNode<fastlif::SpecFamilyFunction>"
+CPP_NODE = FAMILY_NODE = "CppNode<fastlif::FusedFunction>"
 
 
 def _has_cpp_functions():
-    C = fastlif.backends.cpp_module()
-    return hasattr(C, "lif_train") and hasattr(C, "family_train")
+    return hasattr(fastlif.backends.cpp_module(), "fused_train")
 
 
 def _node(t):
@@ -32,7 +30,7 @@ def _node(t):
 needs_cpp_function = pytest.mark.skipif(
     "cpp" not in fastlif.backends.available("cpu") or not _has_cpp_functions(),
     reason="the C++ extension was built without torch's headers (pip's isolated build): "
-           "LifFunction and FamilyFunction serve every call")
+           "the Python autograd Functions serve every call")
 
 
 def assert_same_bits(fast, slow, names):
@@ -141,19 +139,19 @@ def test_compile_and_no_grad_do_not_record_it():
         spk, _ = fastlif.lif_sequence(x, 0.9, backend="cpp")
     assert spk.grad_fn is None
     calls = []
-    real = lif._cpp_autograd
+    real = lif.cpp_autograd
 
     def spy(*a, **k):
         out = real(*a, **k)
         calls.append(out is not None)
         return out
-    lif._cpp_autograd = spy
+    lif.cpp_autograd = spy
     try:
         fn = torch.compile(lambda t: fastlif.lif_sequence(t, 0.9, backend="cpp")[0].sum(), backend="eager")
         xx = x.clone().requires_grad_()
         fn(xx).backward()
     finally:
-        lif._cpp_autograd = real
+        lif.cpp_autograd = real
     assert calls and not any(calls)  # asked, and declined while tracing
     ref = x.clone().requires_grad_()
     fastlif.lif_sequence(ref, 0.9, backend="reference")[0].sum().backward()
@@ -236,3 +234,45 @@ def test_spikingjelly_nodes_record_the_cpp_node(sg):
             common.CPP_AUTOGRAD = True
     for a, b in zip(got[True], got[False]):
         assert torch.equal(a, b)
+
+
+# --- RLeaky, one-to-one ------------------------------------------------------------------------------
+
+@needs_cpp_function
+@pytest.mark.parametrize("reset,delay", [("subtract", True), ("zero", True), ("none", True),
+                                         ("subtract", False), ("zero", False)])
+@pytest.mark.parametrize("layout", ["floats", "one-value-learnable", "per-neuron-learnable"])
+@pytest.mark.parametrize("T", [1, 6])
+def test_rleaky_same_bits_as_rleaky_function(reset, delay, layout, T, monkeypatch):
+    """One-to-one RLeaky (the dense layer keeps RLeakyFunction): initial spikes and membrane,
+    learnable beta (clamped: values outside [0, 1]), V, threshold, random upstream gradients."""
+    from fastlif.ops.rleaky import run_rleaky
+    gen = torch.Generator().manual_seed(T + len(reset))
+    L = 7
+    x = torch.randn(T, 3, L, generator=gen)
+    spk0 = (torch.rand(3, L, generator=gen) > 0.5).float() if T > 1 else None
+    mem0 = torch.randn(3, L, generator=gen) if T > 1 else None
+    if layout == "floats":
+        values = (0.9, 0.5, 1.0, 1.0)
+    elif layout == "one-value-learnable":
+        values = (torch.tensor(1.2), torch.tensor(-0.4), torch.tensor(0.8), torch.tensor(1.3))
+    else:
+        values = (torch.rand(L, generator=gen) * 1.4 - 0.2, torch.randn(L, generator=gen),
+                  torch.rand(L, generator=gen) + 0.5, torch.tensor(1.0))
+    g_spk, g_mem = torch.randn(T, 3, L, generator=gen), torch.randn(T, 3, L, generator=gen)
+    spike_fn, sg = fastlif.surrogate.resolve(None)
+    got, nodes = [], []
+    for cpp_function in (True, False):
+        monkeypatch.setattr(common, "CPP_AUTOGRAD", cpp_function)
+        leaves = [x.clone().requires_grad_(), *(None if s is None else s.clone().requires_grad_() for s in (spk0, mem0))]
+        params = [v.clone().requires_grad_() if isinstance(v, torch.Tensor) else v for v in values]
+        spk, mem = run_rleaky(leaves[0], leaves[1], leaves[2], params[0], params[1], params[2], params[3],
+                              single_step=False, reset_mode=fastlif.codes.reset_code(reset), reset_delay=delay,
+                              spike_fn=spike_fn, surrogate=sg, backend="cpp")
+        nodes.append(_node(spk))
+        torch.autograd.backward([spk, mem], [g_spk, g_mem])
+        got.append([spk, mem] + [None if t is None else t.grad for t in leaves]
+                   + [p.grad if isinstance(p, torch.Tensor) else None for p in params])
+    assert CPP_NODE in nodes[0] and "RLeakyFunction" in nodes[1], nodes
+    assert_same_bits(got[0], got[1], ["spk", "mem", "grad x", "grad spk0", "grad mem0", "grad beta", "grad V",
+                                      "grad threshold", "grad graded"])

@@ -235,7 +235,8 @@ def test_compare_family_finds_a_wrong_kernel(monkeypatch):
             return spk, [states[0] * 1.0000001, *states[1:]]
         return bad_fwd, bwd
     monkeypatch.setattr(family_mod, "_launchers", broken)
-    monkeypatch.setattr(family_mod.common, "CPP_AUTOGRAD", False)  # the launchers, not the C++ Function's
+    from fastlif.ops import common
+    monkeypatch.setattr(common, "CPP_AUTOGRAD", False)  # the launchers, not the C++ Function's
     spec = FAMILIES["synaptic"]
     problems, _ = compare_family(spec, "cpp", option_sets(spec)[0], S.atan())
     assert any("output 1 differs" in p for p in problems), problems

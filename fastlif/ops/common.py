@@ -354,11 +354,44 @@ def _pool():
     return _pool_module or None
 
 
-# Eager calls with a graph on the C++ backend record the C++ autograd Functions
-# (csrc/autograd.cpp) where the extension has them: the same kernels, outputs and gradients as
-# LifFunction and FamilyFunction, bit for bit, with no Python between the kernels. False: the
-# Python Functions serve every call (the tests compare the two).
+# Eager calls with a graph on the C++ backend record the C++ autograd Function
+# (csrc/autograd.cpp, :func:`cpp_autograd`) where the extension has it: the same kernels,
+# outputs and gradients as LifFunction, RLeakyFunction (one-to-one) and FamilyFunction, bit for
+# bit, with no Python between the kernels. False: the Python Functions serve every call (the
+# tests compare the two).
 CPP_AUTOGRAD = True
+
+
+def cpp_autograd(kind, x, states0, params, clamp_in, steps, options, surrogate, *, family="", spike_state=False,
+                 needs_x=False, backward_reads=None):
+    """A call with a graph on the C++ backend through the C++ autograd Function
+    (csrc/autograd.cpp: the same kernels, saved tensors, clamps and gradients as the Python
+    Function it stands in for, bit for bit): ``(spk, *states returned)``, or None where it does not
+    serve the call: an extension built without torch's headers, a torch.compile trace, input
+    other than float32/float64, or :data:`CPP_AUTOGRAD` off. ``kind``: ``"leaky"``,
+    ``"rleaky"`` (one-to-one) or ``"family"`` (``family`` its spec's name; ``spike_state``,
+    ``needs_x`` and ``backward_reads`` from the spec). ``states0``, ``params``: as the launchers
+    take them, the raw learnable clamped ones at the indices ``clamp_in``; ``options``: the
+    kernels' integer options (Leaky, RLeaky: the reset mode and whether it is immediate)."""
+    if not CPP_AUTOGRAD or x.dtype not in CPP_DTYPES or torch.compiler.is_compiling():
+        return None
+    C = backends.cpp_module()
+    train = getattr(C, "fused_train", None)
+    if train is None:
+        return None
+    params, raws, inside = list(params), [None] * len(params), [1] * len(params)
+    for k in clamp_in:  # clamped inside the Function, as the Python Functions clamp them
+        raws[k] = params[k]
+        params[k], inside[k] = clamp_inside(params[k])
+    keep = [True] * len(states0)
+    if backward_reads is not None:  # only what the C++ backward reads: memory held until backward
+        keep = list(backward_reads(options, [isinstance(p, torch.Tensor) and p.requires_grad
+                                             for p in (r if r is not None else p for r, p in zip(raws, params))]))
+    tensors = [p if isinstance(p, torch.Tensor) else None for p in params]
+    values = [p if isinstance(p, float) else 0.0 for p in params]  # a tensor, or None: clamped in C++
+    return train(C.FUSED_KINDS[kind], family, x, list(states0), tensors, values, raws, inside, CLAMP_EDGES_PASS,
+                 keep, spike_state, needs_x, steps, list(options), surrogate.kind, float(surrogate.param),
+                 num_threads(), POOL_MIN_BYTES if pool_serves() else -1)
 
 
 def pool_serves():

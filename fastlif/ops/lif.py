@@ -29,14 +29,13 @@ import torch
 from torch import Tensor
 
 from .. import backends, surrogate as surrogate_mod
-from . import common
 from ..layout import saved_layout  # noqa: F401 - the LIF ops' saved-layout contract, re-exported
 from ..codes import RESET_MECHANISMS, is_immediate, reset_code
 from ..reference import lif_sequence_reference, lif_step
 from .common import (CPP_DTYPES, HALF_DTYPES, as_compute, check_input, check_param, check_states, choose_backend,
-                     CLAMP_EDGES_PASS, POOL_MIN_BYTES, clamp_grad, clamp_in_function, clamp_inside, clamp_without_function, compute_dtype, cpp_dtype_code, cpp_param, cpu_empty, cpu_empty_like, cpu_nothing,
+                     clamp_grad, clamp_in_function, clamp_without_function, compute_dtype, cpp_autograd, cpp_dtype_code, cpp_param, cpu_empty, cpu_empty_like, cpu_nothing,
                      fresh_outputs, grid, initial_states, kernel_params, learnable_clamped, mem_dtype, needs_autograd, num_threads,
-                     param_grad_buffers, param_tensor, pool_serves, ptr)
+                     param_grad_buffers, param_tensor, ptr)
 
 FAMILY = "lif"
 PARAM_NAMES = ("beta", "threshold", "graded_spikes_factor")
@@ -253,32 +252,13 @@ def run_lif(x, mem, beta, threshold, graded, *, single_step, reset_mode, reset_d
             x, mem0, *params, steps=steps, reset_mode=reset_mode, reset_delay=bool(reset_delay),
             low_memory=bool(low_memory), mem_fp32=bool(mem_fp32))
         return spk, mem_out
-    if name == "cpp" and common.CPP_AUTOGRAD and not low_memory and x.dtype in CPP_DTYPES:
-        out = _cpp_autograd(x, mem0, params, clamp_in, steps, reset_mode, bool(reset_delay), surrogate)
+    if name == "cpp" and not low_memory:  # eager: the C++ autograd Function, where it serves
+        out = cpp_autograd("leaky", x, (mem0,), params, clamp_in, steps,
+                           (reset_mode, int(is_immediate(reset_mode, reset_delay))), surrogate)
         if out is not None:
             return out
     return LifFunction.apply(x, mem0, *params, steps, reset_mode, bool(reset_delay), bool(low_memory),
                              bool(mem_fp32), surrogate.kind, float(surrogate.param), name, bool(clamp_in))
-
-
-def _cpp_autograd(x, mem0, params, clamp_in, steps, reset_mode, reset_delay, surrogate):
-    """``(spk, mem)`` from Leaky's C++ autograd Function (csrc/autograd.cpp: the same kernels,
-    outputs and gradients as LifFunction, bit for bit), or None where it does not serve the call:
-    an extension built without torch's headers, or a torch.compile trace."""
-    if torch.compiler.is_compiling():
-        return None
-    train = getattr(_C(), "lif_train", None)
-    if train is None:
-        return None
-    beta = params[0]
-    beta_raw, inside = None, 1
-    if clamp_in:  # the learnable beta, clamped inside the Function as LifFunction clamps it
-        beta_raw, (beta, inside) = beta, clamp_inside(beta)
-    tensors = [p if isinstance(p, Tensor) else None for p in (beta, *params[1:])]
-    values = [p if isinstance(p, float) else 0.0 for p in (beta, *params[1:])]  # a tensor, or None: clamped in C++
-    return train(x, mem0, *tensors, values, beta_raw, inside, CLAMP_EDGES_PASS, steps, reset_mode,
-                 is_immediate(reset_mode, reset_delay), surrogate.kind, float(surrogate.param), num_threads(),
-                 POOL_MIN_BYTES if pool_serves() else -1)
 
 
 def _run_reference(x, mem, beta, threshold, graded, single_step, reset_mode, reset_delay, spike_fn,

@@ -28,7 +28,7 @@ from ..codes import RESET_MECHANISMS, is_immediate
 from ..reference import rleaky_sequence_reference, rleaky_step
 from . import spike_linear
 from .common import (CPP_DTYPES, HALF_DTYPES, as_compute, check_input, check_param, check_states, choose_backend,
-                     clamp_grad, clamp_in_function, clamp_without_function, compute_dtype, cpp_dtype_code, cpp_param, cpu_empty, cpu_empty_like, cpu_nothing, fresh_outputs,
+                     clamp_grad, clamp_in_function, clamp_without_function, compute_dtype, cpp_autograd, cpp_dtype_code, cpp_param, cpu_empty, cpu_empty_like, cpu_nothing, fresh_outputs,
                      grid, initial_states, kernel_params, learnable_clamped, needs_autograd, num_threads, param_grad_buffers,
                      param_tensor, ptr, warn_once)
 
@@ -282,6 +282,11 @@ def run_rleaky(x, spk, mem, beta, recurrent, threshold, graded, *, single_step, 
         params = clamp_without_function(params, clamp_in)
         return backends.launchers(FAMILY, name)[0](x, spk0, mem0, *params, weight, bias, steps=steps,
                                                    reset_mode=reset_mode, reset_delay=bool(reset_delay))[:2]
+    if name == "cpp" and not dense:  # eager: the C++ autograd Function, where it serves
+        out = cpp_autograd("rleaky", x, (spk0, mem0), params, clamp_in, steps,
+                           (reset_mode, int(is_immediate(reset_mode, reset_delay))), surrogate)
+        if out is not None:
+            return out
     return RLeakyFunction.apply(x, spk0, mem0, *params, weight, bias, steps, reset_mode, bool(reset_delay),
                                 surrogate.kind, float(surrogate.param), name, bool(clamp_in))
 
