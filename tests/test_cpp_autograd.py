@@ -276,3 +276,42 @@ def test_rleaky_same_bits_as_rleaky_function(reset, delay, layout, T, monkeypatc
     assert CPP_NODE in nodes[0] and "RLeakyFunction" in nodes[1], nodes
     assert_same_bits(got[0], got[1], ["spk", "mem", "grad x", "grad spk0", "grad mem0", "grad beta", "grad V",
                                       "grad threshold", "grad graded"])
+
+
+@needs_cpp_function
+@pytest.mark.parametrize("what", ["leaky", "leaky-immediate", "rleaky", "synaptic", "sj_lif"])
+def test_a_graph_frees_what_its_node_holds(what):
+    """The C++ node releases its saved tensors and outputs with its graph, after a backward and
+    when the graph is dropped without one: the pool's bytes in use come back to where they were
+    (a node that outlived its graph would keep its saved membrane). The pool is on for this test
+    whatever FASTLIF_CPU_CACHE_MB says (the sanitizer run sets it to 0)."""
+    import gc
+    import fastlif.spikingjelly as fsj
+    from fastlif.ops.rleaky import run_rleaky
+    spike_fn, sg = fastlif.surrogate.resolve(None)
+    layers = {
+        "leaky": lambda x: fastlif.Leaky(beta=0.9, learn_beta=True).sequence(x),
+        "leaky-immediate": lambda x: fastlif.Leaky(beta=0.9, learn_threshold=True, reset_delay=False).sequence(x),
+        "rleaky": lambda x: run_rleaky(x, None, None, torch.tensor(0.9, requires_grad=True), 0.5, 1.0, 1.0,
+                                       single_step=False, reset_mode=0, reset_delay=True, spike_fn=spike_fn,
+                                       surrogate=sg, backend="cpp"),
+        "synaptic": lambda x: fastlif.Synaptic(alpha=0.8, beta=0.9, learn_alpha=True).sequence(x),
+        "sj_lif": lambda x: (fsj.ParametricLIFNode(step_mode="m", store_v_seq=True)(x),),
+    }
+    common.set_cpu_cache_limit(1 << 30)
+    try:
+        x0 = torch.randn(20, 16, 256)  # 320 KiB per output: from the pool
+        stats = fastlif.backends.cpp_module()._pool
+        gc.collect()
+        before = stats()["in_use_bytes"]
+        for i in range(6):
+            x = x0.clone().requires_grad_()
+            outs = layers[what](x)
+            assert CPP_NODE in _node(outs[0])
+            if i % 2:
+                sum(o.sum() for o in outs).backward()
+            del outs, x
+        gc.collect()
+        assert stats()["in_use_bytes"] == before
+    finally:
+        common.set_cpu_cache_limit(common._env_cache_limit())
