@@ -182,10 +182,11 @@ def describe():
     """One line per device type: what ``auto`` picks and what is available."""
     cpp_mod, cpp_why = _cpp_status()
     cpu = available("cpu")
-    omp = "" if cpp_mod is None else (" (OpenMP" if cpp_mod.openmp else " (no OpenMP: one thread")
-    if cpp_mod is not None:  # csrc/autograd.cpp, built when torch's headers were there
-        omp += (", C++ autograd Function)" if hasattr(cpp_mod, "fused_train")
-                else ", no C++ autograd Function: built without torch's headers)")
+    omp = ""
+    if cpp_mod is not None:  # csrc/autograd.cpp is built when torch's headers were there
+        omp = " ({}, {})".format("OpenMP" if cpp_mod.openmp else "no OpenMP: one thread",
+                                 "C++ autograd Function" if hasattr(cpp_mod, "fused_train")
+                                 else "no C++ autograd Function: built without torch's headers")
     lines = [f"cpu: {', '.join(cpu)}{omp if 'cpp' in cpu else ''}" + (f" [cpp: {cpp_why}]" if cpp_why else "")]
     lines.append(f"cuda: {', '.join(available('cuda'))}" if torch.cuda.is_available()
                  else "cuda: no CUDA device")

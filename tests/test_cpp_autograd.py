@@ -16,7 +16,7 @@ from test_family import SURROGATES, option_sets
 
 pytestmark = needs_cpp
 
-CPP_NODE = FAMILY_NODE = "CppNode<fastlif::FusedFunction>"
+CPP_NODE = "CppNode<fastlif::FusedFunction>"  # every kind records this one node
 
 
 def _has_cpp_functions():
@@ -106,23 +106,20 @@ def test_per_neuron_learnable_beta_clamped_by_value(reset, monkeypatch):
 
 
 @needs_cpp_function
-def test_module_call_records_the_cpp_node_and_backward_of_one_output():
+def test_module_call_records_the_cpp_node_and_backward_of_one_output(monkeypatch):
     """A module's eager call records the C++ node; a backward that reaches only one output (the
     other's gradient absent, not materialised) gives LifFunction's gradients; a non-contiguous
     input is read as its values."""
     layer = fastlif.Leaky(beta=0.8, learn_beta=True)
     base = torch.randn(6, 4, 10)
     for cpp_function in (True, False):
-        common.CPP_AUTOGRAD = cpp_function
-        try:
-            x = base.transpose(1, 2).detach().requires_grad_()  # non-contiguous
-            spk, mem = layer.sequence(x)
-            assert (CPP_NODE in _node(spk)) == cpp_function
-            mem.sum().backward()
-            grads = (x.grad.clone(), layer.beta.grad.clone())
-            layer.beta.grad = None
-        finally:
-            common.CPP_AUTOGRAD = True
+        monkeypatch.setattr(common, "CPP_AUTOGRAD", cpp_function)
+        x = base.transpose(1, 2).detach().requires_grad_()  # non-contiguous
+        spk, mem = layer.sequence(x)
+        assert (CPP_NODE in _node(spk)) == cpp_function
+        mem.sum().backward()
+        grads = (x.grad.clone(), layer.beta.grad.clone())
+        layer.beta.grad = None
         if cpp_function:
             fast = (spk, mem, *grads)
         else:
@@ -131,7 +128,7 @@ def test_module_call_records_the_cpp_node_and_backward_of_one_output():
 
 
 @needs_cpp_function
-def test_compile_and_no_grad_do_not_record_it():
+def test_compile_and_no_grad_do_not_record_it(monkeypatch):
     """Under torch.compile the custom ops serve (LifFunction traces them); without a graph the
     launcher runs alone."""
     x = torch.randn(5, 3, 8)
@@ -145,13 +142,10 @@ def test_compile_and_no_grad_do_not_record_it():
         out = real(*a, **k)
         calls.append(out is not None)
         return out
-    lif.cpp_autograd = spy
-    try:
-        fn = torch.compile(lambda t: fastlif.lif_sequence(t, 0.9, backend="cpp")[0].sum(), backend="eager")
-        xx = x.clone().requires_grad_()
-        fn(xx).backward()
-    finally:
-        lif.cpp_autograd = real
+    monkeypatch.setattr(lif, "cpp_autograd", spy)
+    fn = torch.compile(lambda t: fastlif.lif_sequence(t, 0.9, backend="cpp")[0].sum(), backend="eager")
+    xx = x.clone().requires_grad_()
+    fn(xx).backward()
     assert calls and not any(calls)  # asked, and declined while tracing
     ref = x.clone().requires_grad_()
     fastlif.lif_sequence(ref, 0.9, backend="reference")[0].sum().backward()
@@ -206,14 +200,14 @@ def test_family_same_bits_as_family_function(name, options, shape, params_kind, 
     sg = spec.surrogates[0]
     fast, fast_node = _family_call(True, spec, x, states, params, learn, options, sg, monkeypatch)
     slow, slow_node = _family_call(False, spec, x, states, params, learn, options, sg, monkeypatch)
-    assert FAMILY_NODE in fast_node and "FamilyFunction" in slow_node, (fast_node, slow_node)
+    assert CPP_NODE in fast_node and "FamilyFunction" in slow_node, (fast_node, slow_node)
     assert len(fast) == len(slow)
     assert_same_bits(fast, slow, [f"output or gradient {i}" for i in range(len(fast))])
 
 
 @needs_cpp_function
 @pytest.mark.parametrize("sg", ["sj_sigmoid", "sj_atan"])
-def test_spikingjelly_nodes_record_the_cpp_node(sg):
+def test_spikingjelly_nodes_record_the_cpp_node(sg, monkeypatch):
     """fastlif.spikingjelly's nodes reach the family's C++ Function, fp64 too, with the same
     gradients as FamilyFunction."""
     import fastlif.spikingjelly as fsj
@@ -221,17 +215,14 @@ def test_spikingjelly_nodes_record_the_cpp_node(sg):
     x = torch.randn(5, 2, 9, dtype=torch.float64)
     got = {}
     for cpp_function in (True, False):
-        common.CPP_AUTOGRAD = cpp_function
-        try:
-            node = fsj.ParametricLIFNode(init_tau=2.0, surrogate_function=surrogate, step_mode="m",
-                                         store_v_seq=True).to(torch.float64)
-            xx = x.clone().requires_grad_()
-            spk = node(xx)
-            assert (FAMILY_NODE in _node(spk)) == cpp_function
-            (spk.sum() + node.v_seq.square().sum()).backward()
-            got[cpp_function] = (spk, node.v_seq, xx.grad, node.w.grad)
-        finally:
-            common.CPP_AUTOGRAD = True
+        monkeypatch.setattr(common, "CPP_AUTOGRAD", cpp_function)
+        node = fsj.ParametricLIFNode(init_tau=2.0, surrogate_function=surrogate, step_mode="m",
+                                     store_v_seq=True).to(torch.float64)
+        xx = x.clone().requires_grad_()
+        spk = node(xx)
+        assert (CPP_NODE in _node(spk)) == cpp_function
+        (spk.sum() + node.v_seq.square().sum()).backward()
+        got[cpp_function] = (spk, node.v_seq, xx.grad, node.w.grad)
     for a, b in zip(got[True], got[False]):
         assert torch.equal(a, b)
 

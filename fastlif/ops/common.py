@@ -385,8 +385,8 @@ def cpp_autograd(kind, x, states0, params, clamp_in, steps, options, surrogate, 
         params[k], inside[k] = clamp_inside(params[k])
     keep = [True] * len(states0)
     if backward_reads is not None:  # only what the C++ backward reads: memory held until backward
-        keep = list(backward_reads(options, [isinstance(p, torch.Tensor) and p.requires_grad
-                                             for p in (r if r is not None else p for r, p in zip(raws, params))]))
+        learnable = [raw if raw is not None else p for raw, p in zip(raws, params)]  # what the caller passed
+        keep = list(backward_reads(options, [isinstance(p, torch.Tensor) and p.requires_grad for p in learnable]))
     tensors = [p if isinstance(p, torch.Tensor) else None for p in params]
     values = [p if isinstance(p, float) else 0.0 for p in params]  # a tensor, or None: clamped in C++
     return train(C.FUSED_KINDS[kind], family, x, list(states0), tensors, values, raws, inside, CLAMP_EDGES_PASS,
