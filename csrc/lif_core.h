@@ -145,12 +145,17 @@ void lif_switch(int reset, bool immediate, bool per_neuron, F&& f) {
   });
 }
 
-// lif_switch and the surrogate's kind: f(RESET, IMMEDIATE, PER_NEURON, SG).
+// lif_switch, whether a parameter gradient is wanted (param_switch) and the surrogate's kind:
+// f(RESET, IMMEDIATE, PER_NEURON, SG, PG).
 template <typename F>
-void lif_grad_switch(int reset, bool immediate, bool per_neuron, int sg, F&& f) {
-  lif_switch(reset, immediate, per_neuron, [&](auto RESET, auto IMM, auto PN) {
-    int_switch<kAtan, kFastSigmoid, kSigmoid, kTriangular, kStraightThrough, kNoGrad>(
-        sg, "surrogate_kind", [&](auto SG) { f(RESET, IMM, PN, SG); });
+void lif_grad_switch(int reset, bool immediate, bool per_neuron, bool any_grad, int sg, F&& f) {
+  int_switch<kSubtract, kZero, kNone>(reset, "reset_mode", [&](auto RESET) {
+    bool_switch(immediate && RESET() != kNone, [&](auto IMM) {
+      param_switch(per_neuron, any_grad, [&](auto PN, auto PG) {
+        int_switch<kAtan, kFastSigmoid, kSigmoid, kTriangular, kStraightThrough, kNoGrad>(
+            sg, "surrogate_kind", [&](auto SG) { f(RESET, IMM, PN, SG, PG); });
+      });
+    });
   });
 }
 

@@ -212,7 +212,10 @@ FASTLIF_SCAN_SIMD
   }
 }
 
-template <class F, class O, int SG, bool PN, typename scalar_t>
+// PG: some parameter's gradient is wanted (param_switch); without it the families' gradient
+// arithmetic for their parameters is dropped (SpikingJelly's LIFNode sheds a division per
+// neuron-step, and the tutorial-size Synaptic backward a third of its time).
+template <class F, class O, int SG, bool PN, bool PG, typename scalar_t>
 void scan_bwd(const ScanArgs<scalar_t, F::kStates>& a, const ParamSet<scalar_t, F::kParams>& params,
               ParamGrads<scalar_t, F::kParams>& pgrads) {
   constexpr int NS = F::kStates, NP = F::kParams;
@@ -299,13 +302,14 @@ FASTLIF_SCAN_SIMD
         }
         gx_out[j] = F::template backward<scalar_t, O, SG>(x[j], s, sn, p, gspk, gs, gp, a.sg);
         unroll<NS>([&](auto k) { carry[k][j] = gs[k]; });
-        unroll<NP>([&](auto k) { acc[k][j] += gp[k]; });
+        if constexpr (PG) unroll<NP>([&](auto k) { acc[k][j] += gp[k]; });
       }
     }
     for (int k = 0; k < NS; ++k)
       if (a.grad_state0[k])
         for (int64_t j = 0; j < it.n; ++j) a.grad_state0[k][it.base + j] = carry[k][j];
-    for (int k = 0; k < NP; ++k) pgrads.store(k, index, acc[k], it.n);
+    if constexpr (PG)
+      for (int k = 0; k < NP; ++k) pgrads.store(k, index, acc[k], it.n);
   }
 }
 
@@ -352,8 +356,8 @@ void family_bwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk, 
   a.grad_x = as_ptr<scalar_t>(grad_x);
   a.grad_state0 = family_pointers<scalar_t, NS>(F::kName, "initial-state gradients", grad_state0, false);
   const auto gparams = family_pointers<scalar_t, NP>(F::kName, "parameter gradients", grad_params, false);
-  bool grad_wanted[NP];
-  for (int k = 0; k < NP; ++k) grad_wanted[k] = gparams[k] != nullptr;
+  bool grad_wanted[NP], any_grad = false;
+  for (int k = 0; k < NP; ++k) any_grad |= grad_wanted[k] = gparams[k] != nullptr;
   for (int k = 0; k < NS; ++k)
     if (!a.state_seq[k] && !(((F::kOptionalStates >> k) & 1) && F::may_skip_state(k, options, grad_wanted)))
       throw std::invalid_argument(std::string(F::kName) + "_bwd: the saved sequence of state " + std::to_string(k) +
@@ -362,11 +366,10 @@ void family_bwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk, 
   advise_huge(a.grad_x, T * R * L * int64_t(sizeof(scalar_t)));
   ParamGrads<scalar_t, NP> pgrads(Items(a.R, a.L).count);
   dispatch_options(options, 0, typename F::Options{}, static_cast<Opts<>*>(nullptr), [&](auto O) {
-    surrogate_switch(sg, typename F::Surrogates{},
-                     [&](auto SG) {
-                       bool_switch(params.per_neuron,
-                                   [&](auto PN) { scan_bwd<F, decltype(O), SG(), PN()>(a, params, pgrads); });
-                     });
+    surrogate_switch(sg, typename F::Surrogates{}, [&](auto SG) {
+      param_switch(params.per_neuron, any_grad,
+                   [&](auto PN, auto PG) { scan_bwd<F, decltype(O), SG(), PN(), PG()>(a, params, pgrads); });
+    });
   });
   for (int k = 0; k < NP; ++k) pgrads.reduce(k, a.R, a.L, params.per_neuron, params.given_n[k], gparams[k]);
 }
@@ -382,16 +385,23 @@ void with_family(const std::string& name, F&& f) {
 // find it) and the bindings (which release it for the kernels' whole run).
 template <class... Families>
 struct FamilySet {
+  // body(Family{}, scalar_t{}) for a call's family and dtype, after the checks both directions
+  // share: the grid, the family's name and its options.
+  template <typename Body>
+  static void with_call(const std::string& name, int dtype, int64_t T, int64_t R, int64_t L,
+                        const std::vector<int>& options, Body&& body) {
+    check_grid(name.c_str(), T, R, L);
+    with_family<Families...>(name, [&](auto fam) {
+      check_options(decltype(fam)::kName, options, typename decltype(fam)::Options{});
+      with_dtype(dtype, [&](auto v) { body(fam, v); });
+    });
+  }
+
   static void forward(const std::string& name, int dtype, int64_t T, int64_t R, int64_t L, std::uintptr_t x,
                       const Pointers& state0, const ParamTuples& params, std::uintptr_t spk, const Pointers& states,
                       const std::vector<int>& options, int threads) {
-    check_grid(name.c_str(), T, R, L);
-    with_family<Families...>(name, [&](auto fam) {
-      using F = decltype(fam);
-      check_options(F::kName, options, typename F::Options{});
-      with_dtype(dtype, [&](auto v) {
-        family_fwd_typed<F, decltype(v)>(T, R, L, x, state0, params, spk, states, options, threads);
-      });
+    with_call(name, dtype, T, R, L, options, [&](auto fam, auto v) {
+      family_fwd_typed<decltype(fam), decltype(v)>(T, R, L, x, state0, params, spk, states, options, threads);
     });
   }
 
@@ -400,14 +410,9 @@ struct FamilySet {
                        const ParamTuples& params, std::uintptr_t grad_x, const Pointers& grad_state0,
                        const Pointers& grad_params, const std::vector<int>& options, int sg, double sg_param,
                        int threads) {
-    check_grid(name.c_str(), T, R, L);
-    with_family<Families...>(name, [&](auto fam) {
-      using F = decltype(fam);
-      check_options(F::kName, options, typename F::Options{});
-      with_dtype(dtype, [&](auto v) {
-        family_bwd_typed<F, decltype(v)>(T, R, L, grad_spk, grad_states, x, state0, states, params, grad_x,
-                                         grad_state0, grad_params, options, sg, sg_param, threads);
-      });
+    with_call(name, dtype, T, R, L, options, [&](auto fam, auto v) {
+      family_bwd_typed<decltype(fam), decltype(v)>(T, R, L, grad_spk, grad_states, x, state0, states, params, grad_x,
+                                                   grad_state0, grad_params, options, sg, sg_param, threads);
     });
   }
 

@@ -23,6 +23,17 @@ decltype(auto) bool_switch(bool value, F&& f) {
   return f(std::false_type{});
 }
 
+// f(PN, PG) for a backward: per-neuron parameters (PN) and whether some parameter's gradient is
+// wanted (PG). Without PG the step's parameter-gradient arithmetic is dead code, which the
+// compiler drops (the common call: a neuron's fixed decay and threshold). Per-neuron parameters
+// are learnable ones in practice, so their no-gradient variant is not compiled: it would cost a
+// third more instantiations for a rare call.
+template <typename F>
+void param_switch(bool per_neuron, bool any_grad, F&& f) {
+  if (per_neuron) return f(std::true_type{}, std::true_type{});
+  bool_switch(any_grad, [&](auto PG) { f(std::false_type{}, PG); });
+}
+
 // Calls f(std::integral_constant<int, V>{}) for the V in Values equal to value; a value that is
 // none of them is a caller's bug, reported as std::invalid_argument (ValueError in Python).
 template <int... Values, typename F>

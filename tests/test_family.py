@@ -124,6 +124,30 @@ def test_awkward_shapes(name):
     assert torch.equal(half[0], ref[0].half()) and all(torch.equal(a, b) for a, b in zip(half[1:], ref[1:]))
 
 
+@needs_cpp
+@pytest.mark.skipif(INTERPRET, reason="the C++ kernels run in the parent process")
+@pytest.mark.parametrize("name,options,sg", cases(small=True))
+def test_fixed_parameters_give_the_same_input_gradients(name, options, sg):
+    """A backward that owes no parameter a gradient runs a kernel variant without the
+    parameters' gradient arithmetic (csrc/static_switch.h, param_switch): x's and the initial
+    states' gradients are the same bits as with every parameter learnable (one value each: the
+    kernels' scalar-parameter variant, where the two differ)."""
+    spec = FAMILIES[name]
+    x, states, params = make(spec, 7, (3, 5))
+    values = [float(p.reshape(-1)[0]) for p in params]
+
+    def grads(params):
+        xl = x.float().requires_grad_()
+        sl = [s.float().requires_grad_() for s in states]
+        outs = run_family(spec, xl, sl, params, single_step=False, options=options, spike_fn=SURROGATES[sg],
+                          surrogate=SURROGATES[sg], backend="cpp")
+        return grads_of(outs, [xl, *sl])
+
+    fixed = grads(values)
+    learnable = grads([torch.tensor(v, requires_grad=True) for v in values])
+    assert all(torch.equal(a, b) for a, b in zip(fixed, learnable)), f"{name} {options} {sg}"
+
+
 def call_none_states(spec, backend, x, params, options):
     return run_family(spec, x, [None] * len(spec.states), params, single_step=False, options=options,
                       spike_fn=S.atan(), surrogate=S.atan(), backend=backend)

@@ -109,6 +109,28 @@ def test_bytes_kept_for_backward(delay, expected):
     assert expected <= per_step <= expected + 0.02
 
 
+@pytest.mark.parametrize("reset", ["subtract", "zero", "none"])
+@pytest.mark.parametrize("delay", [True, False])
+@pytest.mark.parametrize("surrogate", [sg.atan(), sg.fast_sigmoid(), sg.triangular()], ids=str)
+def test_fixed_parameters_give_the_same_input_gradients(reset, delay, surrogate):
+    """A backward that owes no parameter a gradient runs a kernel variant without the
+    parameters' gradient arithmetic (csrc/static_switch.h, param_switch): x's and mem's
+    gradients are the same bits as with every parameter learnable."""
+    x, mem0, _, _, _ = op_inputs(T=7, R=3, L=5, dtype=torch.float32)
+    g = torch.Generator().manual_seed(3)
+    ups = [torch.randn(x.shape, generator=g) for _ in range(2)]
+
+    def grads(beta, thr, graded):
+        xl, ml = x.clone().requires_grad_(), mem0.view(3, 5).clone().requires_grad_()
+        outs = fastlif.lif_sequence(xl, beta, thr, mem=ml, reset_mechanism=reset, reset_delay=delay,
+                                    surrogate=surrogate, graded_spikes_factor=graded, backend="cpp")
+        return torch.autograd.grad(outs, (xl, ml), ups)
+
+    fixed = grads(0.85, 1.05, 1.25)
+    learnable = grads(*(torch.tensor(v, requires_grad=True) for v in (0.85, 1.05, 1.25)))
+    assert all(torch.equal(a, b) for a, b in zip(fixed, learnable))
+
+
 def test_forward_only_keeps_nothing():
     x = torch.randn(10, 4, 8)
     with torch.no_grad():
