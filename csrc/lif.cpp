@@ -53,9 +53,11 @@ void lif_fwd_cpu(const LifArgs<scalar_t>& a, const ParamSet<scalar_t, 3>& params
   });
 }
 
-// PG: some parameter's gradient is wanted (param_switch); without it the parameters' gradient
-// arithmetic is not compiled in (the tutorial's fixed beta).
-template <typename scalar_t, int RESET, bool IMMEDIATE, bool PER_NEURON, int SG, bool PG>
+// GRADS: the parameters whose gradient is computed (grads_switch; bit k: parameter k). Compiled:
+// none (the tutorial's fixed beta), beta alone (learn_beta) and all three.
+constexpr int kGradsBeta = 1 << kBeta, kGradsAll = 7;
+
+template <typename scalar_t, int RESET, bool IMMEDIATE, bool PER_NEURON, int SG, int GRADS>
 void lif_bwd_cpu(const LifArgs<scalar_t>& a, const ParamSet<scalar_t, 3>& params,
                  ParamGrads<scalar_t, 3>& pgrads) {
   const int64_t M = a.R * a.L;
@@ -97,27 +99,25 @@ void lif_bwd_cpu(const LifArgs<scalar_t>& a, const ParamSet<scalar_t, 3>& params
         const scalar_t b = beta[k], th = thr[k];
         const scalar_t m0 = m0_src[j];
         const scalar_t r = heaviside(m0 - th);
-        scalar_t unused_th = 0, unused_g = 0;  // without PG: registers whose sums go nowhere
+        scalar_t unused_th = 0, unused_g = 0;  // a gradient not computed: a register whose sum goes nowhere
         const scalar_t gu = membrane_grad_u<scalar_t, RESET, IMMEDIATE, SG>(
-            gmem_src[j] + carry[j], gspk_src[j], u_src[j], r, th, graded[k], PG ? gth[j] : unused_th,
-            PG ? gg[j] : unused_g, a.sg);
+            gmem_src[j] + carry[j], gspk_src[j], u_src[j], r, th, graded[k], (GRADS >> kThr) & 1 ? gth[j] : unused_th,
+            (GRADS >> kGraded) & 1 ? gg[j] : unused_g, a.sg);
         gx_out[j] = gu;
         if constexpr (RESET == kZero) {  // u = b*((1-r)*m) + x, autograd's order
           carry[j] = gu * b * (scalar_t(1) - r);
-          if constexpr (PG) gb[j] += gu * ((scalar_t(1) - r) * m0);
+          if constexpr (GRADS & kGradsBeta) gb[j] += gu * ((scalar_t(1) - r) * m0);
         } else {
           carry[j] = gu * b;
-          if constexpr (PG) gb[j] += gu * m0;
+          if constexpr (GRADS & kGradsBeta) gb[j] += gu * m0;
         }
       }
     }
     if (a.grad_mem0)
       for (int64_t j = 0; j < it.n; ++j) a.grad_mem0[it.base + j] = carry[j];
-    if constexpr (PG) {
-      pgrads.store(kBeta, index, gb, it.n);
-      pgrads.store(kThr, index, gth, it.n);
-      pgrads.store(kGraded, index, gg, it.n);
-    }
+    const scalar_t* sums[3] = {gb, gth, gg};
+    for (int p = 0; p < 3; ++p)
+      if ((GRADS >> p) & 1) pgrads.store(p, index, sums[p], it.n);
   });
 }
 
@@ -154,10 +154,13 @@ void bwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk, std::ui
                    immediate, sg, sg_param);
   const auto gparams = family_pointers<scalar_t, 3>("lif_bwd", "parameter gradients", grad_params, false);
   ParamGrads<scalar_t, 3> pgrads(Items(a.R, a.L).count);
-  const bool any_grad = gparams[kBeta] || gparams[kThr] || gparams[kGraded];
-  lif_grad_switch(reset, immediate, params.per_neuron, any_grad, sg, [&](auto RESET, auto IMM, auto PN, auto SG, auto PG) {
-    lif_bwd_cpu<scalar_t, RESET(), IMM(), PN(), SG(), PG()>(a, params, pgrads);
-  });
+  int wanted = 0;
+  for (int p = 0; p < 3; ++p) wanted |= gparams[p] ? 1 << p : 0;
+  lif_grad_switch<0, kGradsBeta, kGradsAll>(reset, immediate, params.per_neuron, wanted, sg,
+                                             [&](auto RESET, auto IMM, auto PN, auto SG, auto GRADS) {
+                                               lif_bwd_cpu<scalar_t, RESET(), IMM(), PN(), SG(), GRADS()>(a, params,
+                                                                                                         pgrads);
+                                             });
   for (int k = 0; k < 3; ++k) pgrads.reduce(k, a.R, a.L, params.per_neuron, params.given_n[k], gparams[k]);
 }
 

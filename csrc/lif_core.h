@@ -145,15 +145,15 @@ void lif_switch(int reset, bool immediate, bool per_neuron, F&& f) {
   });
 }
 
-// lif_switch, whether a parameter gradient is wanted (param_switch) and the surrogate's kind:
-// f(RESET, IMMEDIATE, PER_NEURON, SG, PG).
-template <typename F>
-void lif_grad_switch(int reset, bool immediate, bool per_neuron, bool any_grad, int sg, F&& f) {
+// lif_switch, the parameter gradients computed (grads_switch over Masks: bit k, parameter k's)
+// and the surrogate's kind: f(RESET, IMMEDIATE, PER_NEURON, SG, GRADS).
+template <int... Masks, typename F>
+void lif_grad_switch(int reset, bool immediate, bool per_neuron, int wanted, int sg, F&& f) {
   int_switch<kSubtract, kZero, kNone>(reset, "reset_mode", [&](auto RESET) {
     bool_switch(immediate && RESET() != kNone, [&](auto IMM) {
-      param_switch(per_neuron, any_grad, [&](auto PN, auto PG) {
+      grads_switch<Masks...>(per_neuron, wanted, [&](auto PN, auto GRADS) {
         int_switch<kAtan, kFastSigmoid, kSigmoid, kTriangular, kStraightThrough, kNoGrad>(
-            sg, "surrogate_kind", [&](auto SG) { f(RESET, IMM, PN, SG, PG); });
+            sg, "surrogate_kind", [&](auto SG) { f(RESET, IMM, PN, SG, GRADS); });
       });
     });
   });

@@ -119,12 +119,25 @@ void surrogate_switch(int sg, SurrogateKinds<Kinds...>, F&& f) {
   int_switch<Kinds...>(sg, "surrogate_kind", std::forward<F>(f));
 }
 
+// The parameter-gradient masks a family's backward is compiled for (grads_switch; bit k:
+// parameter k, kAllParams: every one). Each is one more instantiation of it; a call gets the first
+// that covers the gradients it wants.
+template <int... Masks>
+struct GradMaskSet {};
+constexpr int kAllParams = -1;
+
+template <int... Masks, typename F>
+void grads_switch_of(GradMaskSet<Masks...>, bool per_neuron, int wanted, F&& f) {
+  grads_switch<Masks...>(per_neuron, wanted, std::forward<F>(f));
+}
+
 // What a family's step struct may leave out (it derives from this and declares what differs).
 struct StepDefaults {
   static constexpr bool kSpikeState = false;  // state 0 is the previous spike output
   static constexpr bool kNeedsX = true;       // backward reads x (else x is not kept)
   static constexpr int kReadsAfter = 0;       // bit k: backward reads state k after the step
   using Surrogates = SnnTorchSurrogates;      // the surrogate kinds it runs
+  using GradMasks = GradMaskSet<0, kAllParams>;  // no parameter gradient, or all of them
   // Whether backward can go without state k's saved sequence (forward did not keep it: its
   // spec's backward_reads), given the call's options and the parameters whose gradient it
   // computes. An absent state reads as zeros, so a family allows it only where its backward
@@ -212,10 +225,11 @@ FASTLIF_SCAN_SIMD
   }
 }
 
-// PG: some parameter's gradient is wanted (param_switch); without it the families' gradient
-// arithmetic for their parameters is dropped (SpikingJelly's LIFNode sheds a division per
-// neuron-step, and the tutorial-size Synaptic backward a third of its time).
-template <class F, class O, int SG, bool PN, bool PG, typename scalar_t>
+// GRADS: the parameters whose gradient is computed (grads_switch; bit k: parameter k), the
+// family's GradMasks. A fixed parameter's gradient arithmetic is compiled out (SpikingJelly's
+// LIFNode sheds a division per neuron-step, the tutorial-size Synaptic backward a third of its
+// time).
+template <class F, class O, int SG, bool PN, int GRADS, typename scalar_t>
 void scan_bwd(const ScanArgs<scalar_t, F::kStates>& a, const ParamSet<scalar_t, F::kParams>& params,
               ParamGrads<scalar_t, F::kParams>& pgrads) {
   constexpr int NS = F::kStates, NP = F::kParams;
@@ -302,14 +316,16 @@ FASTLIF_SCAN_SIMD
         }
         gx_out[j] = F::template backward<scalar_t, O, SG>(x[j], s, sn, p, gspk, gs, gp, a.sg);
         unroll<NS>([&](auto k) { carry[k][j] = gs[k]; });
-        if constexpr (PG) unroll<NP>([&](auto k) { acc[k][j] += gp[k]; });
+        unroll<NP>([&](auto k) {
+          if constexpr ((GRADS >> k) & 1) acc[k][j] += gp[k];
+        });
       }
     }
     for (int k = 0; k < NS; ++k)
       if (a.grad_state0[k])
         for (int64_t j = 0; j < it.n; ++j) a.grad_state0[k][it.base + j] = carry[k][j];
-    if constexpr (PG)
-      for (int k = 0; k < NP; ++k) pgrads.store(k, index, acc[k], it.n);
+    for (int k = 0; k < NP; ++k)
+      if ((GRADS >> k) & 1) pgrads.store(k, index, acc[k], it.n);
   }
 }
 
@@ -356,8 +372,9 @@ void family_bwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk, 
   a.grad_x = as_ptr<scalar_t>(grad_x);
   a.grad_state0 = family_pointers<scalar_t, NS>(F::kName, "initial-state gradients", grad_state0, false);
   const auto gparams = family_pointers<scalar_t, NP>(F::kName, "parameter gradients", grad_params, false);
-  bool grad_wanted[NP], any_grad = false;
-  for (int k = 0; k < NP; ++k) any_grad |= grad_wanted[k] = gparams[k] != nullptr;
+  bool grad_wanted[NP];
+  int wanted = 0;
+  for (int k = 0; k < NP; ++k) wanted |= (grad_wanted[k] = gparams[k] != nullptr) ? 1 << k : 0;
   for (int k = 0; k < NS; ++k)
     if (!a.state_seq[k] && !(((F::kOptionalStates >> k) & 1) && F::may_skip_state(k, options, grad_wanted)))
       throw std::invalid_argument(std::string(F::kName) + "_bwd: the saved sequence of state " + std::to_string(k) +
@@ -367,8 +384,9 @@ void family_bwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk, 
   ParamGrads<scalar_t, NP> pgrads(Items(a.R, a.L).count);
   dispatch_options(options, 0, typename F::Options{}, static_cast<Opts<>*>(nullptr), [&](auto O) {
     surrogate_switch(sg, typename F::Surrogates{}, [&](auto SG) {
-      param_switch(params.per_neuron, any_grad,
-                   [&](auto PN, auto PG) { scan_bwd<F, decltype(O), SG(), PN(), PG()>(a, params, pgrads); });
+      grads_switch_of(typename F::GradMasks{}, params.per_neuron, wanted, [&](auto PN, auto GRADS) {
+        scan_bwd<F, decltype(O), SG(), PN(), GRADS()>(a, params, pgrads);
+      });
     });
   });
   for (int k = 0; k < NP; ++k) pgrads.reduce(k, a.R, a.L, params.per_neuron, params.given_n[k], gparams[k]);

@@ -23,15 +23,20 @@ decltype(auto) bool_switch(bool value, F&& f) {
   return f(std::false_type{});
 }
 
-// f(PN, PG) for a backward: per-neuron parameters (PN) and whether some parameter's gradient is
-// wanted (PG). Without PG the step's parameter-gradient arithmetic is dead code, which the
-// compiler drops (the common call: a neuron's fixed decay and threshold). Per-neuron parameters
-// are learnable ones in practice, so their no-gradient variant is not compiled: it would cost a
-// third more instantiations for a rare call.
-template <typename F>
-void param_switch(bool per_neuron, bool any_grad, F&& f) {
-  if (per_neuron) return f(std::true_type{}, std::true_type{});
-  bool_switch(any_grad, [&](auto PG) { f(std::false_type{}, PG); });
+// f(PN, GRADS) for a backward: per-neuron parameters (PN), and GRADS, the bit mask of the
+// parameters whose gradient the kernel computes (bit k: parameter k), as compile-time constants.
+// GRADS is the first of Masks (the last: every parameter) that covers `wanted`; a parameter
+// outside it has its gradient arithmetic compiled out (the common call: a neuron's fixed
+// threshold, and a fixed or alone learnable decay). Per-neuron parameters are learnable ones in
+// practice: they get the last mask only, sparing instantiations for a rare call.
+template <int... Masks, typename F>
+void grads_switch(bool per_neuron, int wanted, F&& f) {
+  constexpr int all = (Masks | ...);
+  if (per_neuron) return f(std::true_type{}, std::integral_constant<int, all>{});
+  const bool hit = (((wanted & ~Masks) == 0 ? (f(std::false_type{}, std::integral_constant<int, Masks>{}), true)
+                                            : false) ||
+                    ...);
+  if (!hit) throw std::invalid_argument("parameter gradients: unexpected mask " + std::to_string(wanted));
 }
 
 // Calls f(std::integral_constant<int, V>{}) for the V in Values equal to value; a value that is

@@ -128,24 +128,30 @@ def test_awkward_shapes(name):
 @pytest.mark.skipif(INTERPRET, reason="the C++ kernels run in the parent process")
 @pytest.mark.parametrize("name,options,sg", cases(small=True))
 def test_fixed_parameters_give_the_same_input_gradients(name, options, sg):
-    """A backward that owes no parameter a gradient runs a kernel variant without the
-    parameters' gradient arithmetic (csrc/static_switch.h, param_switch): x's and the initial
-    states' gradients are the same bits as with every parameter learnable (one value each: the
-    kernels' scalar-parameter variant, where the two differ)."""
+    """A backward computes only the parameter gradients a call wants (csrc/static_switch.h,
+    grads_switch: each family's GradMasks): with every parameter fixed, and with each one
+    learnable alone, x's and the initial states' gradients are the same bits as with every
+    parameter learnable, and so is the learnable one's (one value each: the kernels' scalar-
+    parameter variants, where the masks apply)."""
     spec = FAMILIES[name]
     x, states, params = make(spec, 7, (3, 5))
     values = [float(p.reshape(-1)[0]) for p in params]
 
-    def grads(params):
+    def grads(learn):
         xl = x.float().requires_grad_()
         sl = [s.float().requires_grad_() for s in states]
-        outs = run_family(spec, xl, sl, params, single_step=False, options=options, spike_fn=SURROGATES[sg],
+        pl = [torch.tensor(v, requires_grad=True) if k in learn else v for k, v in enumerate(values)]
+        outs = run_family(spec, xl, sl, pl, single_step=False, options=options, spike_fn=SURROGATES[sg],
                           surrogate=SURROGATES[sg], backend="cpp")
-        return grads_of(outs, [xl, *sl])
+        return grads_of(outs, [xl, *sl, *(p for p in pl if isinstance(p, torch.Tensor))])
 
-    fixed = grads(values)
-    learnable = grads([torch.tensor(v, requires_grad=True) for v in values])
-    assert all(torch.equal(a, b) for a, b in zip(fixed, learnable)), f"{name} {options} {sg}"
+    n = 1 + len(states)
+    every = grads(range(len(values)))
+    for learn in ((), *((k,) for k in range(len(values)))):
+        got = grads(learn)
+        assert all(torch.equal(a, b) for a, b in zip(got[:n], every[:n])), f"{name} {options} {sg} learn {learn}"
+        for k, g in zip(learn, got[n:]):
+            assert torch.equal(g, every[n + k]), f"{name} {options} {sg}: {spec.params[k]}'s gradient"
 
 
 def call_none_states(spec, backend, x, params, options):

@@ -113,22 +113,29 @@ def test_bytes_kept_for_backward(delay, expected):
 @pytest.mark.parametrize("delay", [True, False])
 @pytest.mark.parametrize("surrogate", [sg.atan(), sg.fast_sigmoid(), sg.triangular()], ids=str)
 def test_fixed_parameters_give_the_same_input_gradients(reset, delay, surrogate):
-    """A backward that owes no parameter a gradient runs a kernel variant without the
-    parameters' gradient arithmetic (csrc/static_switch.h, param_switch): x's and mem's
-    gradients are the same bits as with every parameter learnable."""
+    """A backward computes only the parameter gradients a call wants (csrc/static_switch.h,
+    grads_switch; Leaky's kernel is compiled for none, beta alone and all three): with every
+    parameter fixed, and with each one learnable alone, x's and mem's gradients are the same
+    bits as with every parameter learnable, and so is the learnable one's."""
     x, mem0, _, _, _ = op_inputs(T=7, R=3, L=5, dtype=torch.float32)
     g = torch.Generator().manual_seed(3)
     ups = [torch.randn(x.shape, generator=g) for _ in range(2)]
+    values = (0.85, 1.05, 1.25)
 
-    def grads(beta, thr, graded):
+    def grads(learn):
         xl, ml = x.clone().requires_grad_(), mem0.view(3, 5).clone().requires_grad_()
+        beta, thr, graded = (torch.tensor(v, requires_grad=True) if k in learn else v for k, v in enumerate(values))
         outs = fastlif.lif_sequence(xl, beta, thr, mem=ml, reset_mechanism=reset, reset_delay=delay,
                                     surrogate=surrogate, graded_spikes_factor=graded, backend="cpp")
-        return torch.autograd.grad(outs, (xl, ml), ups)
+        leaves = [xl, ml] + [p for p in (beta, thr, graded) if isinstance(p, torch.Tensor)]
+        return torch.autograd.grad(outs, leaves, ups)
 
-    fixed = grads(0.85, 1.05, 1.25)
-    learnable = grads(*(torch.tensor(v, requires_grad=True) for v in (0.85, 1.05, 1.25)))
-    assert all(torch.equal(a, b) for a, b in zip(fixed, learnable))
+    every = grads(range(3))
+    for learn in ((), (0,), (1,), (2,)):
+        got = grads(learn)
+        assert torch.equal(got[0], every[0]) and torch.equal(got[1], every[1]), f"learn {learn}"
+        for k, grad in zip(learn, got[2:]):
+            assert torch.equal(grad, every[2 + k]), f"parameter {k}'s gradient, learn {learn}"
 
 
 def test_forward_only_keeps_nothing():

@@ -25,6 +25,8 @@ struct AlphaStep : StepDefaults {
   static constexpr const char* kParamNames[kParams] = {"alpha", "beta", "tau_alpha", "threshold",
                                                        "graded_spikes_factor"};
   enum { kA, kB, kTau, kThr, kG };
+  // learn_alpha and learn_beta, alone or together, without the threshold's and g's arithmetic
+  using GradMasks = GradMaskSet<0, (1 << kA) | (1 << kB), kAllParams>;
   enum { kE, kI, kM };
 
   template <typename S, class O>

@@ -26,6 +26,8 @@ struct RSynapticStep : StepDefaults {
   using Options = OptionSpace<3, 2>;  // reset_mode, immediate
   static constexpr const char* kParamNames[kParams] = {"alpha", "beta", "V", "threshold", "graded_spikes_factor"};
   enum { kA, kB, kV, kThr, kG };
+  // the decays and the recurrent weight, alone or together, without the threshold's and g's arithmetic
+  using GradMasks = GradMaskSet<0, (1 << kA) | (1 << kB) | (1 << kV), kAllParams>;
   enum { kSp, kSyn, kMem };
 
   template <typename S, int RESET>

@@ -31,6 +31,8 @@ struct SjLifStep : StepDefaults {
   using Surrogates = SurrogateKinds<kSjSigmoid, kSjAtan, kNoGrad>;  // SpikingJelly's, and none
   static constexpr const char* kParamNames[kParams] = {"k", "v_threshold", "v_reset"};
   enum { kK, kThr, kReset };
+  // ParametricLIFNode's learnable k alone, without the threshold's and v_reset's arithmetic
+  using GradMasks = GradMaskSet<0, 1 << kK, kAllParams>;
 
   template <typename S, class O>
   static S charge(S x, S v, S r, S k) {

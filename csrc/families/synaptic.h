@@ -31,6 +31,8 @@ struct SynapticStep : StepDefaults {
   static constexpr const char* kParamNames[kParams] = {"alpha", "beta", "threshold", "graded_spikes_factor"};
   enum { kSyn, kMem };
   enum { kA, kB, kThr, kG };
+  // learn_alpha and learn_beta, alone or together, without the threshold's and g's arithmetic
+  using GradMasks = GradMaskSet<0, (1 << kA) | (1 << kB), kAllParams>;
 
   static constexpr int kOptionalStates = 1 << kSyn;
   // option 1: immediate reset
