@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-CASES = ("leaky", "synaptic", "rleaky", "lapicque", "alpha", "rsynaptic", "sj_lif", "sj_plif",
+CASES = ("leaky", "leaky_fixed", "synaptic", "rleaky", "lapicque", "alpha", "rsynaptic", "sj_lif", "sj_plif",
          "leaky_large", "synaptic_large")
 TUTORIAL, LARGE = (50, 64, 128), (100, 64, 1024)
 
@@ -34,6 +34,10 @@ def worker(cases):
         x, grads = make_inputs(T, B, N)
         if family == "leaky":
             fn = provider_fastlif()[0]
+        elif family == "leaky_fixed":  # the tutorial's own layer: a fixed beta, nothing learnable
+            import fastlif
+            from bench.bench_cpu import BETA, THRESHOLD
+            fn = fastlif.Leaky(BETA, threshold=THRESHOLD).sequence
         elif family in ("sj_lif", "sj_plif"):
             fn = sj_family_providers(family == "sj_plif")["fastlif"](N)[0]
         else:
