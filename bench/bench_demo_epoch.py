@@ -37,7 +37,7 @@ import time
 
 import torch
 
-from bench.common import Spinners, append_rows, cpu_name, extra, torch_version
+from bench.common import Spinners, append_rows, cpu_name, extra, torch_version, wait_policy_label
 
 T_STEPS, BATCH, RATE, DT = 50, 64, 100.0, 1e-3
 CSV = "demo_epoch.csv"
@@ -201,11 +201,13 @@ def main(argv=None):
             med, q20, q80 = quantiles(p.times[direction])
             ratio = med / base if base else float("nan")
             speedup = peer_med / med if peer_med else float("nan")
+            ratio_text = f"{ratio:.2f}x" if base else "-"  # no "fastlif" provider in this run
+            speedup_text = f"{speedup:.1f}x" if peer_med else "-"
             print(f"{p.name:<18} {direction:<20} {med * n_epoch:>8.2f} {q20 * n_epoch:>7.2f} "
-                  f"{q80 * n_epoch:>7.2f} {med * 1e3:>9.2f} {ratio:>11.2f}x {speedup:>12.1f}x")
+                  f"{q80 * n_epoch:>7.2f} {med * 1e3:>9.2f} {ratio_text:>12} {speedup_text:>13}")
             rows.append({
                 "bench": "demo_epoch", "case": f"TinySNN 784-128-10 {split.name}-{len(split.train_y)}"
-                        + (f" beside {args.busy} spinning" if args.busy else ""),
+                        + (f" beside {args.busy} spinning" if args.busy else "") + wait_policy_label(),
                 "shape": f"T{T_STEPS}xB{BATCH}x784", "dtype": "float32", "provider": p.name,
                 "direction": direction, "median_ms": f"{med * n_epoch * 1e3:.1f}",
                 "q20_ms": f"{q20 * n_epoch * 1e3:.1f}", "q80_ms": f"{q80 * n_epoch * 1e3:.1f}",

@@ -99,5 +99,12 @@ def extra(**kv):
     return ";".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in kv.items())
 
 
+def wait_policy_label():
+    """``", OMP_WAIT_POLICY=<value>"`` when the process was started with that variable set (a
+    labelled extra row: users run with OpenMP's default, active waiting), else ``""``."""
+    value = os.environ.get("OMP_WAIT_POLICY")
+    return f", OMP_WAIT_POLICY={value}" if value else ""
+
+
 def threads():
     return int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1))
