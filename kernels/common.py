@@ -169,6 +169,13 @@ def load_state(ptr, offs, mask, PRESENT: tl.constexpr, CDT: tl.constexpr, BLOCK:
 
 
 @triton.jit
+def surrogate_vectors(sg_a, sg_b, CDT: tl.constexpr, BLOCK: tl.constexpr):
+    """A backward's two surrogate constants (fp64 arguments, :func:`surrogate_constants`) as
+    vectors of the compute dtype, each rounded once."""
+    return tl.full([BLOCK], sg_a, CDT), tl.full([BLOCK], sg_b, CDT)
+
+
+@triton.jit
 def step_input(x_ptr, off, step, mask, t, T, x_next, PREFETCH: tl.constexpr, CDT: tl.constexpr):
     """A forward's input at step ``t`` (``off``) in the compute dtype, and what the loop carries
     on: with ``PREFETCH`` the next step's input (``step`` elements on), loaded now so that it

@@ -158,8 +158,7 @@ def lif_bwd_kernel(
     CDT: tl.constexpr = beta_ptr.dtype.element_ty
     offs, mask, lidx, b, th, g, m_init = _block_start(beta_ptr, thr_ptr, g_ptr, mem0_ptr, N, L,
                                                         BETA_PN, THR_PN, G_PN, HAS_MEM0, BLOCK)
-    sga = tl.full([BLOCK], sg_a, CDT)  # fp64 argument, rounded once to the compute dtype
-    sgb = tl.full([BLOCK], sg_b, CDT)
+    sga, sgb = C.surrogate_vectors(sg_a, sg_b, CDT, BLOCK)
     carry = tl.zeros([BLOCK], dtype=CDT)  # dL/dm[t], flowing back through the next step
     gb = tl.zeros([BLOCK], dtype=CDT)
     gth = tl.zeros([BLOCK], dtype=CDT)

@@ -92,8 +92,7 @@ def rleaky_bwd_kernel(
     CDT: tl.constexpr = beta_ptr.dtype.element_ty
     offs, mask, b, v, th, g, sp_init, m_init = _start(beta_ptr, v_ptr, thr_ptr, g_ptr, spk0_ptr, mem0_ptr, N, L,
                                                       BETA_PN, V_PN, THR_PN, G_PN, HAS_SPK0, HAS_MEM0, BLOCK)
-    sga = tl.full([BLOCK], sg_a, CDT)
-    sgb = tl.full([BLOCK], sg_b, CDT)
+    sga, sgb = C.surrogate_vectors(sg_a, sg_b, CDT, BLOCK)
     carry_m = tl.zeros([BLOCK], dtype=CDT)
     carry_s = tl.zeros([BLOCK], dtype=CDT)
     gb = tl.zeros([BLOCK], dtype=CDT)
