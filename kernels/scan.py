@@ -109,15 +109,9 @@ def scan_bwd_kernel(
     init1 = C.load_state(i1_ptr, offs, mask, i1_ptr is not None, CDT, BLOCK)
     init2 = C.load_state(i2_ptr, offs, mask, i2_ptr is not None, CDT, BLOCK)
     sga, sgb = C.surrogate_vectors(sg_a, sg_b, CDT, BLOCK)
-    c0 = tl.zeros([BLOCK], dtype=CDT)
-    c1 = tl.zeros([BLOCK], dtype=CDT)
-    c2 = tl.zeros([BLOCK], dtype=CDT)
-    a0 = tl.zeros([BLOCK], dtype=CDT)
-    a1 = tl.zeros([BLOCK], dtype=CDT)
-    a2 = tl.zeros([BLOCK], dtype=CDT)
-    a3 = tl.zeros([BLOCK], dtype=CDT)
-    a4 = tl.zeros([BLOCK], dtype=CDT)
-    a5 = tl.zeros([BLOCK], dtype=CDT)
+    zero = tl.zeros([BLOCK], dtype=CDT)
+    c0, c1, c2 = zero, zero, zero  # the state gradients carried to the step before
+    a0, a1, a2, a3, a4, a5 = zero, zero, zero, zero, zero, zero  # the parameters' sums over time
     for i in range(0, T):
         off = (T - 1 - i).to(tl.int64) * N + offs
         has_prev = i < T - 1
