@@ -14,7 +14,7 @@ TRITON_OLD_STAMP := $(TRITON_OLD_DIR)/.installed
 .PHONY: install test demo bench bench-tuned bench-busy bench-sim bench-gpu check clean sanitize
 .PHONY: compat-install test-compat triton-3.6 test-snntorch-0.9.4
 
-$(STAMP): setup.py pyproject.toml csrc/*.cpp csrc/*.h csrc/families/*.h
+$(STAMP): setup.py pyproject.toml csrc/*.cpp csrc/*.h csrc/families/*.cpp
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "numpy<2.4" $(TORCH) pybind11 setuptools wheel
@@ -76,7 +76,7 @@ COMPAT_PIP    := $(COMPAT_VENV)/bin/pip
 COMPAT_PINS   := tests/compat_versions.txt
 COMPAT_STAMP  := $(COMPAT_VENV)/.installed
 
-$(COMPAT_STAMP): setup.py pyproject.toml csrc/*.cpp csrc/*.h $(COMPAT_PINS)
+$(COMPAT_STAMP): setup.py pyproject.toml csrc/*.cpp csrc/*.h csrc/families/*.cpp $(COMPAT_PINS)
 	test -x $(COMPAT_PY) || $(COMPAT_PYTHON) -m venv $(COMPAT_VENV)
 	$(COMPAT_PIP) install -q --upgrade pip
 	$(COMPAT_PIP) install -q -c $(COMPAT_PINS) torch torchvision pybind11 setuptools wheel

@@ -115,7 +115,7 @@ def _torch_build():
 
 ext_modules = []
 if Pybind11Extension is not None:
-    sources = sorted(glob.glob("csrc/*.cpp"))
+    sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/families/*.cpp"))  # each family registers itself
     torch_build = _torch_build()
     if torch_build is None:
         sources = [s for s in sources if s not in TORCH_SOURCES]
@@ -124,7 +124,7 @@ if Pybind11Extension is not None:
         cxx_std = 20  # what torch's headers need
     ext_modules.append(Pybind11Extension(
         "fastlif._C", sources, include_dirs=torch_build.pop("include_dirs", []) + ["csrc"],
-        depends=sorted(glob.glob("csrc/*.h") + glob.glob("csrc/families/*.h")), cxx_std=cxx_std, **torch_build))
+        depends=sorted(glob.glob("csrc/*.h")), cxx_std=cxx_std, **torch_build))
 else:
     print("fastlif: pybind11 is not installed; skipping the C++ CPU extension.", file=sys.stderr)
 

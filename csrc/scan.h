@@ -1,10 +1,10 @@
 // The scan skeleton every spec'd neuron family runs on (fastlif/family.py): the T-step forward,
 // the reverse-time backward, the thread team, the parameter handling and the fixed-order
-// reduction of parameter gradients, written once. A family (csrc/families/<name>.h) is a struct
-// holding only its arithmetic:
+// reduction of parameter gradients, written once. A family (csrc/families/<name>.cpp) is a struct
+// holding only its arithmetic, registered by FASTLIF_FAMILY(Step) at the end of its file:
 //
 //   struct Step : StepDefaults {                             // kSpikeState, kNeedsX, kReadsAfter,
-//                                                            // Surrogates: declared where they differ
+//                                                            // Surrogates, GradMasks: where they differ
 //     static constexpr const char* kName = "...";            // the spec's name
 //     static constexpr int kStates = ..., kParams = ...;     // the spec's states and parameters
 //     using Options = OptionSpace<3, 2>;                     // each option's number of values
@@ -30,6 +30,7 @@
 #include <pybind11/stl.h>
 
 #include <array>
+#include <map>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -392,63 +393,61 @@ void family_bwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk, 
   for (int k = 0; k < NP; ++k) pgrads.reduce(k, a.R, a.L, params.per_neuron, params.given_n[k], gparams[k]);
 }
 
-// Run f(Family{}) for the family called `name` among Families.
-template <class... Families, typename F>
-void with_family(const std::string& name, F&& f) {
-  const bool hit = ((name == Families::kName ? (f(Families{}), true) : false) || ...);
-  if (!hit) throw std::invalid_argument("no C++ kernels for the neuron family '" + name + "'");
+// --- the families of one build: each registers itself --------------------------------------------
+
+// A family's two entry points, found by its name (csrc/families.cpp).
+struct FamilyKernels {
+  void (*forward)(int dtype, int64_t T, int64_t R, int64_t L, std::uintptr_t x, const Pointers& state0,
+                  const ParamTuples& params, std::uintptr_t spk, const Pointers& states,
+                  const std::vector<int>& options, int threads);
+  void (*backward)(int dtype, int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk, const Pointers& grad_states,
+                   std::uintptr_t x, const Pointers& state0, const Pointers& states, const ParamTuples& params,
+                   std::uintptr_t grad_x, const Pointers& grad_state0, const Pointers& grad_params,
+                   const std::vector<int>& options, int sg, double sg_param, int threads);
+};
+
+// Function-local static: filled by the families' static initialisers (FASTLIF_FAMILY), in any order.
+inline std::map<std::string, FamilyKernels>& family_registry() {
+  static std::map<std::string, FamilyKernels> all;
+  return all;
 }
 
-// The families of one build, by name: their kernels' entry points (which leave the GIL as they
-// find it) and the bindings (which release it for the kernels' whole run).
-template <class... Families>
-struct FamilySet {
-  // body(Family{}, scalar_t{}) for a call's family and dtype, after the checks both directions
-  // share: the grid, the family's name and its options.
-  template <typename Body>
-  static void with_call(const std::string& name, int dtype, int64_t T, int64_t R, int64_t L,
-                        const std::vector<int>& options, Body&& body) {
-    check_grid(name.c_str(), T, R, L);
-    with_family<Families...>(name, [&](auto fam) {
-      check_options(decltype(fam)::kName, options, typename decltype(fam)::Options{});
-      with_dtype(dtype, [&](auto v) { body(fam, v); });
-    });
-  }
+// body(scalar_t{}) for a call's dtype, after the checks both directions share: the grid and the
+// family's options.
+template <class F, typename Body>
+void with_checked_call(int dtype, int64_t T, int64_t R, int64_t L, const std::vector<int>& options, Body&& body) {
+  check_grid(F::kName, T, R, L);
+  check_options(F::kName, options, typename F::Options{});
+  with_dtype(dtype, std::forward<Body>(body));
+}
 
-  static void forward(const std::string& name, int dtype, int64_t T, int64_t R, int64_t L, std::uintptr_t x,
-                      const Pointers& state0, const ParamTuples& params, std::uintptr_t spk, const Pointers& states,
+// Family F's entry points (they leave the GIL as they find it), and its registration.
+template <class F>
+struct FamilyEntry {
+  static void forward(int dtype, int64_t T, int64_t R, int64_t L, std::uintptr_t x, const Pointers& state0,
+                      const ParamTuples& params, std::uintptr_t spk, const Pointers& states,
                       const std::vector<int>& options, int threads) {
-    with_call(name, dtype, T, R, L, options, [&](auto fam, auto v) {
-      family_fwd_typed<decltype(fam), decltype(v)>(T, R, L, x, state0, params, spk, states, options, threads);
+    with_checked_call<F>(dtype, T, R, L, options, [&](auto v) {
+      family_fwd_typed<F, decltype(v)>(T, R, L, x, state0, params, spk, states, options, threads);
     });
   }
 
-  static void backward(const std::string& name, int dtype, int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk,
+  static void backward(int dtype, int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk,
                        const Pointers& grad_states, std::uintptr_t x, const Pointers& state0, const Pointers& states,
                        const ParamTuples& params, std::uintptr_t grad_x, const Pointers& grad_state0,
                        const Pointers& grad_params, const std::vector<int>& options, int sg, double sg_param,
                        int threads) {
-    with_call(name, dtype, T, R, L, options, [&](auto fam, auto v) {
-      family_bwd_typed<decltype(fam), decltype(v)>(T, R, L, grad_spk, grad_states, x, state0, states, params, grad_x,
-                                                   grad_state0, grad_params, options, sg, sg_param, threads);
+    with_checked_call<F>(dtype, T, R, L, options, [&](auto v) {
+      family_bwd_typed<F, decltype(v)>(T, R, L, grad_spk, grad_states, x, state0, states, params, grad_x,
+                                       grad_state0, grad_params, options, sg, sg_param, threads);
     });
   }
 
-  static void register_bindings(pybind11::module_& m) {
-    namespace py = pybind11;
-    using release = py::call_guard<py::gil_scoped_release>;
-    m.def("family_fwd", &forward, release(), "a spec'd family's forward over T steps (pointers; see fastlif/family.py)",
-          py::arg("family"), py::arg("dtype"), py::arg("T"), py::arg("R"), py::arg("L"), py::arg("x"),
-          py::arg("state0"), py::arg("params"), py::arg("spk"), py::arg("states"), py::arg("options"),
-          py::arg("num_threads"));
-    m.def("family_bwd", &backward, release(),
-          "a spec'd family's surrogate backward over T steps (pointers; see fastlif/family.py)", py::arg("family"),
-          py::arg("dtype"), py::arg("T"), py::arg("R"), py::arg("L"), py::arg("grad_spk"), py::arg("grad_states"),
-          py::arg("x"), py::arg("state0"), py::arg("states"), py::arg("params"), py::arg("grad_x"),
-          py::arg("grad_state0"), py::arg("grad_params"), py::arg("options"), py::arg("surrogate_kind"),
-          py::arg("surrogate_param"), py::arg("num_threads"));
-    m.attr("families") = py::make_tuple(Families::kName...);
-  }
+  FamilyEntry() { family_registry().emplace(F::kName, FamilyKernels{&forward, &backward}); }
 };
+
+// At the end of csrc/families/<name>.cpp: the family's kernels join the build's registry by its
+// name, so a new family is its own file and no list elsewhere names it.
+#define FASTLIF_FAMILY(Step) static const ::fastlif::FamilyEntry<Step> fastlif_family_entry_##Step
 
 }  // namespace fastlif

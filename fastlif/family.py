@@ -1,7 +1,7 @@
 """One generic path for every element-wise neuron family described by a :class:`Family` spec.
 
 A family is its spec (states, parameters, compile-time options, the reference step) in
-``fastlif/families/<name>.py``, its C++ step in ``csrc/families/<name>.h`` and its Triton step in
+``fastlif/families/<name>.py``, its C++ step in ``csrc/families/<name>.cpp`` and its Triton step in
 ``kernels/<name>.py``. Everything else is here, once: argument checks, the backend choice, the
 reference loop, the autograd Function, the custom-op pair ``fastlif::family_fwd`` /
 ``family_bwd`` that ``torch.compile`` sees, and the launcher calls.

@@ -1,5 +1,5 @@
 """snnTorch's ``Alpha`` in Triton: its step and the step's gradient on the scan skeleton
-(``kernels/scan.py``); the arithmetic of ``csrc/families/alpha.h``, line for line."""
+(``kernels/scan.py``); the arithmetic of ``csrc/families/alpha.cpp``, line for line."""
 import triton
 import triton.language as tl
 

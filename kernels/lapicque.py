@@ -1,5 +1,5 @@
 """snnTorch's ``Lapicque`` in Triton: its step and the step's gradient on the scan skeleton
-(``kernels/scan.py``); the arithmetic of ``csrc/families/lapicque.h``, line for line."""
+(``kernels/scan.py``); the arithmetic of ``csrc/families/lapicque.cpp``, line for line."""
 import triton
 import triton.language as tl
 

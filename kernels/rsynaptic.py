@@ -1,5 +1,5 @@
 """snnTorch's ``RSynaptic`` (one-to-one feedback) in Triton: its step and the step's gradient on
-the scan skeleton (``kernels/scan.py``); the arithmetic of ``csrc/families/rsynaptic.h``, line
+the scan skeleton (``kernels/scan.py``); the arithmetic of ``csrc/families/rsynaptic.cpp``, line
 for line. State 0 is the previous step's spike output."""
 import triton
 import triton.language as tl

@@ -1,5 +1,5 @@
 """SpikingJelly's ``LIFNode`` / ``ParametricLIFNode`` in Triton: the step and its gradient on the
-scan skeleton (``kernels/scan.py``); the arithmetic of ``csrc/families/sj_lif.h``, line for
+scan skeleton (``kernels/scan.py``); the arithmetic of ``csrc/families/sj_lif.cpp``, line for
 line. Options: O0 leak (0: / tau, 1: * sigmoid(w)), O1 decay_input, O2 hard_reset, O3
 detach_reset."""
 import triton

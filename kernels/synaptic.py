@@ -1,5 +1,5 @@
 """snnTorch's ``Synaptic`` in Triton: its step and the step's gradient on the scan skeleton
-(``kernels/scan.py``); the arithmetic of ``csrc/families/synaptic.h``, line for line."""
+(``kernels/scan.py``); the arithmetic of ``csrc/families/synaptic.cpp``, line for line."""
 import triton
 import triton.language as tl
 

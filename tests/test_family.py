@@ -74,6 +74,18 @@ def grads_of(outs, leaves, seed=1):
 needs_backend = needs_cpp if not INTERPRET else pytest.mark.skipif(False, reason="")
 
 
+@needs_cpp
+@pytest.mark.skipif(INTERPRET, reason="runs in the parent process")
+def test_every_spec_has_its_registered_cpp_kernels():
+    """Each csrc/families/<name>.cpp registers its kernels by name (FASTLIF_FAMILY): the build's
+    registry holds exactly the spec'd families, and an unknown name is refused by name."""
+    from fastlif import backends
+    C = backends.cpp_module()
+    assert set(C.families) == set(FAMILIES)
+    with pytest.raises(ValueError, match="no C\\+\\+ kernels for the neuron family 'nonesuch'"):
+        C.family_fwd("nonesuch", 0, 1, 1, 1, 0, [], [], 0, [], [], 1)
+
+
 @needs_backend
 @pytest.mark.parametrize("name,options,sg", cases(small=INTERPRET))
 @pytest.mark.parametrize("neurons", [(3, 7), (2, 2, 5)], ids=["3x7", "2x2x5"])

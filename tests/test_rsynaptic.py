@@ -1,4 +1,4 @@
-"""fastlif.RSynaptic and its family (fastlif/families/rsynaptic.py, csrc/families/rsynaptic.h):
+"""fastlif.RSynaptic and its family (fastlif/families/rsynaptic.py, csrc/families/rsynaptic.cpp):
 the fused op against the reference loop (every reset, immediate or delayed, every surrogate,
 scalar and per-neuron parameters, awkward shapes, fp64 gradcheck), and the module against
 snnTorch's RSynaptic itself: one-to-one feedback (fused over T) and the dense Linear (torch's

@@ -1,4 +1,4 @@
-"""fastlif.Synaptic and the Synaptic family (fastlif/families/synaptic.py, csrc/families/synaptic.h) against the reference loop
+"""fastlif.Synaptic and the Synaptic family (fastlif/families/synaptic.py, csrc/families/synaptic.cpp) against the reference loop
 and against snnTorch's Synaptic: every option, awkward shapes, gradients of every input with
 random upstream gradients on every output (spikes, current, membrane)."""
 import copy

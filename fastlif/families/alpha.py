@@ -1,7 +1,7 @@
 """snnTorch's ``Alpha``: an excitatory and an inhibitory synaptic current (decaying with alpha
 and beta, fed +x and -x) whose sum, scaled by ``tau_alpha = log(alpha)/(log(beta) -
 log(alpha)) + 1``, is the membrane; with snnTorch's resets, quirks included. C++ step:
-``csrc/families/alpha.h``.
+``csrc/families/alpha.cpp``.
 
 ``tau_alpha`` is a parameter of the family, computed by torch from the clamped alpha and beta
 (:func:`tau_alpha`) as snnTorch computes it, so that the kernels see the very value snnTorch

@@ -1,5 +1,5 @@
 """snnTorch's ``Lapicque``: an RC circuit's membrane, ``m' = ((x*R)*(1/(R*C)))*ts +
-(1 - ts/(R*C))*m``, with snnTorch's resets. C++ step: ``csrc/families/lapicque.h``; Triton
+(1 - ts/(R*C))*m``, with snnTorch's resets. C++ step: ``csrc/families/lapicque.cpp``; Triton
 step: ``kernels/lapicque.py``."""
 from .. import backends
 from ..family import Family, cpp_bwd, cpp_fwd, register

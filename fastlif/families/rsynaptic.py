@@ -3,7 +3,7 @@ current, ``syn' = alpha*syn + x + rec(spk)``, ``mem' = beta*mem + syn'``, with s
 resets (only the membrane is reset). The family runs the one-to-one feedback ``rec(spk) =
 spk * V``; the dense one (``nn.Linear``) runs per step, the Linear by torch and then the
 family's single step with its output as the spike state and ``V = 1`` (``fastlif.RSynaptic``).
-C++ step: ``csrc/families/rsynaptic.h``.
+C++ step: ``csrc/families/rsynaptic.cpp``.
 """
 import torch
 

@@ -1,6 +1,6 @@
 """SpikingJelly 2.0's ``LIFNode`` and ``ParametricLIFNode`` as one family: the same charge, fire
 and reset, with the leak divided by ``tau`` (LIF) or multiplied by ``q = sigmoid(w)`` (PLIF), as
-SpikingJelly writes each. C++ step: ``csrc/families/sj_lif.h``. The modules:
+SpikingJelly writes each. C++ step: ``csrc/families/sj_lif.cpp``. The modules:
 :mod:`fastlif.spikingjelly`.
 
 Parameters: ``k`` (``tau``, or ``q`` computed by torch from ``w``), ``v_threshold``, ``v_reset``

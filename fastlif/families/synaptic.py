@@ -1,5 +1,5 @@
 """snnTorch's ``Synaptic``: a synaptic current decaying with alpha feeds a membrane decaying
-with beta. C++ step: ``csrc/families/synaptic.h``; Triton step: ``kernels/synaptic.py``.
+with beta. C++ step: ``csrc/families/synaptic.cpp``; Triton step: ``kernels/synaptic.py``.
 Backward rebuilds each step from the states alone (x is not kept)."""
 import torch
 

@@ -16,8 +16,6 @@
 // syn', which holds x's contribution); without either forward keeps the membrane alone, as
 // snnTorch's own graph does not but the hand-written kernel before this one did (4 bytes per
 // neuron-step in fp32, not 8: fastlif/families/synaptic.py, backward_reads).
-#pragma once
-
 #include "../scan.h"
 
 namespace fastlif {
@@ -80,5 +78,7 @@ struct SynapticStep : StepDefaults {
     return gsyn1;
   }
 };
+
+FASTLIF_FAMILY(SynapticStep);
 
 }  // namespace fastlif

@@ -12,8 +12,6 @@
 //
 // The membrane carries nothing from step to step but the (detached) reset flag, so no gradient
 // reaches the previous membrane.
-#pragma once
-
 #include "../scan.h"
 
 namespace fastlif {
@@ -92,5 +90,7 @@ struct AlphaStep : StepDefaults {
     return gbe - gbi;
   }
 };
+
+FASTLIF_FAMILY(AlphaStep);
 
 }  // namespace fastlif

@@ -17,8 +17,6 @@
 //   gx  = gh / k | gh * k (decay_input) or gh;   gv = gh - gh / k | gh - gh * k
 // and adds the gradients of k, thr and v_reset (for PLIF's k the sum over time per neuron, then
 // the skeleton's fixed-order sum over neurons: not SpikingJelly's order, so equal to rounding).
-#pragma once
-
 #include "../scan.h"
 
 namespace fastlif {
@@ -96,5 +94,7 @@ struct SjLifStep : StepDefaults {
     else return gh;
   }
 };
+
+FASTLIF_FAMILY(SjLifStep);
 
 }  // namespace fastlif

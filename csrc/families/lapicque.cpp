@@ -7,8 +7,6 @@
 //   b    = ((x*R)*k1)*ts + k2*m
 //   u    = b - r*thr | b - r*b | b                       subtract | zero | none
 //   spk  = H(u - thr) * g,  m' = u
-#pragma once
-
 #include "../scan.h"
 
 namespace fastlif {
@@ -62,5 +60,7 @@ struct LapicqueStep : StepDefaults {
     return g1 * p[kR];
   }
 };
+
+FASTLIF_FAMILY(LapicqueStep);
 
 }  // namespace fastlif

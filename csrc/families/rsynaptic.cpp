@@ -13,8 +13,6 @@
 // Backward: the spike's gradient (upstream plus the next step's, through its sp*V) meets the
 // immediate reset's d as RLeaky's does (csrc/rleaky.cpp: d/dh of (h*g)/g taken as 1, the
 // graded factor's gradient from spk only, as the two terms of autograd's cancel).
-#pragma once
-
 #include "../scan.h"
 
 namespace fastlif {
@@ -75,5 +73,7 @@ struct RSynapticStep : StepDefaults {
     return gy;
   }
 };
+
+FASTLIF_FAMILY(RSynapticStep);
 
 }  // namespace fastlif
