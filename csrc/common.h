@@ -393,6 +393,15 @@ inline S membrane_grad_u(S gm, S gspk, S u, S r, S th, S g, S& gth, S& gg, const
   return gu;
 }
 
+// The base reset of a membrane that integrated this step to w (Synaptic's and RSynaptic's,
+// snnTorch's _base_sub / _base_zero; kernels/common.py's base_reset): w - r*thr | w - w*r | w.
+template <typename S, int RESET>
+inline S base_reset(S w, S r, S th) {
+  if constexpr (RESET == kSubtract) return w - r * th;
+  else if constexpr (RESET == kZero) return w - w * r;
+  else return w;
+}
+
 // membrane_grad_u through the base reset u = w - r*thr | w - w*r | w: the gradient reaching w
 // (autograd's order for the zero form: gu - gu*r). Synaptic's and RSynaptic's step.
 template <typename S, int RESET, bool IMMEDIATE, int SG>

@@ -33,10 +33,7 @@ struct RSynapticStep : StepDefaults {
     const S th = p[kThr];
     r = heaviside(s[kMem] - th);
     y = (p[kA] * s[kSyn] + x) + s[kSp] * p[kV];
-    const S w = p[kB] * s[kMem] + y;
-    if constexpr (RESET == kSubtract) return w - r * th;
-    else if constexpr (RESET == kZero) return w - w * r;
-    else return w;
+    return base_reset<S, RESET>(p[kB] * s[kMem] + y, r, th);
   }
 
   template <typename S, class O>

@@ -40,10 +40,7 @@ struct SynapticStep : StepDefaults {
 
   template <typename S, int RESET>
   static S integrate(S m, S syn1, S b, S r, S th) {
-    const S m1 = b * m + syn1;
-    if constexpr (RESET == kSubtract) return m1 - r * th;
-    else if constexpr (RESET == kZero) return m1 - m1 * r;
-    else return m1;
+    return base_reset<S, RESET>(b * m + syn1, r, th);
   }
 
   template <typename S, class O>
