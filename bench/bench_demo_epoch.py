@@ -37,7 +37,7 @@ import time
 
 import torch
 
-from bench.common import Spinners, append_rows, cpu_name, extra, torch_version, wait_policy_label
+from bench.common import Spinners, append_rows, cpu_name, cpu_steal_jiffies, extra, torch_version, wait_policy_label
 
 T_STEPS, BATCH, RATE, DT = 50, 64, 100.0, 1e-3
 CSV = "demo_epoch.csv"
@@ -166,6 +166,7 @@ def main(argv=None):
     spinners = Spinners(args.busy) if args.busy else None
     if spinners:
         spinners.__enter__()
+    steal0, timed0 = cpu_steal_jiffies(), time.perf_counter()
     for r in range(args.rounds):
         loads.append(os.getloadavg()[0])
         order = providers[r % len(providers):] + providers[:r % len(providers)]
@@ -184,8 +185,13 @@ def main(argv=None):
                 p.times["encode"].append(t1 - t0)
                 p.times["train_epoch_network"].append(t3 - t2)
         print(f"  round {r + 1}/{args.rounds} done (load average {loads[-1]:.2f})", flush=True)
+    steal1, timed = cpu_steal_jiffies(), time.perf_counter() - timed0
     if spinners:
         spinners.__exit__(None, None, None)
+    # the share of the machine's CPU time its host took while the rounds ran (all cores)
+    steal_pct = (100.0 * (steal1 - steal0) / os.sysconf("SC_CLK_TCK") / (timed * (os.cpu_count() or 1))
+                 if steal0 is not None and steal1 is not None else float("nan"))
+    print(f"  CPU time stolen by the VM's host during the rounds: {steal_pct:.1f} %")
 
     ref = next((p for p in providers if p.name == "fastlif"), None)
     peer = next((p for p in providers if p.name == "snntorch"), None)
@@ -217,7 +223,7 @@ def main(argv=None):
                 "extra": extra(batches_per_epoch=n_epoch, timed_batches=len(p.times[direction]),
                                speedup_vs_snntorch=round(speedup, 2),
                                ms_per_batch=med * 1e3, threads=torch.get_num_threads(),
-                               loadavg_max=max(loads), loadavg_min=min(loads)),
+                               loadavg_max=max(loads), loadavg_min=min(loads), steal_pct=round(steal_pct, 2)),
             })
     if not args.no_csv:
         path = append_rows(CSV, rows)

@@ -99,6 +99,17 @@ def extra(**kv):
     return ";".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in kv.items())
 
 
+def cpu_steal_jiffies():
+    """The machine's CPU time stolen by the hypervisor so far (/proc/stat's ``steal``, in clock
+    ticks), or None where it cannot be read: its growth over a timing says whether the VM's host,
+    not the processes on it, took the time."""
+    try:
+        with open("/proc/stat") as f:
+            return int(f.readline().split()[8])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def wait_policy_label():
     """``", OMP_WAIT_POLICY=<value>"`` when the process was started with that variable set (a
     labelled extra row: users run with OpenMP's default, active waiting), else ``""``."""
