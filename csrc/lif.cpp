@@ -55,7 +55,7 @@ void lif_fwd_cpu(const LifArgs<scalar_t>& a, const ParamSet<scalar_t, 3>& params
 
 // GRADS: the parameters whose gradient is computed (grads_switch; bit k: parameter k). Compiled:
 // none (the tutorial's fixed beta), beta alone (learn_beta) and all three.
-constexpr int kGradsBeta = 1 << kBeta, kGradsAll = 7;
+using LifGradMasks = GradMaskSet<0, 1 << kBeta, kAllParams>;
 
 template <typename scalar_t, int RESET, bool IMMEDIATE, bool PER_NEURON, int SG, int GRADS>
 void lif_bwd_cpu(const LifArgs<scalar_t>& a, const ParamSet<scalar_t, 3>& params,
@@ -106,10 +106,10 @@ void lif_bwd_cpu(const LifArgs<scalar_t>& a, const ParamSet<scalar_t, 3>& params
         gx_out[j] = gu;
         if constexpr (RESET == kZero) {  // u = b*((1-r)*m) + x, autograd's order
           carry[j] = gu * b * (scalar_t(1) - r);
-          if constexpr (GRADS & kGradsBeta) gb[j] += gu * ((scalar_t(1) - r) * m0);
+          if constexpr ((GRADS >> kBeta) & 1) gb[j] += gu * ((scalar_t(1) - r) * m0);
         } else {
           carry[j] = gu * b;
-          if constexpr (GRADS & kGradsBeta) gb[j] += gu * m0;
+          if constexpr ((GRADS >> kBeta) & 1) gb[j] += gu * m0;
         }
       }
     }
@@ -156,11 +156,10 @@ void bwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk, std::ui
   ParamGrads<scalar_t, 3> pgrads(Items(a.R, a.L).count);
   int wanted = 0;
   for (int p = 0; p < 3; ++p) wanted |= gparams[p] ? 1 << p : 0;
-  lif_grad_switch<0, kGradsBeta, kGradsAll>(reset, immediate, params.per_neuron, wanted, sg,
-                                             [&](auto RESET, auto IMM, auto PN, auto SG, auto GRADS) {
-                                               lif_bwd_cpu<scalar_t, RESET(), IMM(), PN(), SG(), GRADS()>(a, params,
-                                                                                                         pgrads);
-                                             });
+  lif_grad_switch(reset, immediate, LifGradMasks{}, params.per_neuron, wanted, sg,
+                  [&](auto RESET, auto IMM, auto PN, auto SG, auto GRADS) {
+                    lif_bwd_cpu<scalar_t, RESET(), IMM(), PN(), SG(), GRADS()>(a, params, pgrads);
+                  });
   for (int k = 0; k < 3; ++k) pgrads.reduce(k, a.R, a.L, params.per_neuron, params.given_n[k], gparams[k]);
 }
 

@@ -134,27 +134,31 @@ void set_lif_backward(LifArgs<scalar_t>& a, const char* name, std::uintptr_t gra
   advise_huge(a.grad_x, a.T * a.R * a.L * int64_t(sizeof(scalar_t)));
 }
 
-// f(RESET, IMMEDIATE, PER_NEURON) as compile-time constants; an immediate reset of a neuron that
-// never resets is a delayed one.
+// f(RESET, IMMEDIATE) as compile-time constants; an immediate reset of a neuron that never
+// resets is a delayed one.
 template <typename F>
-void lif_switch(int reset, bool immediate, bool per_neuron, F&& f) {
+void reset_switch(int reset, bool immediate, F&& f) {
   int_switch<kSubtract, kZero, kNone>(reset, "reset_mode", [&](auto RESET) {
-    bool_switch(immediate && RESET() != kNone, [&](auto IMM) {
-      bool_switch(per_neuron, [&](auto PN) { f(RESET, IMM, PN); });
-    });
+    bool_switch(immediate && RESET() != kNone, [&](auto IMM) { f(RESET, IMM); });
   });
 }
 
-// lif_switch, the parameter gradients computed (grads_switch over Masks: bit k, parameter k's)
-// and the surrogate's kind: f(RESET, IMMEDIATE, PER_NEURON, SG, GRADS).
-template <int... Masks, typename F>
-void lif_grad_switch(int reset, bool immediate, bool per_neuron, int wanted, int sg, F&& f) {
-  int_switch<kSubtract, kZero, kNone>(reset, "reset_mode", [&](auto RESET) {
-    bool_switch(immediate && RESET() != kNone, [&](auto IMM) {
-      grads_switch<Masks...>(per_neuron, wanted, [&](auto PN, auto GRADS) {
-        int_switch<kAtan, kFastSigmoid, kSigmoid, kTriangular, kStraightThrough, kNoGrad>(
-            sg, "surrogate_kind", [&](auto SG) { f(RESET, IMM, PN, SG, GRADS); });
-      });
+// reset_switch and per-neuron parameters: f(RESET, IMMEDIATE, PER_NEURON).
+template <typename F>
+void lif_switch(int reset, bool immediate, bool per_neuron, F&& f) {
+  reset_switch(reset, immediate, [&](auto RESET, auto IMM) {
+    bool_switch(per_neuron, [&](auto PN) { f(RESET, IMM, PN); });
+  });
+}
+
+// reset_switch, the parameter gradients computed (grads_switch over `masks`; `wanted`, bit k:
+// parameter k's) and the surrogate's kind: f(RESET, IMMEDIATE, PER_NEURON, SG, GRADS).
+template <class Masks, typename F>
+void lif_grad_switch(int reset, bool immediate, Masks masks, bool per_neuron, int wanted, int sg, F&& f) {
+  reset_switch(reset, immediate, [&](auto RESET, auto IMM) {
+    grads_switch(masks, per_neuron, wanted, [&](auto PN, auto GRADS) {
+      int_switch<kAtan, kFastSigmoid, kSigmoid, kTriangular, kStraightThrough, kNoGrad>(
+          sg, "surrogate_kind", [&](auto SG) { f(RESET, IMM, PN, SG, GRADS); });
     });
   });
 }

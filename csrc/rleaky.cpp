@@ -354,7 +354,8 @@ void bwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk, std::ui
   ParamGrads<scalar_t, 4> pgrads(all_to_all ? 0 : Items(a.R, a.L).count);
   std::vector<scalar_t> row_partials(all_to_all ? static_cast<size_t>(3 * a.R * a.L) : 0);
   // every parameter's gradient is computed (one mask): RLeaky's V is learnable in practice
-  lif_grad_switch<15>(reset, immediate, params.per_neuron, 15, sg, [&](auto RESET, auto IMM, auto PN, auto SG, auto) {
+  lif_grad_switch(reset, immediate, GradMaskSet<kAllParams>{}, params.per_neuron, kAllParams, sg,
+                  [&](auto RESET, auto IMM, auto PN, auto SG, auto) {
     if (all_to_all) rleaky_linear_bwd_cpu<scalar_t, RESET(), IMM(), PN(), SG()>(a, params, row_partials);
     else rleaky_bwd_cpu<scalar_t, RESET(), IMM(), PN(), SG()>(a, params, pgrads);
   });

@@ -120,25 +120,13 @@ void surrogate_switch(int sg, SurrogateKinds<Kinds...>, F&& f) {
   int_switch<Kinds...>(sg, "surrogate_kind", std::forward<F>(f));
 }
 
-// The parameter-gradient masks a family's backward is compiled for (grads_switch; bit k:
-// parameter k, kAllParams: every one). Each is one more instantiation of it; a call gets the first
-// that covers the gradients it wants.
-template <int... Masks>
-struct GradMaskSet {};
-constexpr int kAllParams = -1;
-
-template <int... Masks, typename F>
-void grads_switch_of(GradMaskSet<Masks...>, bool per_neuron, int wanted, F&& f) {
-  grads_switch<Masks...>(per_neuron, wanted, std::forward<F>(f));
-}
-
 // What a family's step struct may leave out (it derives from this and declares what differs).
 struct StepDefaults {
   static constexpr bool kSpikeState = false;  // state 0 is the previous spike output
   static constexpr bool kNeedsX = true;       // backward reads x (else x is not kept)
   static constexpr int kReadsAfter = 0;       // bit k: backward reads state k after the step
   using Surrogates = SnnTorchSurrogates;      // the surrogate kinds it runs
-  using GradMasks = GradMaskSet<0, kAllParams>;  // no parameter gradient, or all of them
+  using GradMasks = GradMaskSet<0, kAllParams>;  // grads_switch: no parameter gradient, or all
   // Whether backward can go without state k's saved sequence (forward did not keep it: its
   // spec's backward_reads), given the call's options and the parameters whose gradient it
   // computes. An absent state reads as zeros, so a family allows it only where its backward
@@ -146,7 +134,7 @@ struct StepDefaults {
   // absent) compiles the check for absence into the backward loop of those families only: a
   // branch per state and step costs the others a few per cent at 128 neurons a row.
   static constexpr int kOptionalStates = 0;
-  static bool may_skip_state(int, const std::vector<int>&, const bool*) { return false; }
+  static bool may_skip_state(int, const std::vector<int>&, int) { return false; }
 };
 
 // --- the arguments of a call -----------------------------------------------------------------------
@@ -373,11 +361,10 @@ void family_bwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk, 
   a.grad_x = as_ptr<scalar_t>(grad_x);
   a.grad_state0 = family_pointers<scalar_t, NS>(F::kName, "initial-state gradients", grad_state0, false);
   const auto gparams = family_pointers<scalar_t, NP>(F::kName, "parameter gradients", grad_params, false);
-  bool grad_wanted[NP];
-  int wanted = 0;
-  for (int k = 0; k < NP; ++k) wanted |= (grad_wanted[k] = gparams[k] != nullptr) ? 1 << k : 0;
+  int wanted = 0;  // bit k: parameter k's gradient
+  for (int k = 0; k < NP; ++k) wanted |= gparams[k] ? 1 << k : 0;
   for (int k = 0; k < NS; ++k)
-    if (!a.state_seq[k] && !(((F::kOptionalStates >> k) & 1) && F::may_skip_state(k, options, grad_wanted)))
+    if (!a.state_seq[k] && !(((F::kOptionalStates >> k) & 1) && F::may_skip_state(k, options, wanted)))
       throw std::invalid_argument(std::string(F::kName) + "_bwd: the saved sequence of state " + std::to_string(k) +
                                   " is required by this call's backward (its options or parameter gradients)");
   a.sg = SurrogateConsts<scalar_t>(sg, sg_param);
@@ -385,7 +372,7 @@ void family_bwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk, 
   ParamGrads<scalar_t, NP> pgrads(Items(a.R, a.L).count);
   dispatch_options(options, 0, typename F::Options{}, static_cast<Opts<>*>(nullptr), [&](auto O) {
     surrogate_switch(sg, typename F::Surrogates{}, [&](auto SG) {
-      grads_switch_of(typename F::GradMasks{}, params.per_neuron, wanted, [&](auto PN, auto GRADS) {
+      grads_switch(typename F::GradMasks{}, params.per_neuron, wanted, [&](auto PN, auto GRADS) {
         scan_bwd<F, decltype(O), SG(), PN(), GRADS()>(a, params, pgrads);
       });
     });

@@ -23,14 +23,20 @@ decltype(auto) bool_switch(bool value, F&& f) {
   return f(std::false_type{});
 }
 
+// The parameter-gradient masks a backward is compiled for (bit k: parameter k; kAllParams: every
+// one). Each is one more instantiation of it.
+template <int... Masks>
+struct GradMaskSet {};
+constexpr int kAllParams = -1;
+
 // f(PN, GRADS) for a backward: per-neuron parameters (PN), and GRADS, the bit mask of the
-// parameters whose gradient the kernel computes (bit k: parameter k), as compile-time constants.
-// GRADS is the first of Masks (the last: every parameter) that covers `wanted`; a parameter
-// outside it has its gradient arithmetic compiled out (the common call: a neuron's fixed
-// threshold, and a fixed or alone learnable decay). Per-neuron parameters are learnable ones in
-// practice: they get the last mask only, sparing instantiations for a rare call.
+// parameters whose gradient the kernel computes, as compile-time constants. GRADS is the first
+// of Masks (the last: kAllParams) that covers `wanted` (bit k: parameter k's gradient is wanted);
+// a parameter outside it has its gradient arithmetic compiled out (the common call: a neuron's
+// fixed threshold, and a fixed or alone learnable decay). Per-neuron parameters are learnable
+// ones in practice: they get the last mask only, sparing instantiations for a rare call.
 template <int... Masks, typename F>
-void grads_switch(bool per_neuron, int wanted, F&& f) {
+void grads_switch(GradMaskSet<Masks...>, bool per_neuron, int wanted, F&& f) {
   constexpr int all = (Masks | ...);
   if (per_neuron) return f(std::true_type{}, std::integral_constant<int, all>{});
   const bool hit = (((wanted & ~Masks) == 0 ? (f(std::false_type{}, std::integral_constant<int, Masks>{}), true)

@@ -34,8 +34,8 @@ struct SynapticStep : StepDefaults {
 
   static constexpr int kOptionalStates = 1 << kSyn;
   // option 1: immediate reset
-  static bool may_skip_state(int k, const std::vector<int>& options, const bool* grad_wanted) {
-    return k == kSyn && options[1] == 0 && !grad_wanted[kA];
+  static bool may_skip_state(int k, const std::vector<int>& options, int grads_wanted) {
+    return k == kSyn && options[1] == 0 && !((grads_wanted >> kA) & 1);
   }
 
   template <typename S, int RESET>
