@@ -20,6 +20,7 @@ its sums run in another order than snnTorch's GEMM, so its spikes are compared a
 not asserted).
 """
 import argparse
+import functools
 import json
 import math
 import os
@@ -35,6 +36,7 @@ from importlib import metadata
 import torch
 
 from fastlif.testing import run_per_step
+from fastlif.timing import summarize, time_samples
 
 from bench.common import Spinners, append_rows, cpu_name, extra, time_cpu, torch_version
 
@@ -381,12 +383,26 @@ def saved_bytes(fn, x):
     return sum(storages.values())
 
 
-def timed(fn, est_s, heavy):
-    """time_cpu with a repeat count that fits the call's cost (est_s: one call, in seconds)."""
+def sample_plan(est_s, heavy):
+    """``(repeat, min_time_s)``: how many samples of a call, or how long, fit its cost (est_s: one
+    call, in seconds)."""
     if est_s < 0.05:
-        return time_cpu(fn, warmup=3, repeat=20, min_time_s=1.5)
-    repeat = max(3, min(15, int((4.0 if heavy else 2.0) / est_s)))
-    return time_cpu(fn, warmup=1, repeat=repeat)
+        return 20, 1.5
+    return max(3, min(15, int((4.0 if heavy else 2.0) / est_s))), 0.0
+
+
+def timed(fn, est_s, heavy):
+    """time_cpu with a repeat count that fits the call's cost (sample_plan)."""
+    repeat, min_time_s = sample_plan(est_s, heavy)
+    return time_cpu(fn, warmup=3 if min_time_s else 1, repeat=repeat, min_time_s=min_time_s)
+
+
+# Pass 2 of a case times its providers in ROUNDS rounds, each provider taking a share of its
+# samples per round in an order that rotates from round to round: a phase of the VM (its speed
+# drifts by up to 2x within seconds) or of a competing load then falls on every provider alike,
+# where timing each provider in one block let it fall on one (the busy ratios swung from 0.5x to
+# 1.8x between runs that way).
+ROUNDS = 5
 
 
 def copy_bandwidth():
@@ -546,43 +562,65 @@ class Run:
             info["saved_B_per_ns"] = saved_bytes(fn, x) / (T * B * N)
             infos[name] = info
         compared, base = base is not None, None
-        # Pass 2, timings, in the order given.
+        # Pass 2, timings, in rounds (ROUNDS): the median and spread of each provider are over its
+        # samples from every round.
+        plans = {}
         for name in providers:
             fn = fns[name][0]
-            info = infos[name]
             torch.set_num_threads(THREADS.get(name, self.threads))
             t0 = time.perf_counter()
             forward_backward(fn, x, grads)
             est = min(first[name], time.perf_counter() - t0)
             for direction in directions:
                 if direction == FB:
-                    call = lambda: forward_backward(fn, x, grads)  # noqa: E731
+                    call = functools.partial(forward_backward, fn, x, grads)
+                    est_d = est
                 else:
-                    call = lambda: forward_only(fn, x)  # noqa: E731
+                    call = functools.partial(forward_only, fn, x)
                     call()
                     t0 = time.perf_counter()
                     call()
                     est_d = time.perf_counter() - t0
-                # With --wait-idle, a timing during which other processes took the cores is
-                # done again (at most 3 times) after waiting for them to leave.
-                for attempt in range(3):
-                    before = self.wait()
-                    solo_before = _solo_events()
-                    with OthersBusy() as during:
-                        timing = timed(call, est if direction == FB else est_d, heavy)
-                    # how often fastlif's regions saw a thread held off its core during the
-                    # timing and sent the following calls to one thread (csrc/common.h, Team)
-                    solo = _solo_events() - solo_before
-                    if not during.value > 0.15 or self.wait_idle_s <= 0:
-                        break
-                    print(f"   ({name} {direction}: other processes took {during.value * 100:.0f}% "
-                          f"of the cores during the timing"
-                          f"{'; again' if attempt < 2 and self.wait_idle_s > 0 else ''})",
-                          flush=True)
-                info = dict(infos[name], busy_before=before, busy_during=during.value, solo_events=solo)
-                self.report(self.add(case, T, B, N, name, direction, timing, family=family, **info))
+                repeat, min_time_s = sample_plan(est_d, heavy)
+                plans[name, direction] = dict(call=call, repeat=-(-repeat // ROUNDS), min_time_s=min_time_s / ROUNDS,
+                                              samples=[], before=[], during=[], solo=0)
             torch.set_num_threads(self.threads)
-            fns[name] = None
+        for r in range(ROUNDS):
+            for name in providers[r % len(providers):] + providers[:r % len(providers)]:
+                torch.set_num_threads(THREADS.get(name, self.threads))
+                for direction in directions:
+                    plan = plans[name, direction]
+                    # With --wait-idle, a block during which other processes took the cores is
+                    # timed again (at most 3 times) after waiting for them to leave.
+                    for attempt in range(3):
+                        before = self.wait()
+                        solo_before = _solo_events()
+                        with OthersBusy() as during:
+                            samples = time_samples(plan["call"], warmup=1, repeat=plan["repeat"],
+                                                   min_time_s=plan["min_time_s"])
+                        # how often fastlif's regions saw a thread held off its core and sent the
+                        # following calls to one thread (csrc/common.h, Team)
+                        solo = _solo_events() - solo_before
+                        if not during.value > 0.15 or self.wait_idle_s <= 0:
+                            break
+                        print(f"   ({name} {direction}: other processes took {during.value * 100:.0f}% "
+                              f"of the cores during the timing"
+                              f"{'; again' if attempt < 2 and self.wait_idle_s > 0 else ''})",
+                              flush=True)
+                    plan["samples"] += samples
+                    plan["before"].append(before)
+                    plan["during"].append(during.value)
+                    plan["solo"] += solo
+                torch.set_num_threads(self.threads)
+        for name in providers:
+            for direction in directions:
+                plan = plans[name, direction]
+                info = dict(infos[name], busy_before=max(plan["before"]),
+                            busy_during=sum(plan["during"]) / len(plan["during"]), solo_events=plan["solo"])
+                self.report(self.add(case, T, B, N, name, direction, summarize(plan["samples"]), family=family,
+                                     **info))
+        plans.clear()
+        fns.clear()
         if compile_timeout:
             print(f"   reference_compiled: cold torch.compile in a subprocess "
                   f"(limit {compile_timeout:.0f} s) ...", flush=True)

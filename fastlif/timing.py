@@ -11,8 +11,8 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def time_call(fn, *, device="cpu", warmup=2, repeat=10, min_time_s=0.0, max_repeat=None):
-    """``(median, q20, q80)`` of ``fn()``'s wall time in milliseconds.
+def time_samples(fn, *, device="cpu", warmup=2, repeat=10, min_time_s=0.0, max_repeat=None):
+    """``fn()``'s wall times in milliseconds, in the order taken.
 
     Runs ``warmup`` calls, then at least ``repeat`` timed ones, and keeps going until
     ``min_time_s`` of measurement has passed (at most ``max_repeat`` samples), so fast cases
@@ -29,6 +29,17 @@ def time_call(fn, *, device="cpu", warmup=2, repeat=10, min_time_s=0.0, max_repe
         fn()
         _sync(device)
         samples.append((time.perf_counter() - t0) * 1e3)
-    samples.sort()
+    return samples
+
+
+def summarize(samples):
+    """``(median, q20, q80)`` of wall times."""
+    samples = sorted(samples)
     q = statistics.quantiles(samples, n=5) if len(samples) > 1 else samples * 4
     return statistics.median(samples), q[0], q[3]
+
+
+def time_call(fn, *, device="cpu", warmup=2, repeat=10, min_time_s=0.0, max_repeat=None):
+    """``(median, q20, q80)`` of ``fn()``'s wall time in milliseconds (:func:`time_samples`)."""
+    return summarize(time_samples(fn, device=device, warmup=warmup, repeat=repeat, min_time_s=min_time_s,
+                                  max_repeat=max_repeat))
