@@ -596,7 +596,10 @@ class Run:
                         before = self.wait()
                         solo_before = _solo_events()
                         with OthersBusy() as during:
-                            samples = time_samples(plan["call"], warmup=1, repeat=plan["repeat"],
+                            # a warm-up call each round for the fast calls (caches the provider
+                            # before left cold); the slow ones only in the first round
+                            warmup = 1 if r == 0 or plan["min_time_s"] else 0
+                            samples = time_samples(plan["call"], warmup=warmup, repeat=plan["repeat"],
                                                    min_time_s=plan["min_time_s"])
                         # how often fastlif's regions saw a thread held off its core and sent the
                         # following calls to one thread (csrc/common.h, Team)
