@@ -22,6 +22,14 @@ PYBIND11_MODULE(_C, m) {
         {"SJ_ATAN", fastlif::kSjAtan},          {"FLOAT32", fastlif::kFloat32},
         {"FLOAT64", fastlif::kFloat64}};
   }, "The integer codes this build was compiled with (mirror of fastlif/codes.py).");
+  // The step loops' exp (common.h, exp_lanes) on n floats, for tests/test_cpp.py: its accuracy
+  // against the correctly rounded exp, and its limits (inf, 0, NaN).
+  m.def("_exp_lanes", [](std::uintptr_t x, std::uintptr_t out, int64_t n) {
+    const float* in = fastlif::as_ptr<const float>(x);
+    float* res = fastlif::as_ptr<float>(out);
+    for (int64_t i = 0; i < n; ++i) res[i] = fastlif::exp_lanes(in[i]);
+  }, "exp of n float32 values at x into out (pointers), as the kernels' step loops compute it",
+        pybind11::arg("x"), pybind11::arg("out"), pybind11::arg("n"));
 #ifdef _OPENMP
   m.attr("openmp") = true;
 #else
