@@ -54,10 +54,16 @@ BYTES_PER_NS = {"forward": 12, "forward+backward": 28}
 FAMILY_BYTES = {"leaky": BYTES_PER_NS, "synaptic": {"forward": 16, "forward+backward": 36},
                 "rleaky": BYTES_PER_NS, "rleaky_dense": None,
                 # the neurons added on the family spec (issue 20): ratios only, at the tutorial size
-                "lapicque": None, "alpha": None, "rsynaptic": None, "sj_lif": None, "sj_plif": None}
-SPEC_FAMILIES = ("lapicque", "alpha", "rsynaptic", "sj_lif", "sj_plif")
+                "lapicque": None, "alpha": None, "rsynaptic": None, "sj_lif": None, "sj_plif": None,
+                "sj_lif_sigmoid": None, "sj_plif_sigmoid": None}
+# sj_*_sigmoid: SpikingJelly's pair with its default surrogate, Sigmoid(alpha=4), which a user who
+# sets none gets; sj_lif and sj_plif use ATan(alpha=2), snnTorch's atan
+SPEC_FAMILIES = ("lapicque", "alpha", "rsynaptic", "sj_lif", "sj_plif", "sj_lif_sigmoid", "sj_plif_sigmoid")
+SJ_FAMILIES = {"sj_lif": (False, "ATan"), "sj_plif": (True, "ATan"), "sj_lif_sigmoid": (False, "Sigmoid"),
+               "sj_plif_sigmoid": (True, "Sigmoid")}  # family: (parametric, surrogate)
 # the provider each family's results are checked against (and its ratio target is taken from)
-FAMILY_PEER = {"sj_lif": "spikingjelly_lif", "sj_plif": "spikingjelly_plif"}
+FAMILY_PEER = {f: "spikingjelly_plif" if parametric else "spikingjelly_lif"
+               for f, (parametric, _) in SJ_FAMILIES.items()}
 ALPHA, V = 0.9, 0.5
 COPY_MB = 256
 FB, FWD = "forward+backward", "forward"
@@ -65,7 +71,7 @@ FB, FWD = "forward+backward", "forward"
 SJ_TAU = 1.0 / (1.0 - BETA)
 SJ_SETTINGS = (f"tau:{SJ_TAU:g} (1/(1-beta)) decay_input:False (H = v - v/tau + x = beta*v + x) "
                "v_threshold:1 v_reset:None (soft reset: subtract) detach_reset:True "
-               "surrogate:ATan(alpha 2) step_mode:m store_v_seq:True; CPU runs SJ's torch-reference "
+               "surrogate:{surrogate} step_mode:m store_v_seq:True; CPU runs SJ's torch-reference "
                "(eager ops in a Python loop; cupy/triton are CUDA-only); differs from snnTorch: "
                "resets in the same step and fires at h>=thr so spikes are not compared")
 
@@ -249,12 +255,22 @@ def family_reference(family, N):
     return layer.sequence, f"fastlif.{FAMILY_WHAT[family]}.sequence backend reference (the plain loop)"
 
 
-def sj_family_providers(parametric):
+def sj_surrogate(module, name):
+    """SpikingJelly's surrogate ``name`` from ``module`` (SpikingJelly's or fastlif.spikingjelly's):
+    ATan(alpha=2), snnTorch's atan, or Sigmoid with SpikingJelly's default alpha (4)."""
+    return module.ATan(alpha=2.0) if name == "ATan" else module.Sigmoid()
+
+
+def sj_settings(surrogate):
+    return SJ_SETTINGS.format(surrogate="ATan(alpha 2)" if surrogate == "ATan" else "Sigmoid(alpha 4, SJ's default)")
+
+
+def sj_family_providers(parametric, surrogate="ATan"):
     """SpikingJelly's neuron in SpikingJelly and in fastlif.spikingjelly, the same settings."""
     def fastlif_node(backend, N=None):
         import fastlif.spikingjelly as fsj
         common = dict(decay_input=False, v_threshold=1.0, v_reset=None, detach_reset=True,
-                      surrogate_function=fsj.surrogate.ATan(alpha=2.0), step_mode="m", store_v_seq=True,
+                      surrogate_function=sj_surrogate(fsj.surrogate, surrogate), step_mode="m", store_v_seq=True,
                       backend=backend)
         node = fsj.ParametricLIFNode(init_tau=SJ_TAU, **common) if parametric else fsj.LIFNode(tau=SJ_TAU, **common)
 
@@ -262,16 +278,16 @@ def sj_family_providers(parametric):
             node.reset()
             spk = node(x)
             return spk, node.v_seq
-        return run, f"fastlif.spikingjelly.{type(node).__name__} backend {backend}; {SJ_SETTINGS}"
+        return run, f"fastlif.spikingjelly.{type(node).__name__} backend {backend}; {sj_settings(surrogate)}"
     peer = FAMILY_PEER["sj_plif" if parametric else "sj_lif"]
-    return {"fastlif": lambda N: fastlif_node("auto"), peer: lambda N: _sj_provider(parametric),
+    return {"fastlif": lambda N: fastlif_node("auto"), peer: lambda N: _sj_provider(parametric, surrogate),
             "reference": lambda N: fastlif_node("reference"),
             "fastlif_1thread": lambda N: _one_thread(fastlif_node("auto"))}
 
 
 def family_providers(family):
-    if family in ("sj_lif", "sj_plif"):
-        return sj_family_providers(family == "sj_plif")
+    if family in SJ_FAMILIES:
+        return sj_family_providers(*SJ_FAMILIES[family])
     return {"fastlif": lambda N: family_fastlif(family, N), "snntorch_loop": lambda N: family_snntorch(family, N),
             "reference": lambda N: family_reference(family, N),
             "fastlif_1thread": lambda N: _one_thread(family_fastlif(family, N))}
@@ -291,10 +307,10 @@ def provider_reference(N=None):
             "fastlif.reference.lif_sequence_reference with a learnable beta tensor")
 
 
-def _sj_provider(parametric, N=None):
+def _sj_provider(parametric, surrogate_name="ATan"):
     from spikingjelly.activation_based import functional, neuron, surrogate
     common = dict(decay_input=False, v_threshold=1.0, v_reset=None, detach_reset=True,
-                  surrogate_function=surrogate.ATan(alpha=2.0), step_mode="m", store_v_seq=True)
+                  surrogate_function=sj_surrogate(surrogate, surrogate_name), step_mode="m", store_v_seq=True)
     if parametric:
         node = neuron.ParametricLIFNode(init_tau=SJ_TAU, **common)
     else:
@@ -306,7 +322,7 @@ def _sj_provider(parametric, N=None):
         return spk, node.v_seq
     what = ("ParametricLIFNode (learnable tau = the learnable-decay analogue)" if parametric
             else "LIFNode (fixed tau: SJ's LIFNode has no learnable decay)")
-    return run, f"{what}; {SJ_SETTINGS}"
+    return run, f"{what}; {sj_settings(surrogate_name)}"
 
 
 def provider_fastlif_1thread(N=None):
