@@ -51,16 +51,16 @@ SEED = 0
 # recomputed from the saved membrane). The dense RLeaky is dominated by its matrix work: no
 # byte count, no roofline.
 BYTES_PER_NS = {"forward": 12, "forward+backward": 28}
+# SpikingJelly's pair, family: (parametric, surrogate). sj_lif and sj_plif use ATan(alpha=2),
+# snnTorch's atan; sj_*_sigmoid SpikingJelly's default surrogate, Sigmoid(alpha=4), which a user
+# who sets none gets.
+SJ_FAMILIES = {"sj_lif": (False, "ATan"), "sj_plif": (True, "ATan"), "sj_lif_sigmoid": (False, "Sigmoid"),
+               "sj_plif_sigmoid": (True, "Sigmoid")}
+SPEC_FAMILIES = ("lapicque", "alpha", "rsynaptic", *SJ_FAMILIES)
 FAMILY_BYTES = {"leaky": BYTES_PER_NS, "synaptic": {"forward": 16, "forward+backward": 36},
                 "rleaky": BYTES_PER_NS, "rleaky_dense": None,
                 # the neurons added on the family spec (issue 20): ratios only, at the tutorial size
-                "lapicque": None, "alpha": None, "rsynaptic": None, "sj_lif": None, "sj_plif": None,
-                "sj_lif_sigmoid": None, "sj_plif_sigmoid": None}
-# sj_*_sigmoid: SpikingJelly's pair with its default surrogate, Sigmoid(alpha=4), which a user who
-# sets none gets; sj_lif and sj_plif use ATan(alpha=2), snnTorch's atan
-SPEC_FAMILIES = ("lapicque", "alpha", "rsynaptic", "sj_lif", "sj_plif", "sj_lif_sigmoid", "sj_plif_sigmoid")
-SJ_FAMILIES = {"sj_lif": (False, "ATan"), "sj_plif": (True, "ATan"), "sj_lif_sigmoid": (False, "Sigmoid"),
-               "sj_plif_sigmoid": (True, "Sigmoid")}  # family: (parametric, surrogate)
+                **dict.fromkeys(SPEC_FAMILIES)}
 # the provider each family's results are checked against (and its ratio target is taken from)
 FAMILY_PEER = {f: "spikingjelly_plif" if parametric else "spikingjelly_lif"
                for f, (parametric, _) in SJ_FAMILIES.items()}
@@ -255,14 +255,18 @@ def family_reference(family, N):
     return layer.sequence, f"fastlif.{FAMILY_WHAT[family]}.sequence backend reference (the plain loop)"
 
 
+# surrogate name: (how to build it from a surrogate module, SpikingJelly's or
+# fastlif.spikingjelly's; how the settings note spells it)
+SJ_SURROGATES = {"ATan": (lambda module: module.ATan(alpha=2.0), "ATan(alpha 2)"),
+                 "Sigmoid": (lambda module: module.Sigmoid(), "Sigmoid(alpha 4, SJ's default)")}
+
+
 def sj_surrogate(module, name):
-    """SpikingJelly's surrogate ``name`` from ``module`` (SpikingJelly's or fastlif.spikingjelly's):
-    ATan(alpha=2), snnTorch's atan, or Sigmoid with SpikingJelly's default alpha (4)."""
-    return module.ATan(alpha=2.0) if name == "ATan" else module.Sigmoid()
+    return SJ_SURROGATES[name][0](module)
 
 
-def sj_settings(surrogate):
-    return SJ_SETTINGS.format(surrogate="ATan(alpha 2)" if surrogate == "ATan" else "Sigmoid(alpha 4, SJ's default)")
+def sj_settings(name):
+    return SJ_SETTINGS.format(surrogate=SJ_SURROGATES[name][1])
 
 
 def sj_family_providers(parametric, surrogate="ATan"):
