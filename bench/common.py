@@ -22,12 +22,18 @@ FIELDS = ["timestamp", "bench", "case", "shape", "dtype", "provider", "direction
 
 
 def git_commit(tree=None):
-    """The short commit of this checkout, or of ``tree``."""
+    """The short commit of this checkout, or of ``tree``, with ``+modified`` where a tracked
+    file other than the results differs from it (a row measured on uncommitted code says so)."""
+    where = tree or Path(__file__).parent
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, cwd=tree or Path(__file__).parent, check=True).stdout.strip()
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, cwd=where, check=True).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+                                  ":(top,exclude)bench/results"], capture_output=True, text=True, cwd=where,
+                                 check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+    return commit + "+modified" if changed else commit
 
 
 def run_in_tree(script, tree, args, env=None, timeout=600):
