@@ -310,8 +310,9 @@ inline S pick(bool first, S a, S b) {
 }
 
 // a * b + c, fused where the target has FMA (one rounding, one instruction); otherwise two.
-// For exp_lanes' own arithmetic only: a peer's operation order is never fused (-ffp-contract=off).
-inline double mul_add(double a, double b, double c) {
+// For the exps' own arithmetic only: a peer's operation order is never fused (-ffp-contract=off).
+template <typename S>
+inline S mul_add(S a, S b, S c) {
 #if defined(__FMA__)
   return std::fma(a, b, c);
 #else
@@ -319,11 +320,12 @@ inline double mul_add(double a, double b, double c) {
 #endif
 }
 
-// exp for the step loops. A call to libm's expf is opaque to GCC's vectoriser, so a loop that
-// held one (the sigmoid surrogates' backward: SpikingJelly's default, snnTorch's sigmoid) ran
-// one neuron at a time, 4-5x slower than the atan surrogate's (2026-12-06: SpikingJelly's
-// LIFNode with its default Sigmoid 2.2 ms forward+backward at the tutorial size against 0.49 ms
-// with ATan). For float this is exp evaluated in double and rounded once: n = round(x / ln2) by
+// exp for the step loops where the peer calls torch.exp (snnTorch's sigmoid surrogate: MKL's VML
+// on x86, whose bits no open code reproduces, so the nearest to the true value instead). A call
+// to libm's expf is opaque to GCC's vectoriser, so a loop that held one ran one neuron at a time,
+// 4-5x slower than the atan surrogate's (2026-12-06: SpikingJelly's LIFNode with its default
+// Sigmoid 2.2 ms forward+backward at the tutorial size against 0.49 ms with ATan; that one now
+// runs exp_sleef, below). For float this is exp evaluated in double and rounded once: n = round(x / ln2) by
 // the 1.5 * 2^52 shift (no float-to-int conversion), r = x - n ln2, a degree-8 polynomial
 // (Chebyshev interpolation of exp on [-ln2/2, ln2/2]: relative error 1.1e-12, where the degree-11
 // Taylor polynomial it replaced took 2.5x the time: 2026-12-06, 409,600 floats, 256 against 600-800
@@ -357,11 +359,50 @@ inline float exp_lanes(float x) {
 }
 inline double exp_lanes(double x) { return std::exp(x); }
 
-// torch.sigmoid's formula, 1 / (1 + exp(-a)); torch's vectorised exp may round differently in
-// the last place, so gradients through it agree to rounding, not bit for bit.
+// 2^n for a float's exponent range (n in [-126, 127]), built in the exponent bits.
+inline float pow2_bits(uint32_t n) {
+  const uint32_t bits = (n + 127u) << 23;
+  float out;
+  std::memcpy(&out, &bits, sizeof out);
+  return out;
+}
+
+// The exp torch's vectorised CPU kernels run (ATen's Vectorized<float>::exp on AVX2 and AVX-512:
+// Sleef's expf_u10), step for step: q = rint(d / ln2), s = d - q ln2 in two fused parts, a
+// degree-6 polynomial, 2^q in two factors (so that subnormal results round once), 0 below -104
+// and inf above 100. Within one ulp of the correctly rounded exp (not within the 1e-3 share of
+// exp_lanes). What it is for: torch.sigmoid's vectorised path is 1 / (exp(0 - a) + 1) with it,
+// so sj_sigmoid equals torch.sigmoid bit for bit (over every float tried; tests/test_cpp.py) and
+// SpikingJelly's Sigmoid surrogate, which calls torch.sigmoid, gets its gradient bits. In float
+// lanes it also takes half the time of exp_lanes' double ones. Needs FMA for those bits (without,
+// within a few ulp). rint is the 1.5 * 2^23 shift, q read from t's bits: no float-to-int
+// conversion, which is undefined for NaN (a NaN input gives NaN through s).
+inline float exp_sleef(float d) {
+  constexpr float kShift = 0x1.8p23f;
+  const float t = d * 1.442695040888963407359924681001892137426645954152985934135449406931f + kShift;
+  const float qf = t - kShift;
+  uint32_t tbits;
+  std::memcpy(&tbits, &t, sizeof tbits);
+  const uint32_t q = tbits - 0x4B400000u;  // qf as a two's-complement integer
+  float s = mul_add(qf, -0.693145751953125f, d);
+  s = mul_add(qf, -1.428606765330187045e-06f, s);
+  float u = 0.000198527617612853646278381f;
+  u = mul_add(u, s, 0.00139304355252534151077271f);
+  u = mul_add(u, s, 0.00833336077630519866943359f);
+  u = mul_add(u, s, 0.0416664853692054748535156f);
+  u = mul_add(u, s, 0.166666671633720397949219f);
+  u = mul_add(u, s, 0.5f);
+  u = 1.0f + mul_add(s * s, u, s);
+  const uint32_t half = static_cast<uint32_t>(static_cast<int32_t>(q) >> 1);
+  u = u * pow2_bits(half) * pow2_bits(q - half);
+  return pick(d < -104.f, 0.f, pick(100.f < d, std::numeric_limits<float>::infinity(), u));
+}
+inline double exp_sleef(double d) { return std::exp(d); }
+
+// torch.sigmoid as its vectorised CPU path computes it: a = 0 - a, exp, + 1, reciprocal.
 template <typename scalar_t>
 inline scalar_t sj_sigmoid(scalar_t a) {
-  return scalar_t(1) / (scalar_t(1) + exp_lanes(-a));
+  return scalar_t(1) / (exp_sleef(scalar_t(0) - a) + scalar_t(1));
 }
 
 // A surrogate's constants as snnTorch's backward rounds them: its Python-float parameter enters

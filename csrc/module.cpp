@@ -30,6 +30,21 @@ PYBIND11_MODULE(_C, m) {
     for (int64_t i = 0; i < n; ++i) res[i] = fastlif::exp_lanes(in[i]);
   }, "exp of n float32 values at x into out (pointers), as the kernels' step loops compute it",
         pybind11::arg("x"), pybind11::arg("out"), pybind11::arg("n"));
+  // SpikingJelly's sigmoid as the step loops compute it (common.h, sj_sigmoid on exp_sleef) on n
+  // floats, for tests/test_cpp.py: torch.sigmoid's vectorised path, bit for bit with FMA.
+  m.def("_sj_sigmoid", [](std::uintptr_t x, std::uintptr_t out, int64_t n) {
+    const float* in = fastlif::as_ptr<const float>(x);
+    float* res = fastlif::as_ptr<float>(out);
+    for (int64_t i = 0; i < n; ++i) res[i] = fastlif::sj_sigmoid(in[i]);
+  }, "sigmoid of n float32 values at x into out (pointers), as SpikingJelly's surrogates in the step "
+     "loops compute it", pybind11::arg("x"), pybind11::arg("out"), pybind11::arg("n"));
+  // Whether this build fuses multiply-adds (-march=native on an FMA machine): exp_sleef's bits
+  // equal torch's only then.
+#ifdef __FMA__
+  m.attr("fma") = true;
+#else
+  m.attr("fma") = false;
+#endif
 #ifdef _OPENMP
   m.attr("openmp") = true;
 #else

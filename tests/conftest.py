@@ -1,5 +1,5 @@
-"""Shared test fixtures: devices to run on, a guard for torch's global thread count, and child
-test runs."""
+"""Shared test fixtures: devices to run on, a guard for torch's global thread count, child test
+runs, and whether torch.sigmoid's bits are the kernels' here."""
 import os
 
 import pytest
@@ -14,6 +14,19 @@ needs_cpp = pytest.mark.skipif("cpp" not in fastlif.backends.available("cpu"),
 
 # parametrize(..., DEVICES): CPU always; CUDA where there is one, else skipped with the reason.
 DEVICES = ["cpu", pytest.param("cuda", marks=needs_cuda)]
+
+
+def sigmoid_not_vectorised():
+    """Why torch.sigmoid's bits may not be exp_sleef's here, or None: they are where torch's CPU
+    kernels run Sleef's vector exp (AVX2, AVX-512) and fastlif's build fuses multiply-adds."""
+    if "cpp" not in fastlif.backends.available("cpu"):
+        return "no C++ extension"
+    if not fastlif.backends.cpp_module().fma:
+        return "this build has no FMA (FASTLIF_NATIVE=0 or a sanitizer build)"
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability not in ("AVX2", "AVX512"):
+        return f"torch's CPU kernels run {capability}, not its Sleef vector exp"
+    return None
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import torch
 import fastlif
 from fastlif.testing import assert_grads_close, layout, make_case, run
 from lif_cases import SURROGATES, option_grid
-from conftest import needs_cpp
+from conftest import needs_cpp, sigmoid_not_vectorised
 
 pytestmark = needs_cpp
 
@@ -86,6 +86,60 @@ def test_threshold_on_the_spike_edge():
     case.params = {"beta": torch.tensor(0.85), "threshold": torch.tensor(1.0), "graded": torch.tensor(1.0)}
     compare(tuple(x.shape), "subtract", True, "atan", "scalar", x=x, case=case)
     assert fastlif.lif_sequence(torch.ones(1, 1), 1.0)[0].item() == 0  # mem == threshold: no spike
+
+
+def sigmoid_inputs():
+    """2^22 float32 bit patterns spread over [-120, 120], a normal sample, the limits; a multiple
+    of 32768 long (see torch_sigmoid_by_chunks)."""
+    import numpy as np
+    hi = np.float32(120.0).view(np.int32)
+    neg = np.linspace(np.float32(-0.0).view(np.int32), np.float32(-120.0).view(np.int32), 2 ** 21).astype(np.int32)
+    pos = np.linspace(0, hi, 2 ** 21).astype(np.int32)
+    special = np.array([88.72283, 88.72284, 100.0, 100.5, 103.9, 104.1, 1e30, np.inf, -np.inf, np.nan, 0.0, -0.0,
+                        -1e30, -88.7, -104.1], dtype=np.float32)
+    normal = (np.random.default_rng(3).standard_normal(2 ** 20 - special.size) * 8).astype(np.float32)
+    return np.concatenate([neg.view(np.float32), pos.view(np.float32), normal, special])
+
+
+def torch_sigmoid_by_chunks(x):
+    """torch.sigmoid in 32768-float pieces: under torch's parallel grain, and a multiple of its
+    vector loop's step, so no element takes its scalar tail (std::exp, other bits)."""
+    import numpy as np
+    t = torch.from_numpy(x)
+    return np.concatenate([torch.sigmoid(piece).numpy() for piece in t.split(32768)])
+
+
+@needs_cpp
+def test_sj_sigmoid_within_four_ulp_of_torch_sigmoid():
+    """SpikingJelly's sigmoid in the step loops (csrc/common.h: sj_sigmoid on exp_sleef) against
+    torch.sigmoid, which SpikingJelly's Sigmoid surrogate calls: within 4 ulp on any build (0 with
+    FMA, below; without, Sleef's steps rounded twice: 3 ulp at most over these inputs)."""
+    import numpy as np
+    x = sigmoid_inputs()
+    got = np.empty_like(x)
+    fastlif.backends.cpp_module()._sj_sigmoid(x.ctypes.data, got.ctypes.data, x.size)
+    want = torch_sigmoid_by_chunks(x)
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    ok = ~np.isnan(want)
+    ulps = np.abs(got[ok].view(np.int32).astype(np.int64) - want[ok].view(np.int32).astype(np.int64))
+    assert ulps.max() <= 4
+    assert got[x == np.inf][0] == 1.0 and got[x == -np.inf][0] == 0.0
+
+
+@needs_cpp
+def test_sj_sigmoid_bit_identical_to_torch_sigmoid():
+    """Where torch's CPU kernels run Sleef's vector exp and the build has FMA, exp_sleef follows
+    Sleef's expf_u10 step for step and sj_sigmoid torch's sigmoid: the same bits everywhere."""
+    import numpy as np
+    reason = sigmoid_not_vectorised()
+    if reason:
+        pytest.skip(f"no bit-identity expected: {reason}")
+    x = sigmoid_inputs()
+    got = np.empty_like(x)
+    fastlif.backends.cpp_module()._sj_sigmoid(x.ctypes.data, got.ctypes.data, x.size)
+    want = torch_sigmoid_by_chunks(x)
+    same = (got.view(np.int32) == want.view(np.int32)) | (np.isnan(got) & np.isnan(want))
+    assert same.all(), f"{int((~same).sum())} differ, e.g. at {x[~same][:5]}"
 
 
 @needs_cpp

@@ -17,7 +17,7 @@ from fastlif.codes import SJ_ATAN, SJ_SIGMOID
 from fastlif.families.sj_lif import LEAK_DIVIDE, LEAK_MULTIPLY, SJ_LIF
 from fastlif.family import FamilyFunction, run_family
 
-from conftest import needs_cpp
+from conftest import needs_cpp, sigmoid_not_vectorised
 
 try:
     from spikingjelly.activation_based import functional as sj_functional
@@ -110,6 +110,30 @@ def test_equals_spikingjelly(cls, surrogate, decay, v_reset, detach):
         if surrogate == "ATan" and not store:  # no exp: autograd's order through SpikingJelly's step,
             # bit for bit (a gradient on v_seq joins the carried one in another order: rounding)
             assert torch.equal(g1["x"], g2["x"]) and torch.equal(g1["v0"], g2["v0"]), what
+
+
+@needs_sj
+@needs_cpp
+@pytest.mark.parametrize("cls", ["LIFNode", "ParametricLIFNode"])
+@pytest.mark.parametrize("decay,v_reset,detach", OPTIONS)
+def test_sigmoid_gradients_bit_identical_to_spikingjelly(cls, decay, v_reset, detach):
+    """With SpikingJelly's default Sigmoid the kernels' sigmoid is torch.sigmoid's vectorised
+    path bit for bit (csrc/common.h, exp_sleef), so x's and v0's gradients equal SpikingJelly's
+    as with ATan. 256 neurons a step: torch's vector loop covers every element (a step whose size
+    is not a multiple of 32 sends its last elements through std::exp, other bits: rounding)."""
+    reason = sigmoid_not_vectorised()
+    if reason:
+        pytest.skip(f"no bit-identity expected: {reason}")
+    x = inputs((6, 4, 64))
+    v0 = inputs((4, 64), seed=2, scale=0.5, shift=0.0)
+    up = upstream_for(x)
+    theirs = make(cls, "sj", "Sigmoid", decay, v_reset, detach, step_mode="m", **tau_kw(cls))
+    ours = make(cls, "fastlif", "Sigmoid", decay, v_reset, detach, step_mode="m", backend="cpp", **tau_kw(cls))
+    s1, v1, _, g1 = run_module(theirs, x, v0, up)
+    s2, v2, _, g2 = run_module(ours, x, v0, up)
+    what = f"{cls} decay={decay} v_reset={v_reset} detach={detach}"
+    assert 0 < s1.mean() < 1 and torch.equal(s1, s2) and torch.equal(v1, v2), what
+    assert torch.equal(g1["x"], g2["x"]) and torch.equal(g1["v0"], g2["v0"]), what
 
 
 @needs_sj
