@@ -321,17 +321,14 @@ inline S mul_add(S a, S b, S c) {
 }
 
 // exp for the step loops where the peer calls torch.exp (snnTorch's sigmoid surrogate: MKL's VML
-// on x86, whose bits no open code reproduces, so the nearest to the true value instead). A call
-// to libm's expf is opaque to GCC's vectoriser, so a loop that held one ran one neuron at a time,
-// 4-5x slower than the atan surrogate's (2026-12-06: SpikingJelly's LIFNode with its default
-// Sigmoid 2.2 ms forward+backward at the tutorial size against 0.49 ms with ATan; that one now
-// runs exp_sleef, below). For float this is exp evaluated in double and rounded once: n = round(x / ln2) by
-// the 1.5 * 2^52 shift (no float-to-int conversion), r = x - n ln2, a degree-8 polynomial
-// (Chebyshev interpolation of exp on [-ln2/2, ln2/2]: relative error 1.1e-12, where the degree-11
-// Taylor polynomial it replaced took 2.5x the time: 2026-12-06, 409,600 floats, 256 against 600-800
-// us on one thread), times 2^n built in the exponent bits. Its result is the correctly rounded
-// exp(x) except where exp(x) lies within ~1e-12 of a halfway point between two floats, where it
-// is one ulp off: over 2^22 floats spread across [-120, 100], 4 of them. Beyond 89 (exp rounds to
+// on x86, whose bits no open code reproduces, so the nearest to the true value instead). Not
+// libm's expf: a call is opaque to GCC's vectoriser and kept the loop scalar, 4-5x slower. For
+// float this is exp evaluated in double and rounded once: n = round(x / ln2) by the 1.5 * 2^52
+// shift (no float-to-int conversion), r = x - n ln2, a degree-8 polynomial (Chebyshev
+// interpolation of exp on [-ln2/2, ln2/2], relative error 1.1e-12; a degree-11 Taylor one took
+// 2.5x the time), times 2^n built in the exponent bits. Its result is the correctly rounded exp(x)
+// except where exp(x) lies within ~1e-12 of a halfway point between two floats, where it is one
+// ulp off: over 2^22 floats spread across [-120, 100], 4 of them. Beyond 89 (exp rounds to
 // inf) and below -110 (to 0) the polynomial's 2^n would leave the exponent's range, so those
 // inputs take inf and 0 by bit masks; NaN stays NaN. fp64 keeps std::exp.
 inline float exp_lanes(float x) {

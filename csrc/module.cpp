@@ -22,22 +22,21 @@ PYBIND11_MODULE(_C, m) {
         {"SJ_ATAN", fastlif::kSjAtan},          {"FLOAT32", fastlif::kFloat32},
         {"FLOAT64", fastlif::kFloat64}};
   }, "The integer codes this build was compiled with (mirror of fastlif/codes.py).");
-  // The step loops' exp (common.h, exp_lanes) on n floats, for tests/test_cpp.py: its accuracy
-  // against the correctly rounded exp, and its limits (inf, 0, NaN).
-  m.def("_exp_lanes", [](std::uintptr_t x, std::uintptr_t out, int64_t n) {
-    const float* in = fastlif::as_ptr<const float>(x);
-    float* res = fastlif::as_ptr<float>(out);
-    for (int64_t i = 0; i < n; ++i) res[i] = fastlif::exp_lanes(in[i]);
-  }, "exp of n float32 values at x into out (pointers), as the kernels' step loops compute it",
-        pybind11::arg("x"), pybind11::arg("out"), pybind11::arg("n"));
-  // SpikingJelly's sigmoid as the step loops compute it (common.h, sj_sigmoid on exp_sleef) on n
-  // floats, for tests/test_cpp.py: torch.sigmoid's vectorised path, bit for bit with FMA.
-  m.def("_sj_sigmoid", [](std::uintptr_t x, std::uintptr_t out, int64_t n) {
-    const float* in = fastlif::as_ptr<const float>(x);
-    float* res = fastlif::as_ptr<float>(out);
-    for (int64_t i = 0; i < n; ++i) res[i] = fastlif::sj_sigmoid(in[i]);
-  }, "sigmoid of n float32 values at x into out (pointers), as SpikingJelly's surrogates in the step "
-     "loops compute it", pybind11::arg("x"), pybind11::arg("out"), pybind11::arg("n"));
+  // The step loops' element functions on n floats at x into out (pointers), for
+  // tests/test_cpp.py: exp_lanes against the correctly rounded exp and its limits (inf, 0, NaN);
+  // sj_sigmoid (on exp_sleef) against torch.sigmoid, bit for bit with FMA.
+  const auto def_elementwise = [&m](const char* name, float (*f)(float), const char* doc) {
+    m.def(name, [f](std::uintptr_t x, std::uintptr_t out, int64_t n) {
+      const float* in = fastlif::as_ptr<const float>(x);
+      float* res = fastlif::as_ptr<float>(out);
+      for (int64_t i = 0; i < n; ++i) res[i] = f(in[i]);
+    }, doc, pybind11::arg("x"), pybind11::arg("out"), pybind11::arg("n"));
+  };
+  def_elementwise("_exp_lanes", [](float v) { return fastlif::exp_lanes(v); },
+                  "exp of n float32 values at x into out (pointers), as the kernels' step loops compute it");
+  def_elementwise("_sj_sigmoid", [](float v) { return fastlif::sj_sigmoid(v); },
+                  "sigmoid of n float32 values at x into out (pointers), as SpikingJelly's surrogates in the "
+                  "step loops compute it");
   // Whether this build fuses multiply-adds (-march=native on an FMA machine): exp_sleef's bits
   // equal torch's only then.
 #ifdef __FMA__

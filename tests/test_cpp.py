@@ -109,16 +109,21 @@ def torch_sigmoid_by_chunks(x):
     return np.concatenate([torch.sigmoid(piece).numpy() for piece in t.split(32768)])
 
 
-@needs_cpp
+def sj_sigmoid_against_torch():
+    """The inputs, the kernels' sj_sigmoid of them and torch.sigmoid's."""
+    import numpy as np
+    x = sigmoid_inputs()
+    got = np.empty_like(x)
+    fastlif.backends.cpp_module()._sj_sigmoid(x.ctypes.data, got.ctypes.data, x.size)
+    return x, got, torch_sigmoid_by_chunks(x)
+
+
 def test_sj_sigmoid_within_four_ulp_of_torch_sigmoid():
     """SpikingJelly's sigmoid in the step loops (csrc/common.h: sj_sigmoid on exp_sleef) against
     torch.sigmoid, which SpikingJelly's Sigmoid surrogate calls: within 4 ulp on any build (0 with
     FMA, below; without, Sleef's steps rounded twice: 3 ulp at most over these inputs)."""
     import numpy as np
-    x = sigmoid_inputs()
-    got = np.empty_like(x)
-    fastlif.backends.cpp_module()._sj_sigmoid(x.ctypes.data, got.ctypes.data, x.size)
-    want = torch_sigmoid_by_chunks(x)
+    x, got, want = sj_sigmoid_against_torch()
     assert np.array_equal(np.isnan(got), np.isnan(want))
     ok = ~np.isnan(want)
     ulps = np.abs(got[ok].view(np.int32).astype(np.int64) - want[ok].view(np.int32).astype(np.int64))
@@ -126,7 +131,6 @@ def test_sj_sigmoid_within_four_ulp_of_torch_sigmoid():
     assert got[x == np.inf][0] == 1.0 and got[x == -np.inf][0] == 0.0
 
 
-@needs_cpp
 def test_sj_sigmoid_bit_identical_to_torch_sigmoid():
     """Where torch's CPU kernels run Sleef's vector exp and the build has FMA, exp_sleef follows
     Sleef's expf_u10 step for step and sj_sigmoid torch's sigmoid: the same bits everywhere."""
@@ -134,10 +138,7 @@ def test_sj_sigmoid_bit_identical_to_torch_sigmoid():
     reason = sigmoid_not_vectorised()
     if reason:
         pytest.skip(f"no bit-identity expected: {reason}")
-    x = sigmoid_inputs()
-    got = np.empty_like(x)
-    fastlif.backends.cpp_module()._sj_sigmoid(x.ctypes.data, got.ctypes.data, x.size)
-    want = torch_sigmoid_by_chunks(x)
+    x, got, want = sj_sigmoid_against_torch()
     same = (got.view(np.int32) == want.view(np.int32)) | (np.isnan(got) & np.isnan(want))
     assert same.all(), f"{int((~same).sum())} differ, e.g. at {x[~same][:5]}"
 
