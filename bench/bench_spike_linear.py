@@ -9,7 +9,10 @@ shape label and in ``extra``), the figure to ``bench/results/spike_linear_crosso
 
 Sizes: ``fc1``, the tutorial's first layer (T=50, B=64: M = 3200 rows, 784 -> 128), and
 ``large`` (T=100, B=64: M = 6400 rows, 2048 -> 1024); fp32. The input is Bernoulli spikes of
-the given density, ``[T, B, in]``. Providers:
+the given density, ``[T, B, in]``. ``--sizes fc2`` measures the tutorial's output layer (128 ->
+10), fed float32 spikes in every direction, as a hidden layer gets them from a neuron (where
+``auto`` runs the GEMM: ``fastlif.ops.spike_linear.NARROW_OUT``); its figure is
+``spike_linear_crossover_fc2.png``. Providers:
 
 ``events``      ``SpikeLinear(backend="cpp")``: the event kernels at every density
 ``auto``        ``SpikeLinear()``: the event kernels up to DENSE_ABOVE, the GEMM above
@@ -44,8 +47,10 @@ from bench.common import RESULTS, append_rows, cpu_name, extra, read_rows, torch
 CSV = "spike_linear.csv"
 PNG = "spike_linear_crossover.png"
 DENSITIES = (0.005, 0.01, 0.0125, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
-SIZES = {"fc1": (50, 64, 784, 128), "large": (100, 64, 2048, 1024)}  # T, B, in, out
-QUICK_SIZES = {"fc1": (5, 64, 784, 128), "large": (5, 64, 2048, 1024)}
+SIZES = {"fc1": (50, 64, 784, 128), "large": (100, 64, 2048, 1024), "fc2": (50, 64, 128, 10)}  # T, B, in, out
+DEFAULT_SIZES = ("fc1", "large")
+QUICK_SIZES = {"fc1": (5, 64, 784, 128), "large": (5, 64, 2048, 1024), "fc2": (5, 64, 128, 10)}
+FLOAT_INPUT = {"fc2"}  # SpikeLinear fed float32 spikes (a hidden layer's), not bool
 QUICK_DENSITIES = (0.01, 0.1, 0.5)
 PROVIDERS = ("events", "auto", "nn_linear")
 FWD, FB, FBI = "forward", "forward+backward", "forward+backward_input"
@@ -152,7 +157,7 @@ def run_case(case, T, B, K, N, densities, rounds, min_round_s, results, idle):
         for direction in DIRECTIONS:
             calls = {}
             for name in PROVIDERS:
-                x = dense if (name == "nn_linear" or direction == FBI) else spikes
+                x = dense if (name == "nn_linear" or direction == FBI or case in FLOAT_INPUT) else spikes
                 calls[name] = make_call(layers[name], x, upstream, direction)
             for attempt in range(3):
                 idle()
@@ -191,8 +196,12 @@ def csv_rows(results, cross, threads, device):
         settings = {"events": "fastlif.SpikeLinear(backend='cpp') on bool spikes",
                     "auto": f"fastlif.SpikeLinear(backend='auto', DENSE_ABOVE={ops.DENSE_ABOVE}) on bool spikes",
                     "nn_linear": "torch.nn.Linear on float32 spikes (converted beforehand, untimed)"}[name]
+        if direction == FBI or case in FLOAT_INPUT:
+            settings = settings.replace("bool spikes", "float32 spikes")
+        if name == "auto":
+            settings += f", NARROW_OUT={ops.NARROW_OUT}"
         if direction == FBI:
-            settings = settings.replace("bool spikes", "float32 spikes") + "; input requires grad"
+            settings += "; input requires grad"
         rows.append(dict(bench="spike_linear", case=case, shape=f"{T * B}x{K}->{N} d={d * 100:g}%",
                          dtype="float32", provider=name, direction=direction, median_ms=f"{med:.6g}",
                          q20_ms=f"{q20:.6g}", q80_ms=f"{q80:.6g}", ratio_vs_fastlif=f"{med / base:.6g}",
@@ -282,6 +291,8 @@ def main(argv=None):
     p.add_argument("--wait-idle", type=float, default=0.0, metavar="S",
                    help="on a shared machine: spend up to S seconds in all waiting for other processes "
                         "to leave the cores before each timing, and redoing disturbed ones; default 0")
+    p.add_argument("--sizes", default=",".join(DEFAULT_SIZES),
+                   help=f"comma-separated sizes among {', '.join(SIZES)} (default {','.join(DEFAULT_SIZES)})")
     p.add_argument("--quick", action="store_true",
                    help="smoke check: small sizes, 3 densities, nothing written unless --csv / --png")
     p.add_argument("--csv", default=None, help=f"CSV name under bench/results/ (default {CSV})")
@@ -297,7 +308,12 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
     device = cpu_name()
+    chosen = [c for c in args.sizes.split(",") if c]
+    unknown = [c for c in chosen if c not in SIZES]
+    if unknown or not chosen:
+        raise SystemExit(f"--sizes: unknown size(s) {', '.join(unknown) or '(none given)'}; expected some of {', '.join(SIZES)}")
     sizes, densities = (QUICK_SIZES, QUICK_DENSITIES) if args.quick else (SIZES, DENSITIES)
+    sizes = {c: sizes[c] for c in chosen}
     rounds = 2 if args.quick else args.rounds
     min_round_s = 0.0 if args.quick else 0.05
     print(f"fastlif SpikeLinear benchmark: {device}, {threads} threads, torch {torch_version()}, "
@@ -329,7 +345,8 @@ def main(argv=None):
     if csv_name:
         path = append_rows(csv_name, csv_rows(results, cross, threads, device))
         print(f"rows appended to {path}")
-    png = args.png or (None if args.quick else str(RESULTS / PNG))
+    default_png = PNG if set(chosen) == set(DEFAULT_SIZES) else PNG.replace(".png", f"_{'_'.join(chosen)}.png")
+    png = args.png or (None if args.quick else str(RESULTS / default_png))
     if png:
         print(f"figure: {plot(results, cross, sizes, densities, png, threads, device)}")
     return 0

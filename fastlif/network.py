@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .layers import SpikeLinear
+from .ops.spike_linear import NARROW_OUT
 from .neuron_base import SpikingNeuron, _snntorch
 
 __all__ = ["sequence"]
@@ -191,9 +192,9 @@ class _Runner:
         return _Folded.from_seq(outputs)
 
 
-# A Linear this narrow is cheaper as a dense GEMM than as a pass over its input's events
-# (tutorial 5's 1000 -> 10 and TinySNN's 128 -> 10 ran slower as twins: bench_networks).
-_NARROW_LINEAR = 64
+# A Linear narrower than NARROW_OUT is cheaper as a dense GEMM than as a pass over its input's
+# events (tutorial 5's 1000 -> 10 and TinySNN's 128 -> 10 ran slower as twins: bench_networks);
+# SpikeLinear's own auto path draws the same line (fastlif.ops.spike_linear.NARROW_OUT).
 
 
 def _worth_twinning(module):
@@ -201,7 +202,7 @@ def _worth_twinning(module):
     measure their input's density per call and run the dense op above 25 %, so a dense input
     costs them a sample, not a slow path."""
     if isinstance(module, nn.Linear):
-        return module.out_features >= _NARROW_LINEAR
+        return module.out_features >= NARROW_OUT
     return isinstance(module, nn.Conv2d)
 
 

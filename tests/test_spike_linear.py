@@ -132,8 +132,9 @@ def test_dense_events_take_the_gemm():
 
 def test_crossover_choice():
     """auto picks the path by density: a zero input never meets the weight on the event path,
-    so an infinite weight over an always-zero input column tells the two paths apart."""
-    lin = SpikeLinear(32, 4, backend="auto")
+    so an infinite weight over an always-zero input column tells the two paths apart. (A layer
+    as wide as NARROW_OUT: a narrower one runs the GEMM for a dense float input, next test.)"""
+    lin = SpikeLinear(32, ops.NARROW_OUT, backend="auto")
     with torch.no_grad():
         lin.weight[:, 0] = float("inf")
     for density, finite in ((0.05, True), (0.5, False)):
@@ -143,6 +144,24 @@ def test_crossover_choice():
         assert bool(lin(x).isfinite().all()) == finite, density
     assert ops.DENSE_ABOVE > 0.05
     lin.backend = "cpp"  # forced: the event kernels whatever the density
+    assert bool(lin(x).isfinite().all())
+
+
+@pytest.mark.parametrize("N", [1, 10, 63, 64])
+def test_narrow_layer_choice(N):
+    """auto runs the dense GEMM for a dense floating-point input into fewer than NARROW_OUT
+    outputs at any density; bool spikes and SpikeEvents keep the event kernels (the infinite
+    weight over a zero column tells the paths apart, as above)."""
+    assert ops.NARROW_OUT == 64
+    lin = SpikeLinear(32, N, backend="auto")
+    with torch.no_grad():
+        lin.weight[:, 0] = float("inf")
+    x = make_input((40, 32), 0.05, "binary", seed=7)
+    x[:, 0] = 0
+    assert bool(lin(x).isfinite().all()) == (N >= ops.NARROW_OUT)
+    assert bool(lin(x > 0).isfinite().all())          # bool: the event kernels
+    assert bool(lin(from_dense(x)).isfinite().all())  # SpikeEvents: the event kernels
+    lin.backend = "cpp"
     assert bool(lin(x).isfinite().all())
 
 

@@ -45,6 +45,17 @@ FAMILY = "spike_linear"
 # crossover the two paths cost about the same, so the exact figure matters little.
 DENSE_ABOVE = 0.25
 
+# backend="auto" also runs the dense GEMM, at any density, for a dense floating-point input
+# (a hidden layer's spikes as a neuron returns them) into fewer outputs than this: each of its
+# entries costs the event kernels a scan, which a narrow GEMM's few multiply-adds per entry do
+# not outweigh. Measured (fp32, 2 threads, this project's Xeon VM, M = 3200 rows at 1.3 % and
+# 5 %; bench/bench_spike_linear.py's fc2 size): with 10 and 16 outputs the GEMM took 0.63-0.98x
+# the event kernels' time (forward, forward+backward, with and without the input gradient),
+# with 32 outputs 0.78-1.36x, with 64 1.03-2.75x; TinySNN's training step (128 -> 10 as fc2)
+# ran 5-16 % faster with it (15 alternated rounds). Bool spikes and SpikeEvents need no scan
+# of floats, and the GEMM would first convert them: they keep the event kernels.
+NARROW_OUT = 64
+
 
 # --- C++ launchers (the event plumbing they share with SpikeConv2d: fastlif.events) -------------
 
@@ -195,6 +206,8 @@ def run_spike_linear(input, weight, bias=None, *, backend="auto"):
         check_events(events, rows, x.device)
     name = choose_path(backend, x, weight, events, family=FAMILY, dense_above=DENSE_ABOVE,
                        dense_name="the dense GEMM")
+    if name == "cpp" and backend == "auto" and narrow_gemm_wins(x, events, N):
+        name = "reference"
     if name == "reference":
         return F.linear(as_float(x, weight.dtype), weight, bias)
     if rows >= 2**31:
@@ -212,6 +225,12 @@ def run_spike_linear(input, weight, bias=None, *, backend="auto"):
         out = backends.launchers(FAMILY, name)[0](x2, indptr, indices, values, weight, bias,
                                                   dense_above=dense_above)
     return out.reshape(*lead, N)
+
+
+def narrow_gemm_wins(x, events, out_features):
+    """Whether ``auto`` runs the dense GEMM for a dense floating-point input into fewer than
+    NARROW_OUT outputs, whatever its density (see NARROW_OUT)."""
+    return events is None and x.is_floating_point() and out_features < NARROW_OUT
 
 
 def spike_linear(input, weight, bias=None, *, backend="auto"):
