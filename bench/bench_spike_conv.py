@@ -3,7 +3,9 @@ sweep of input densities: where the event kernels beat the dense convolution, an
 
 Run from the repository root:  ``python -m bench.bench_spike_conv``  (``--quick``: a smoke
 check on small sizes that writes nothing unless ``--csv`` is given; ``--replot``: redraw the
-figure from the CSV's latest run; ``--wait-idle S`` on a shared machine). Rows go to
+figure from the CSV's latest run; ``--wait-idle S`` on a shared machine; ``--busy N``: beside N
+spinning processes, each target's call on the default threads against one thread, rows in
+``bench/results/cpu_busy.csv``). Rows go to
 ``bench/results/spike_conv.csv`` (columns: ``bench.common.FIELDS``; the density is in the shape
 label and in ``extra``), the figure to ``bench/results/spike_conv_crossover.png``.
 
@@ -39,7 +41,7 @@ from fastlif.ops import spike_conv as ops
 from fastlif.testing import normwise
 
 from bench.bench_cpu import OthersBusy, loadavg
-from bench.bench_spike_linear import IdleWait, crossover, interleaved
+from bench.bench_spike_linear import IdleWait, busy_rows, crossover, interleaved
 from bench.common import RESULTS, append_rows, cpu_name, extra, read_rows, torch_version
 
 CSV = "spike_conv.csv"
@@ -234,6 +236,9 @@ def main(argv=None):
     p.add_argument("--wait-idle", type=float, default=0.0, metavar="S",
                    help="on a shared machine: spend up to S seconds in all waiting for other processes "
                         "to leave the cores before each timing, and redoing disturbed ones; default 0")
+    p.add_argument("--busy", type=int, default=0, metavar="N",
+                   help="beside N processes spinning on a core each: SpikeConv2d(backend='auto') at each "
+                        "target's density and direction, default threads against one (rows in cpu_busy.csv)")
     p.add_argument("--quick", action="store_true",
                    help="smoke check: small sizes, 3 densities, nothing written unless --csv / --png")
     p.add_argument("--cases", default=None, help="comma-separated cases to run (default: all)")
@@ -258,6 +263,24 @@ def main(argv=None):
         densities = tuple(float(d) for d in args.densities.split(","))
     rounds = 2 if args.quick else args.rounds
     min_round_s = 0.0 if args.quick else 0.05
+    if args.busy:
+        calls = {}
+        for case, d, direction, _ in TARGETS:
+            if case not in sizes:
+                continue
+            T, B, C, O, k, H = sizes[case]
+            layer = make_layers(C, O, k)["auto"]
+            gen = torch.Generator().manual_seed(1)
+            spikes = torch.rand(T, B, C, H, H, generator=gen) < d
+            OH = H - k + 1
+            upstream = torch.randn(T, B, O, OH, OH, generator=gen)
+            x = spikes.float() if direction == FBI else spikes
+            calls[(case, f"{label(sizes[case])} d={d * 100:g}%", direction)] = make_call(layer, x, upstream, direction)
+        rows = busy_rows("spike_conv", calls, args.busy, rounds, min_round_s)
+        csv_name = args.csv or (None if args.quick else "cpu_busy.csv")
+        if csv_name:
+            print(f"rows appended to {append_rows(csv_name, rows)}")
+        return 0
     print(f"fastlif SpikeConv2d benchmark: {device}, {threads} threads, torch {torch_version()}, "
           f"backends {fastlif.backends.describe()}; load average {loadavg():.2f}; "
           f"DENSE_ABOVE = {ops.DENSE_ABOVE}")

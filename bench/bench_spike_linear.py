@@ -3,7 +3,9 @@ sweep of input densities: where the event kernels beat the dense GEMM, and by ho
 
 Run from the repository root:  ``python -m bench.bench_spike_linear``  (``--quick``: a smoke
 check on small sizes that writes nothing unless ``--csv`` is given; ``--replot``: redraw the
-figure from the CSV's latest run; ``--wait-idle S`` on a shared machine). Rows go to
+figure from the CSV's latest run; ``--wait-idle S`` on a shared machine; ``--busy N``: beside N
+spinning processes, each call on the default threads against one thread, rows in
+``bench/results/cpu_busy.csv``). Rows go to
 ``bench/results/spike_linear.csv`` (columns: ``bench.common.FIELDS``; the density is in the
 shape label and in ``extra``), the figure to ``bench/results/spike_linear_crossover.png``.
 
@@ -42,7 +44,7 @@ from fastlif.testing import normwise
 
 from bench.bench_cpu import OthersBusy, loadavg, wait_idle
 from bench.bench_demo_epoch import quantiles
-from bench.common import RESULTS, append_rows, cpu_name, extra, read_rows, torch_version
+from bench.common import RESULTS, Spinners, append_rows, cpu_name, extra, read_rows, torch_version
 
 CSV = "spike_linear.csv"
 PNG = "spike_linear_crossover.png"
@@ -104,6 +106,45 @@ def interleaved(calls, rounds, min_round_s):
                     break
             samples[name].append(elapsed / n * 1e3)
     return {n: quantiles(s) for n, s in samples.items()}
+
+
+def one_thread(call):
+    """``call`` on one thread (torch.set_num_threads, which fastlif's kernels follow)."""
+    def run():
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return call()
+        finally:
+            torch.set_num_threads(threads)
+    return run
+
+
+def busy_rows(bench, calls, n, rounds, min_round_s):
+    """``--busy N`` of the event-layer benchmarks: each call (``{(case, shape, direction): call}``)
+    on the default threads against the same call on one thread, in rounds that rotate the two,
+    beside ``n`` processes spinning on a core each (issue 18's target: within 1.5x). Prints the
+    ratios; returns the CSV rows (cases ``busy<n>_<case>``)."""
+    threads, device, rows = torch.get_num_threads(), cpu_name(), []
+    print(f"\nBeside {n} spinning process{'es' if n > 1 else ''}: {bench} on {threads} threads against one "
+          f"thread under the same load (target: within 1.5x)", flush=True)
+    with Spinners(n):
+        for (case, shape, direction), call in calls.items():
+            with OthersBusy() as busy:
+                timing = interleaved({"fastlif": call, "fastlif_1thread": one_thread(call)}, rounds, min_round_s)
+            ratio = timing["fastlif"][0] / timing["fastlif_1thread"][0]
+            print(f"  [{'met' if ratio <= 1.5 else 'NOT met'}] busy{n}_{case} {direction}: "
+                  f"{timing['fastlif'][0]:.3f} ms on {threads} threads, {timing['fastlif_1thread'][0]:.3f} ms "
+                  f"on 1: {ratio:.2f}x", flush=True)
+            for name in ("fastlif", "fastlif_1thread"):
+                med, q20, q80 = timing[name]
+                rows.append(dict(bench=bench, case=f"busy{n}_{case}", shape=shape, dtype="float32", provider=name,
+                                 direction=direction, median_ms=f"{med:.6g}", q20_ms=f"{q20:.6g}",
+                                 q80_ms=f"{q80:.6g}", ratio_vs_fastlif=f"{med / timing['fastlif'][0]:.6g}",
+                                 device=device, torch=torch_version(),
+                                 extra=extra(threads=1 if name == "fastlif_1thread" else threads, spinning=n,
+                                             busy_during=busy.value, settings="backend='auto'")))
+    return rows
 
 
 def crossover(densities, events_ms, dense_ms):
@@ -293,6 +334,9 @@ def main(argv=None):
                         "to leave the cores before each timing, and redoing disturbed ones; default 0")
     p.add_argument("--sizes", default=",".join(DEFAULT_SIZES),
                    help=f"comma-separated sizes among {', '.join(SIZES)} (default {','.join(DEFAULT_SIZES)})")
+    p.add_argument("--busy", type=int, default=0, metavar="N",
+                   help="beside N processes spinning on a core each: SpikeLinear(backend='auto') at the "
+                        "tutorial's density on the default threads against one thread (rows in cpu_busy.csv)")
     p.add_argument("--quick", action="store_true",
                    help="smoke check: small sizes, 3 densities, nothing written unless --csv / --png")
     p.add_argument("--csv", default=None, help=f"CSV name under bench/results/ (default {CSV})")
@@ -316,6 +360,22 @@ def main(argv=None):
     sizes = {c: sizes[c] for c in chosen}
     rounds = 2 if args.quick else args.rounds
     min_round_s = 0.0 if args.quick else 0.05
+    if args.busy:
+        calls = {}
+        for case, (T, B, K, N) in sizes.items():
+            layer = make_layers(K, N)["auto"]
+            gen = torch.Generator().manual_seed(1)
+            spikes = torch.rand(T, B, K, generator=gen) < TUTORIAL_DENSITY
+            upstream = torch.randn(T, B, N, generator=gen)
+            for direction in DIRECTIONS:
+                x = spikes.float() if (direction == FBI or case in FLOAT_INPUT) else spikes
+                calls[(case, f"{T * B}x{K}->{N} d={TUTORIAL_DENSITY * 100:g}%", direction)] = \
+                    make_call(layer, x, upstream, direction)
+        rows = busy_rows("spike_linear", calls, args.busy, rounds, min_round_s)
+        csv_name = args.csv or (None if args.quick else "cpu_busy.csv")
+        if csv_name:
+            print(f"rows appended to {append_rows(csv_name, rows)}")
+        return 0
     print(f"fastlif SpikeLinear benchmark: {device}, {threads} threads, torch {torch_version()}, "
           f"backends {fastlif.backends.describe()}; load average {loadavg():.2f}; "
           f"DENSE_ABOVE = {ops.DENSE_ABOVE}")
