@@ -41,7 +41,7 @@ from fastlif.ops import spike_conv as ops
 from fastlif.testing import normwise
 
 from bench.bench_cpu import OthersBusy, loadavg
-from bench.bench_spike_linear import IdleWait, busy_rows, crossover, interleaved
+from bench.bench_spike_linear import IdleWait, crossover, interleaved, run_busy
 from bench.common import RESULTS, append_rows, cpu_name, extra, read_rows, torch_version
 
 CSV = "spike_conv.csv"
@@ -276,10 +276,8 @@ def main(argv=None):
             upstream = torch.randn(T, B, O, OH, OH, generator=gen)
             x = spikes.float() if direction == FBI else spikes
             calls[(case, f"{label(sizes[case])} d={d * 100:g}%", direction)] = make_call(layer, x, upstream, direction)
-        rows = busy_rows("spike_conv", calls, args.busy, rounds, min_round_s)
-        csv_name = args.csv or (None if args.quick else "cpu_busy.csv")
-        if csv_name:
-            print(f"rows appended to {append_rows(csv_name, rows)}")
+        run_busy("spike_conv", calls, args.busy, rounds, min_round_s,
+                 args.csv or (None if args.quick else "cpu_busy.csv"))
         return 0
     print(f"fastlif SpikeConv2d benchmark: {device}, {threads} threads, torch {torch_version()}, "
           f"backends {fastlif.backends.describe()}; load average {loadavg():.2f}; "

@@ -120,11 +120,11 @@ def one_thread(call):
     return run
 
 
-def busy_rows(bench, calls, n, rounds, min_round_s):
+def run_busy(bench, calls, n, rounds, min_round_s, csv_name):
     """``--busy N`` of the event-layer benchmarks: each call (``{(case, shape, direction): call}``)
     on the default threads against the same call on one thread, in rounds that rotate the two,
     beside ``n`` processes spinning on a core each (issue 18's target: within 1.5x). Prints the
-    ratios; returns the CSV rows (cases ``busy<n>_<case>``)."""
+    ratios and appends the rows (cases ``busy<n>_<case>``) to ``csv_name`` unless it is None."""
     threads, device, rows = torch.get_num_threads(), cpu_name(), []
     print(f"\nBeside {n} spinning process{'es' if n > 1 else ''}: {bench} on {threads} threads against one "
           f"thread under the same load (target: within 1.5x)", flush=True)
@@ -144,7 +144,8 @@ def busy_rows(bench, calls, n, rounds, min_round_s):
                                  device=device, torch=torch_version(),
                                  extra=extra(threads=1 if name == "fastlif_1thread" else threads, spinning=n,
                                              busy_during=busy.value, settings="backend='auto'")))
-    return rows
+    if csv_name:
+        print(f"rows appended to {append_rows(csv_name, rows)}")
 
 
 def crossover(densities, events_ms, dense_ms):
@@ -371,10 +372,8 @@ def main(argv=None):
                 x = spikes.float() if (direction == FBI or case in FLOAT_INPUT) else spikes
                 calls[(case, f"{T * B}x{K}->{N} d={TUTORIAL_DENSITY * 100:g}%", direction)] = \
                     make_call(layer, x, upstream, direction)
-        rows = busy_rows("spike_linear", calls, args.busy, rounds, min_round_s)
-        csv_name = args.csv or (None if args.quick else "cpu_busy.csv")
-        if csv_name:
-            print(f"rows appended to {append_rows(csv_name, rows)}")
+        run_busy("spike_linear", calls, args.busy, rounds, min_round_s,
+                 args.csv or (None if args.quick else "cpu_busy.csv"))
         return 0
     print(f"fastlif SpikeLinear benchmark: {device}, {threads} threads, torch {torch_version()}, "
           f"backends {fastlif.backends.describe()}; load average {loadavg():.2f}; "
