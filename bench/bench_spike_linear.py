@@ -5,7 +5,8 @@ Run from the repository root:  ``python -m bench.bench_spike_linear``  (``--quic
 check on small sizes that writes nothing unless ``--csv`` is given; ``--replot``: redraw the
 figure from the CSV's latest run; ``--wait-idle S`` on a shared machine; ``--busy N``: beside N
 spinning processes, each call on the default threads against one thread, rows in
-``bench/results/cpu_busy.csv``). Rows go to
+``bench/results/cpu_busy.csv``; ``--density D`` with it: the input's density, the tutorial's
+1.25 % by default, above 25 % the dense GEMM). Rows go to
 ``bench/results/spike_linear.csv`` (columns: ``bench.common.FIELDS``; the density is in the
 shape label and in ``extra``), the figure to ``bench/results/spike_linear_crossover.png``.
 
@@ -338,6 +339,9 @@ def main(argv=None):
     p.add_argument("--busy", type=int, default=0, metavar="N",
                    help="beside N processes spinning on a core each: SpikeLinear(backend='auto') at the "
                         "tutorial's density on the default threads against one thread (rows in cpu_busy.csv)")
+    p.add_argument("--density", type=float, default=TUTORIAL_DENSITY, metavar="D",
+                   help=f"--busy's input density (default {TUTORIAL_DENSITY}, the tutorial's; above "
+                        f"DENSE_ABOVE = {ops.DENSE_ABOVE} auto runs the dense GEMM)")
     p.add_argument("--quick", action="store_true",
                    help="smoke check: small sizes, 3 densities, nothing written unless --csv / --png")
     p.add_argument("--csv", default=None, help=f"CSV name under bench/results/ (default {CSV})")
@@ -366,11 +370,11 @@ def main(argv=None):
         for case, (T, B, K, N) in sizes.items():
             layer = make_layers(K, N)["auto"]
             gen = torch.Generator().manual_seed(1)
-            spikes = torch.rand(T, B, K, generator=gen) < TUTORIAL_DENSITY
+            spikes = torch.rand(T, B, K, generator=gen) < args.density
             upstream = torch.randn(T, B, N, generator=gen)
             for direction in DIRECTIONS:
                 x = spikes.float() if (direction == FBI or case in FLOAT_INPUT) else spikes
-                calls[(case, f"{T * B}x{K}->{N} d={TUTORIAL_DENSITY * 100:g}%", direction)] = \
+                calls[(case, f"{T * B}x{K}->{N} d={args.density * 100:g}%", direction)] = \
                     make_call(layer, x, upstream, direction)
         run_busy("spike_linear", calls, args.busy, rounds, min_round_s,
                  args.csv or (None if args.quick else "cpu_busy.csv"))

@@ -137,17 +137,21 @@ inline TeamPolicy& team_policy() {
   return policy;
 }
 
-inline int team_size(int threads, int64_t items, int64_t bytes) {
+// The team the work pays for (or the forced one), whatever the machine's load: also the thread
+// count of the torch ops fastlif runs itself (fastlif.ops.common.torch_threads), whose results
+// may depend on it and so must not depend on the load.
+inline int work_team(int threads, int64_t items, int64_t bytes) {
   TeamPolicy& tp = team_policy();
   const int forced = tp.forced.load(std::memory_order_relaxed);
-  if (forced > 0) {
-    const int team = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(forced, items)));
-    tp.last_team.store(team, std::memory_order_relaxed);
-    return team;
-  }
+  if (forced > 0) return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(forced, items)));
   const int64_t by_work = std::max<int64_t>(1, bytes / std::max<int64_t>(1, tp.grain.load(std::memory_order_relaxed)));
-  const int n = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({int64_t(threads), items, by_work})));
-  const int team = (n > 1 && tp.adaptive.load(std::memory_order_relaxed) &&
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({int64_t(threads), items, by_work})));
+}
+
+inline int team_size(int threads, int64_t items, int64_t bytes) {
+  TeamPolicy& tp = team_policy();
+  const int n = work_team(threads, items, bytes);
+  const int team = (n > 1 && tp.forced.load(std::memory_order_relaxed) == 0 && tp.adaptive.load(std::memory_order_relaxed) &&
                     now_ns() < tp.solo_until.load(std::memory_order_relaxed)) ? 1 : n;
   tp.last_team.store(team, std::memory_order_relaxed);
   return team;

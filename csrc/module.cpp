@@ -73,5 +73,9 @@ PYBIND11_MODULE(_C, m) {
      "adaptive (1/0): whether a stalled region makes the next calls run on one thread for a while; "
      "huge (1/0): whether large outputs are advised MADV_HUGEPAGE before they are written.",
         pybind11::arg("grain") = -1, pybind11::arg("forced") = -1, pybind11::arg("adaptive") = -1, pybind11::arg("huge") = -1);
+  m.def("_work_team", [](int threads, int64_t bytes) { return fastlif::work_team(threads, bytes, bytes); },
+        "The team a call moving `bytes` gets from its work alone, at most `threads` (the grain rule, or "
+        "the forced team): the thread count of the torch ops fastlif runs itself.",
+        pybind11::arg("threads"), pybind11::arg("bytes"));
   for (auto reg : fastlif::registrars()) reg(m);
 }

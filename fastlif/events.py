@@ -82,10 +82,17 @@ def estimated_density(x):
     return int(torch.count_nonzero(x)) / max(x.numel(), 1)
 
 
+# The launchers' dense_above for a call that auto sends to the dense path (choose_path's
+# "dense"): the launcher runs it whatever the input's density, forward and backward, on the
+# threads its work pays for (fastlif.ops.common.torch_threads), where torch alone would take
+# all of torch's.
+DENSE_ALWAYS = -1.0
+
+
 def dense_wins(x, dense_above):
     """Whether a dense input ``[M, ...]`` goes to the dense path (events never do, in a launcher:
     :func:`choose_path` sends dense-enough events there before)."""
-    return dense_above < 1.0 and x.numel() > 0 and estimated_density(x) > dense_above
+    return dense_above < 0.0 or (dense_above < 1.0 and x.numel() > 0 and estimated_density(x) > dense_above)
 
 
 def as_float(x, dtype):
@@ -123,9 +130,11 @@ def saved(ctx):
 
 
 def choose_path(backend, x, weight, events, *, family, dense_above, dense_name):
-    """``"cpp"`` (the event kernels) or ``"reference"`` (the dense path, ``dense_name``) for a
-    call: the reference on CUDA and for fp16/bf16 under ``auto`` (an error for ``cpp``), and for
-    events denser than ``dense_above`` under ``auto``."""
+    """``"cpp"`` (the event kernels), ``"dense"`` (the dense path, ``dense_name``, run by the C++
+    launchers on the threads its work pays for: the caller passes them the events' dense tensor
+    and ``dense_above=DENSE_ALWAYS``) or ``"reference"`` (the dense path as torch runs it) for a call: the
+    reference on CUDA and for fp16/bf16 under ``auto`` (an error for ``cpp``); under ``auto``,
+    "dense" for events denser than ``dense_above``."""
     if backend == "reference":
         return "reference"
     if backend not in ("auto", "cpp"):
@@ -143,7 +152,7 @@ def choose_path(backend, x, weight, events, *, family, dense_above, dense_name):
                                           f"layers, not {why}; backend='auto' runs {dense_name} there")
     name = backends.select(backend, "cpu", family)
     if name == "cpp" and backend == "auto" and events is not None and events.density > dense_above:
-        return "reference"  # dense enough events: the dense path, on events.dense
+        return "dense"  # dense enough events: the dense path, on events.dense
     return name
 
 

@@ -191,3 +191,83 @@ def test_busy_machine_finishes_and_matches(policy):
             for what, run in RUNS.items():
                 same_bits(quiet[what], run())
     assert time.monotonic() - t0 < 60, "fused calls beside a busy process took over a minute"
+
+
+# --- the torch ops fastlif runs itself (fastlif.ops.common.torch_threads) ----------------------
+
+class _ThreadsAtDispatch(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records torch.get_num_threads() as each dense op (GEMM, convolution) is dispatched."""
+
+    OPS = ("aten.mm", "aten.addmm", "aten.convolution", "aten.convolution_backward")
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if str(func.overloadpacket) in self.OPS:
+            self.seen.append((str(func.overloadpacket), torch.get_num_threads()))
+        return func(*args, **(kwargs or {}))
+
+
+def run_dense():
+    """Forward and backward of every dense path auto takes on the CPU: the narrow GEMM (a float
+    hidden layer into 10 outputs), the GEMM for dense input and for dense events, the dense
+    convolution, and the event path's input gradient; every output and gradient."""
+    torch.manual_seed(4)
+    g = torch.Generator().manual_seed(5)
+    narrow, wide = fastlif.SpikeLinear(128, 10), fastlif.SpikeLinear(128, 70)
+    conv = fastlif.SpikeConv2d(3, 4, 3, padding=1)
+    hidden = (torch.rand(300, 128, generator=g) < 0.05).float().requires_grad_()
+    dense = (torch.rand(300, 128, generator=g) < 0.6).float()
+    sparse = (torch.rand(300, 128, generator=g) < 0.05).float().requires_grad_()
+    img = (torch.rand(5, 3, 8, 8, generator=g) < 0.6).float()
+    outs = [narrow(hidden), wide(dense), wide(fastlif.events.from_dense(dense)), conv(img), wide(sparse)]
+    torch.autograd.backward(outs, [torch.rand(o.shape, generator=g) for o in outs])
+    params = [p.grad for m in (narrow, wide, conv) for p in m.parameters()]
+    return [o.detach() for o in outs] + [hidden.grad, sparse.grad] + params
+
+
+def test_dense_paths_take_their_threads_from_the_work(policy):
+    """auto's dense paths run torch's ops on the team their work pays for (the grain rule, capped
+    by fastlif.set_num_threads), not on all of torch's threads, and torch's setting is restored."""
+    torch.set_num_threads(2)
+    policy(adaptive=0, forced=0)
+    with _ThreadsAtDispatch() as mode:
+        small = run_dense()  # each op moves well under two grains
+    ops_seen = {op for op, _ in mode.seen}
+    assert ops_seen >= {"aten.mm", "aten.convolution", "aten.convolution_backward"}, ops_seen
+    assert {threads for _, threads in mode.seen} == {1}, mode.seen
+    assert torch.get_num_threads() == 2
+    policy(grain=1)  # any work pays for a second thread
+    with _ThreadsAtDispatch() as mode:
+        two = run_dense()
+    assert {threads for _, threads in mode.seen} == {2}, mode.seen
+    fastlif.set_num_threads(1)
+    with _ThreadsAtDispatch() as mode:
+        run_dense()
+    assert {threads for _, threads in mode.seen} == {1}, mode.seen
+    assert torch.get_num_threads() == 2
+    # torch's GEMM and convolution on one thread and on two: equal up to the order of their sums
+    for a, b in zip(small, two):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_reference_backend_is_torch_as_it_runs(policy):
+    """backend='reference' stays torch's own call, on torch's threads."""
+    torch.set_num_threads(2)
+    policy(adaptive=0, forced=0)
+    lin = fastlif.SpikeLinear(40, 10, backend="reference")
+    with _ThreadsAtDispatch() as mode:
+        lin(torch.rand(30, 40, requires_grad=True)).sum().backward()
+    assert mode.seen and {threads for _, threads in mode.seen} == {2}, mode.seen
+
+
+def test_dense_paths_on_a_busy_machine_give_the_quiet_bits(policy):
+    """The dense paths' thread counts do not follow the machine's load (torch's results may
+    change with them): beside processes spinning on every core they give a quiet run's bits."""
+    torch.set_num_threads(2)
+    quiet = run_dense()
+    with Spinners(seconds=60):
+        for _ in range(3):
+            same_bits(quiet, run_dense())

@@ -332,6 +332,37 @@ def get_num_threads():
 num_threads = get_num_threads  # what the launchers pass the kernels
 
 
+# --- the torch ops fastlif runs itself ---------------------------------------------------------
+# The event layers' dense paths (SpikeLinear's GEMM, SpikeConv2d's dense convolution) and the
+# input gradients they leave to torch (grad @ W) are torch's own parallel regions. They take
+# their thread count as fastlif's regions do from the work of the call (one thread per grain of
+# memory moved, csrc/common.h's work_team; fastlif.set_num_threads caps it), but never from the
+# machine's load: MKL's and oneDNN's results change with the thread count at some shapes
+# (TinySNN's fc2 and fc1 weight gradients, fc1's forward at 50 % density), and a result must not
+# depend on what else runs. So a small one (TinySNN's fc2: 1.6 MiB) runs on one thread, busy
+# machine or not; a large one keeps torch's team, and no stall check (its threads cannot be seen).
+
+class torch_threads:
+    """``with torch_threads(nbytes): ...`` runs the torch ops inside on the team that a call
+    moving ``nbytes`` gets from its work (torch's own setting restored after)."""
+    __slots__ = ("threads", "team")
+
+    def __init__(self, nbytes):
+        self.threads = torch.get_num_threads()
+        cap = self.threads if _thread_cap is None else min(self.threads, _thread_cap)
+        self.team = backends.cpp_module()._work_team(cap, int(nbytes)) if cap > 1 else 1
+
+    def __enter__(self):
+        if self.team != self.threads:
+            torch.set_num_threads(self.team)
+        return self
+
+    def __exit__(self, kind, value, traceback):
+        if self.team != self.threads:
+            torch.set_num_threads(self.threads)
+        return False
+
+
 # --- memory: the output pool (csrc/pool.cpp) ------------------------------------------------
 # The C++ launchers take their outputs and saved tensors from fastlif's pool, not from malloc:
 # with glibc's default thresholds a freed block of a few MiB goes back to the OS and the next

@@ -31,9 +31,9 @@ from torch import Tensor
 from torch.nn.modules.utils import _pair
 
 from .. import backends
-from ..events import (SpikeEvents, as_float, check_events, choose_path, dense_wins, estimated_density,
-                      kernel_args, needs_autograd, save_for_backward, saved)
-from .common import check_tensor, cpp_dtype_code, cpu_empty, num_threads, ptr
+from ..events import (DENSE_ALWAYS, SpikeEvents, as_float, check_events, choose_path, dense_wins,
+                      estimated_density, kernel_args, needs_autograd, save_for_backward, saved)
+from .common import check_tensor, cpp_dtype_code, cpu_empty, num_threads, ptr, torch_threads
 
 FAMILY = "spike_conv2d"
 
@@ -113,7 +113,9 @@ def _nnz_hint(x, indptr):
 
 def cpp_fwd(x, indptr, indices, values, weight, bias, *, stride, padding, dilation, groups, dense_above):
     if indptr is None and dense_wins(x, dense_above):
-        return dense_forward(x, weight, bias, stride, padding, dilation, groups)
+        out_numel = math.prod(_geom(x.shape, weight, stride, padding, dilation, groups)[1])
+        with torch_threads((x.numel() + weight.numel() + out_numel) * weight.element_size()):
+            return dense_forward(x, weight, bias, stride, padding, dilation, groups)
     geom, out_shape = _geom(x.shape, weight, stride, padding, dilation, groups)
     out = cpu_empty(out_shape, weight.dtype)
     wt = _wt(weight, groups)
@@ -127,16 +129,20 @@ def cpp_fwd(x, indptr, indices, values, weight, bias, *, stride, padding, dilati
 def cpp_bwd(grad, x, indptr, indices, values, weight, *, input_size, stride, padding, dilation, groups,
             need_input, need_weight, need_bias, dense_above):
     grad = grad.contiguous()
-    gx = grad_input(grad, weight, input_size, stride, padding, dilation, groups) if need_input else None
+    gx = None
+    if need_input:
+        with torch_threads((grad.numel() + weight.numel() + math.prod(input_size)) * weight.element_size()):
+            gx = grad_input(grad, weight, input_size, stride, padding, dilation, groups)
     if not (need_weight or need_bias):
         return gx, None, None
     if indptr is None and dense_wins(x, dense_above):  # as nn.Conv2d's backward
         xf = as_float(x, weight.dtype)
         sym = _symmetric(padding)
-        _, gw, gb = torch.ops.aten.convolution_backward(
-            grad, xf if sym else _pad(xf, padding), weight, [weight.shape[0]], stride,
-            [padding[0], padding[2]] if sym else [0, 0], dilation, False, [0, 0], groups,
-            [False, need_weight, need_bias])
+        with torch_threads((x.numel() + grad.numel() + weight.numel()) * weight.element_size()):
+            _, gw, gb = torch.ops.aten.convolution_backward(
+                grad, xf if sym else _pad(xf, padding), weight, [weight.shape[0]], stride,
+                [padding[0], padding[2]] if sym else [0, 0], dilation, False, [0, 0], groups,
+                [False, need_weight, need_bias])
         return gx, gw, gb
     geom, _ = _geom(input_size, weight, stride, padding, dilation, groups)
     gw = torch.empty_like(weight, memory_format=torch.contiguous_format) if need_weight else None
@@ -316,10 +322,14 @@ def run_spike_conv(input, weight, bias=None, stride=1, padding=0, dilation=1, gr
                        dense_name="the dense convolution")
     if name == "reference":
         return dense_forward(x4, weight, bias, stride, pads, dilation, groups).reshape(*lead, O, OH, OW)
-    if images >= 2**31 or C * H * W >= 2**31 or O * OH * OW >= 2**31:
-        raise ValueError(f"the event kernels take fewer than 2**31 images and entries per image, got "
-                         f"{images} images of {C}x{H}x{W} -> {O}x{OH}x{OW}")
-    dense_above = DENSE_ABOVE if backend == "auto" else math.inf
+    if name == "dense":  # the convolution, by the C++ launchers on the threads its work pays for (torch_threads)
+        name, events, dense_above = "cpp", None, DENSE_ALWAYS
+        x4 = as_float(x4, weight.dtype)  # once, here: backward reads the same copy (as nn.Conv2d keeps it)
+    else:
+        if images >= 2**31 or C * H * W >= 2**31 or O * OH * OW >= 2**31:
+            raise ValueError(f"the event kernels take fewer than 2**31 images and entries per image, got "
+                             f"{images} images of {C}x{H}x{W} -> {O}x{OH}x{OW}")
+        dense_above = DENSE_ABOVE if backend == "auto" else math.inf
     indptr = indices = values = None
     if events is not None:
         indptr, indices, values = events.indptr, events.indices, events.values

@@ -29,9 +29,9 @@ from torch import Tensor
 
 from .. import backends
 # SAMPLE_ROWS and estimated_density stay importable from here, where they were first
-from ..events import (SAMPLE_ROWS, SpikeEvents, as_float, check_events, choose_path, dense_wins,  # noqa: F401
-                      estimated_density, kernel_args, needs_autograd, save_for_backward, saved)
-from .common import check_tensor, cpp_dtype_code, cpu_empty, num_threads, ptr
+from ..events import (DENSE_ALWAYS, SAMPLE_ROWS, SpikeEvents, as_float, check_events, choose_path,  # noqa: F401
+                      dense_wins, estimated_density, kernel_args, needs_autograd, save_for_backward, saved)
+from .common import check_tensor, cpp_dtype_code, cpu_empty, num_threads, ptr, torch_threads
 
 FAMILY = "spike_linear"
 
@@ -56,12 +56,25 @@ DENSE_ABOVE = 0.25
 # of floats, and the GEMM would first convert them: they keep the event kernels.
 NARROW_OUT = 64
 
+# The GEMMs auto runs in the event kernels' place (the dense path: the forward and the weight
+# gradient) count as 1/DENSE_GEMM_GRAINS of the bytes they move when their thread count is taken
+# from the work (fastlif.ops.common.torch_threads): a second thread joins from 64 MiB moved, not
+# 2 MiB. Measured beside one and two spinning processes (bench_spike_linear --busy N --density
+# 0.5): torch's GEMM on two threads took 1.5-2.7x its one-thread time at fc1 (3200x784 -> 128,
+# 12 MiB a GEMM; its threads wait at torch's barriers for a preempted one), 0.8-1.1x at large
+# (6400x2048 -> 1024, 86 MiB). Their thread count cannot follow the load (their results'
+# bits would), so the mid-sized ones run on one thread: quiet, that gives up the 1.4-1.5x the
+# second thread gains at fc1.
+DENSE_GEMM_GRAINS = 32
+
 
 # --- C++ launchers (the event plumbing they share with SpikeConv2d: fastlif.events) -------------
 
 def cpp_fwd(x, indptr, indices, values, weight, bias, *, dense_above):
     if indptr is None and dense_wins(x, dense_above):
-        return F.linear(as_float(x, weight.dtype), weight, bias)
+        moved = (x.numel() + weight.numel() + x.shape[0] * weight.shape[0]) * weight.element_size()
+        with torch_threads(moved // DENSE_GEMM_GRAINS):
+            return F.linear(as_float(x, weight.dtype), weight, bias)
     M, K = x.shape
     N = weight.shape[0]
     wt = weight.t().contiguous()  # [K, N]: an event adds one contiguous row
@@ -75,12 +88,17 @@ def cpp_fwd(x, indptr, indices, values, weight, bias, *, dense_above):
 
 def cpp_bwd(grad, x, indptr, indices, values, weight, *, need_input, need_weight, need_bias, dense_above):
     grad = grad.contiguous()
-    grad_x = grad.mm(weight) if need_input else None
+    grad_x = None
+    if need_input:
+        with torch_threads((grad.numel() + weight.numel() + grad.shape[0] * weight.shape[1]) * weight.element_size()):
+            grad_x = grad.mm(weight)
     if not (need_weight or need_bias):
         return grad_x, None, None
     if indptr is None and dense_wins(x, dense_above):  # as nn.Linear's backward
-        grad_w = grad.t().mm(as_float(x, weight.dtype)) if need_weight else None
-        return grad_x, grad_w, (grad.sum(0) if need_bias else None)
+        moved = (x.numel() + grad.numel() + weight.numel()) * weight.element_size()
+        with torch_threads(moved // DENSE_GEMM_GRAINS):
+            grad_w = grad.t().mm(as_float(x, weight.dtype)) if need_weight else None
+            return grad_x, grad_w, (grad.sum(0) if need_bias else None)
     M, N, K = grad.shape[0], weight.shape[0], weight.shape[1]
     grad_w = torch.empty_like(weight, memory_format=torch.contiguous_format) if need_weight else None
     grad_b = torch.empty(N, dtype=weight.dtype) if need_bias else None
@@ -174,8 +192,9 @@ def run_spike_linear(input, weight, bias=None, *, backend="auto"):
     ``input`` is a tensor ``[..., K]`` (bool spikes, or the weight's dtype) or a
     :class:`fastlif.events.SpikeEvents` of one; ``weight`` ``[N, K]``, ``bias`` ``[N]`` or None.
     Returns ``[..., N]``. ``backend``: ``"auto"`` (event kernels at or below DENSE_ABOVE
-    density on the CPU in fp32/fp64, else the dense GEMM), ``"cpp"`` (the event kernels always),
-    ``"reference"`` (the dense GEMM, ``torch.nn.functional.linear``).
+    density on the CPU in fp32/fp64, else the dense GEMM, on the threads its work pays for
+    (:class:`fastlif.ops.common.torch_threads`) on the CPU), ``"cpp"`` (the event kernels always),
+    ``"reference"`` (the dense GEMM, ``torch.nn.functional.linear``, as torch runs it).
     """
     events = input if isinstance(input, SpikeEvents) else None
     x = check_tensor(events.dense if events is not None else input,
@@ -207,12 +226,16 @@ def run_spike_linear(input, weight, bias=None, *, backend="auto"):
     name = choose_path(backend, x, weight, events, family=FAMILY, dense_above=DENSE_ABOVE,
                        dense_name="the dense GEMM")
     if name == "cpp" and backend == "auto" and narrow_gemm_wins(x, events, N):
-        name = "reference"
+        name = "dense"
     if name == "reference":
         return F.linear(as_float(x, weight.dtype), weight, bias)
-    if rows >= 2**31:
-        raise ValueError(f"the event kernels take fewer than 2**31 rows, got {rows}")
-    dense_above = DENSE_ABOVE if backend == "auto" else math.inf
+    if name == "dense":  # the GEMM, by the C++ launchers on the threads its work pays for (torch_threads)
+        name, events, dense_above = "cpp", None, DENSE_ALWAYS
+        x = as_float(x, weight.dtype)  # once, here: backward reads the same copy (as nn.Linear keeps it)
+    else:
+        if rows >= 2**31:
+            raise ValueError(f"the event kernels take fewer than 2**31 rows, got {rows}")
+        dense_above = DENSE_ABOVE if backend == "auto" else math.inf
     x2 = x.reshape(rows, K)
     indptr = indices = values = None
     if events is not None:
