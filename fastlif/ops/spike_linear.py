@@ -56,8 +56,8 @@ DENSE_ABOVE = 0.25
 # of floats, and the GEMM would first convert them: they keep the event kernels.
 NARROW_OUT = 64
 
-# The GEMMs auto runs in the event kernels' place (the dense path: the forward and the weight
-# gradient) count as 1/DENSE_GEMM_GRAINS of the bytes they move when their thread count is taken
+# The GEMMs auto runs in the event kernels' place (the dense path: forward, weight and input
+# gradients) count as 1/DENSE_GEMM_GRAINS of the bytes they move when their thread count is taken
 # from the work (fastlif.ops.common.torch_threads): a second thread joins from 64 MiB moved, not
 # 2 MiB. Measured beside one and two spinning processes (bench_spike_linear --busy N --density
 # 0.5): torch's GEMM on two threads took 1.5-2.7x its one-thread time at fc1 (3200x784 -> 128,
@@ -68,12 +68,17 @@ NARROW_OUT = 64
 DENSE_GEMM_GRAINS = 32
 
 
+def dense_threads(moved):
+    """The threads of the dense path's torch ops (its GEMMs, and the bool input's conversion to
+    floats, which stalls alike), moving ``moved`` bytes: see DENSE_GEMM_GRAINS."""
+    return torch_threads(moved // DENSE_GEMM_GRAINS)
+
+
 # --- C++ launchers (the event plumbing they share with SpikeConv2d: fastlif.events) -------------
 
 def cpp_fwd(x, indptr, indices, values, weight, bias, *, dense_above):
     if indptr is None and dense_wins(x, dense_above):
-        moved = (x.numel() + weight.numel() + x.shape[0] * weight.shape[0]) * weight.element_size()
-        with torch_threads(moved // DENSE_GEMM_GRAINS):
+        with dense_threads((x.numel() + weight.numel() + x.shape[0] * weight.shape[0]) * weight.element_size()):
             return F.linear(as_float(x, weight.dtype), weight, bias)
     M, K = x.shape
     N = weight.shape[0]
@@ -88,15 +93,16 @@ def cpp_fwd(x, indptr, indices, values, weight, bias, *, dense_above):
 
 def cpp_bwd(grad, x, indptr, indices, values, weight, *, need_input, need_weight, need_bias, dense_above):
     grad = grad.contiguous()
+    dense = indptr is None and x is not None and dense_wins(x, dense_above)
     grad_x = None
-    if need_input:
-        with torch_threads((grad.numel() + weight.numel() + grad.shape[0] * weight.shape[1]) * weight.element_size()):
+    if need_input:  # grad @ W: on the dense path's threads there, on the work's in the event path
+        moved = (grad.numel() + weight.numel() + grad.shape[0] * weight.shape[1]) * weight.element_size()
+        with (dense_threads(moved) if dense else torch_threads(moved)):
             grad_x = grad.mm(weight)
     if not (need_weight or need_bias):
         return grad_x, None, None
-    if indptr is None and dense_wins(x, dense_above):  # as nn.Linear's backward
-        moved = (x.numel() + grad.numel() + weight.numel()) * weight.element_size()
-        with torch_threads(moved // DENSE_GEMM_GRAINS):
+    if dense:  # as nn.Linear's backward
+        with dense_threads((x.numel() + grad.numel() + weight.numel()) * weight.element_size()):
             grad_w = grad.t().mm(as_float(x, weight.dtype)) if need_weight else None
             return grad_x, grad_w, (grad.sum(0) if need_bias else None)
     M, N, K = grad.shape[0], weight.shape[0], weight.shape[1]
@@ -231,7 +237,8 @@ def run_spike_linear(input, weight, bias=None, *, backend="auto"):
         return F.linear(as_float(x, weight.dtype), weight, bias)
     if name == "dense":  # the GEMM, by the C++ launchers on the threads its work pays for (torch_threads)
         name, events, dense_above = "cpp", None, DENSE_ALWAYS
-        x = as_float(x, weight.dtype)  # once, here: backward reads the same copy (as nn.Linear keeps it)
+        with dense_threads(x.numel() * (x.element_size() + weight.element_size())):
+            x = as_float(x, weight.dtype)  # once, here: backward reads the same copy (as nn.Linear keeps it)
     else:
         if rows >= 2**31:
             raise ValueError(f"the event kernels take fewer than 2**31 rows, got {rows}")
