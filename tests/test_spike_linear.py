@@ -133,11 +133,12 @@ def test_dense_events_take_the_gemm():
 def test_crossover_choice():
     """auto picks the path by density: a zero input never meets the weight on the event path,
     so an infinite weight over an always-zero input column tells the two paths apart. (A layer
-    as wide as NARROW_OUT: a narrower one runs the GEMM for a dense float input, next test.)"""
+    as wide as NARROW_OUT: a narrower one runs the GEMM for a dense float input, next test.
+    Dense enough for either threshold: see test_one_thread_gemm_threshold.)"""
     lin = SpikeLinear(32, ops.NARROW_OUT, backend="auto")
     with torch.no_grad():
         lin.weight[:, 0] = float("inf")
-    for density, finite in ((0.05, True), (0.5, False)):
+    for density, finite in ((0.05, True), (0.8, False)):
         x = make_input((40, 32), density, "binary", seed=7)
         x[:, 0] = 0
         assert ops.estimated_density(x) == pytest.approx(density, abs=0.05)
@@ -145,6 +146,23 @@ def test_crossover_choice():
     assert ops.DENSE_ABOVE > 0.05
     lin.backend = "cpp"  # forced: the event kernels whatever the density
     assert bool(lin(x).isfinite().all())
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_one_thread_gemm_threshold(threads, restore_threads):
+    """Where the dense GEMM would run on one thread (its work under 64 MiB) while the event
+    kernels may take two, auto keeps the event kernels up to DENSE_ABOVE_BESIDE_ONE_THREAD_GEMM;
+    on one thread in all, the GEMM from DENSE_ABOVE (the paths told apart as above)."""
+    torch.set_num_threads(threads)
+    assert ops.DENSE_ABOVE < 0.38 < ops.DENSE_ABOVE_BESIDE_ONE_THREAD_GEMM
+    lin = SpikeLinear(32, ops.NARROW_OUT, backend="auto")
+    with torch.no_grad():
+        lin.weight[:, 0] = float("inf")
+    x = make_input((40, 32), 0.38, "binary", seed=7)
+    x[:, 0] = 0
+    assert ops.gemm_alone(40, 32, ops.NARROW_OUT, torch.float32) == (threads == 2)
+    assert bool(lin(x).isfinite().all()) == (threads == 2)
+    assert bool(lin(from_dense(x)).isfinite().all()) == (threads == 2)
 
 
 @pytest.mark.parametrize("N", [1, 10, 63, 64])

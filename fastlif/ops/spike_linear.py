@@ -67,6 +67,25 @@ NARROW_OUT = 64
 # second thread gains at fc1.
 DENSE_GEMM_GRAINS = 32
 
+# Where that leaves the GEMM on one thread while the event kernels have more (fc1's size on two
+# threads), auto runs the event kernels up to this density instead of DENSE_ABOVE. Measured
+# (bench_spike_linear, fc1, bool spikes, 2 threads, a01de21): the GEMM path on one thread took
+# 6.8, 15.3 and 13.8 ms at 30 % (forward, forward+backward, with the input gradient) against the
+# event kernels' 2.9, 6.7 and 11.6; at 50 % 6.7, 13.6 and 13.7 against 4.5, 10.5 and 15.8; at
+# 75 % (forward, forward+backward) 10.6-10.9 and 21.9-23.4 against 7.1-8.2 and 17.2-18.6; at
+# 100 % 6.6-7.2 and 14.2-16.1 against 8.0-8.4 and 20.0-23.7.
+DENSE_ABOVE_BESIDE_ONE_THREAD_GEMM = 0.75
+
+
+def gemm_alone(rows, K, N, dtype):
+    """Whether the dense path's GEMM for ``rows`` inputs would run on one thread while fastlif's
+    kernels may take more (see DENSE_ABOVE_BESIDE_ONE_THREAD_GEMM)."""
+    threads, C = num_threads(), backends._cpp_status()[0]
+    if threads < 2 or C is None:
+        return False
+    moved = (rows * K + N * K + rows * N) * dtype.itemsize
+    return C._work_team(threads, moved // DENSE_GEMM_GRAINS) < 2
+
 
 def dense_threads(moved):
     """The threads of the dense path's torch ops (its GEMMs, and the bool input's conversion to
@@ -229,7 +248,12 @@ def run_spike_linear(input, weight, bias=None, *, backend="auto"):
             raise ValueError(f"SpikeEvents for a linear layer need a row per input vector: from_dense(x) "
                              f"(item_dims=1), got item_dims={events.item_dims}")
         check_events(events, rows, x.device)
-    name = choose_path(backend, x, weight, events, family=FAMILY, dense_above=DENSE_ABOVE,
+    auto_above = DENSE_ABOVE
+    # (not in a torch.compile trace, which cannot read the thread count: there DENSE_ABOVE)
+    if backend == "auto" and x.device.type == "cpu" and not torch.compiler.is_compiling() \
+            and gemm_alone(rows, K, N, weight.dtype):
+        auto_above = DENSE_ABOVE_BESIDE_ONE_THREAD_GEMM
+    name = choose_path(backend, x, weight, events, family=FAMILY, dense_above=auto_above,
                        dense_name="the dense GEMM")
     if name == "cpp" and backend == "auto" and narrow_gemm_wins(x, events, N):
         name = "dense"
@@ -242,7 +266,7 @@ def run_spike_linear(input, weight, bias=None, *, backend="auto"):
     else:
         if rows >= 2**31:
             raise ValueError(f"the event kernels take fewer than 2**31 rows, got {rows}")
-        dense_above = DENSE_ABOVE if backend == "auto" else math.inf
+        dense_above = auto_above if backend == "auto" else math.inf
     x2 = x.reshape(rows, K)
     indptr = indices = values = None
     if events is not None:
