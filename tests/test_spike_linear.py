@@ -151,8 +151,9 @@ def test_crossover_choice():
 @pytest.mark.parametrize("threads", [1, 2])
 def test_one_thread_gemm_threshold(threads, restore_threads):
     """Where the dense GEMM would run on one thread (its work under 64 MiB) while the event
-    kernels may take two, auto keeps the event kernels up to DENSE_ABOVE_BESIDE_ONE_THREAD_GEMM;
-    on one thread in all, the GEMM from DENSE_ABOVE (the paths told apart as above)."""
+    kernels may take two, auto keeps the event kernels up to DENSE_ABOVE_BESIDE_ONE_THREAD_GEMM
+    for an input that needs no gradient; on one thread in all, or for an input that needs its
+    gradient, the GEMM from DENSE_ABOVE (the paths told apart as above)."""
     torch.set_num_threads(threads)
     assert ops.DENSE_ABOVE < 0.38 < ops.DENSE_ABOVE_BESIDE_ONE_THREAD_GEMM
     lin = SpikeLinear(32, ops.NARROW_OUT, backend="auto")
@@ -163,6 +164,8 @@ def test_one_thread_gemm_threshold(threads, restore_threads):
     assert ops.gemm_alone(40, 32, ops.NARROW_OUT, torch.float32) == (threads == 2)
     assert bool(lin(x).isfinite().all()) == (threads == 2)
     assert bool(lin(from_dense(x)).isfinite().all()) == (threads == 2)
+    # an input that wants its gradient keeps DENSE_ABOVE: grad @ W is a GEMM on either path
+    assert not bool(lin(x.clone().requires_grad_()).isfinite().all())
 
 
 @pytest.mark.parametrize("N", [1, 10, 63, 64])

@@ -73,13 +73,19 @@ DENSE_GEMM_GRAINS = 32
 # 6.8, 15.3 and 13.8 ms at 30 % (forward, forward+backward, with the input gradient) against the
 # event kernels' 2.9, 6.7 and 11.6; at 50 % 6.7, 13.6 and 13.7 against 4.5, 10.5 and 15.8; at
 # 75 % (forward, forward+backward) 10.6-10.9 and 21.9-23.4 against 7.1-8.2 and 17.2-18.6; at
-# 100 % 6.6-7.2 and 14.2-16.1 against 8.0-8.4 and 20.0-23.7.
+# 100 % 6.6-7.2 and 14.2-16.1 against 8.0-8.4 and 20.0-23.7. Not when the input's gradient is
+# wanted: grad @ W is a GEMM on either path, so the event kernels gained little there (at 30 %
+# 11.6 against 13.8 ms; at 50 % 15.8 against 13.7), and beside busy cores the event path, its
+# kernels solo and its grad @ W on torch's two threads, took 1.9-2.05x the GEMM path's time (at
+# 30 % and 50 %); grad @ W on one thread instead cost the quiet hidden layer 1.5x (fc1 at 1.25 %,
+# forward+backward_input 9.4 against 6.0-6.5 ms).
 DENSE_ABOVE_BESIDE_ONE_THREAD_GEMM = 0.75
 
 
 def gemm_alone(rows, K, N, dtype):
     """Whether the dense path's GEMM for ``rows`` inputs would run on one thread while fastlif's
-    kernels may take more (see DENSE_ABOVE_BESIDE_ONE_THREAD_GEMM)."""
+    kernels may take more (see DENSE_ABOVE_BESIDE_ONE_THREAD_GEMM, which applies to inputs that
+    need no gradient)."""
     threads, C = num_threads(), backends._cpp_status()[0]
     if threads < 2 or C is None:
         return False
@@ -250,8 +256,8 @@ def run_spike_linear(input, weight, bias=None, *, backend="auto"):
         check_events(events, rows, x.device)
     auto_above = DENSE_ABOVE
     # (not in a torch.compile trace, which cannot read the thread count: there DENSE_ABOVE)
-    if backend == "auto" and x.device.type == "cpu" and not torch.compiler.is_compiling() \
-            and gemm_alone(rows, K, N, weight.dtype):
+    if backend == "auto" and x.device.type == "cpu" and not x.requires_grad \
+            and not torch.compiler.is_compiling() and gemm_alone(rows, K, N, weight.dtype):
         auto_above = DENSE_ABOVE_BESIDE_ONE_THREAD_GEMM
     name = choose_path(backend, x, weight, events, family=FAMILY, dense_above=auto_above,
                        dense_name="the dense GEMM")
