@@ -348,8 +348,7 @@ class torch_threads:
     __slots__ = ("threads", "team")
 
     def __init__(self, nbytes):
-        self.threads = torch.get_num_threads()
-        cap = self.threads if _thread_cap is None else min(self.threads, _thread_cap)
+        self.threads, cap = torch.get_num_threads(), get_num_threads()
         self.team = backends.cpp_module()._work_team(cap, int(nbytes)) if cap > 1 else 1
 
     def __enter__(self):

@@ -87,28 +87,31 @@ DENSE_GEMM_GRAINS = 32
 DENSE_ABOVE_BESIDE_ONE_THREAD_GEMM = 0.4
 
 
-def gemm_alone(rows, K, N, dtype):
-    """Whether the dense path's GEMM for ``rows`` inputs would run on one thread while fastlif's
-    kernels may take more (see DENSE_ABOVE_BESIDE_ONE_THREAD_GEMM, which applies to inputs that
-    need no gradient)."""
-    threads, C = num_threads(), backends._cpp_status()[0]
-    if threads < 2 or C is None:
-        return False
-    moved = (rows * K + N * K + rows * N) * dtype.itemsize
-    return C._work_team(threads, moved // DENSE_GEMM_GRAINS) < 2
-
-
 def dense_threads(moved):
     """The threads of the dense path's torch ops (its GEMMs, and the bool input's conversion to
     floats, which stalls alike), moving ``moved`` bytes: see DENSE_GEMM_GRAINS."""
     return torch_threads(moved // DENSE_GEMM_GRAINS)
 
 
+def gemm_bytes(rows, K, N, dtype):
+    """What the forward GEMM ``[rows, K] x [K, N]`` moves: its input, weight and output."""
+    return (rows * K + N * K + rows * N) * dtype.itemsize
+
+
+def gemm_alone(rows, K, N, dtype):
+    """Whether the dense path's GEMM for ``rows`` inputs would run on one thread while fastlif's
+    kernels may take more (see DENSE_ABOVE_BESIDE_ONE_THREAD_GEMM, which applies to inputs that
+    need no gradient)."""
+    if num_threads() < 2 or backends._cpp_status()[0] is None:
+        return False
+    return dense_threads(gemm_bytes(rows, K, N, dtype)).team < 2
+
+
 # --- C++ launchers (the event plumbing they share with SpikeConv2d: fastlif.events) -------------
 
 def cpp_fwd(x, indptr, indices, values, weight, bias, *, dense_above):
     if indptr is None and dense_wins(x, dense_above):
-        with dense_threads((x.numel() + weight.numel() + x.shape[0] * weight.shape[0]) * weight.element_size()):
+        with dense_threads(gemm_bytes(x.shape[0], x.shape[1], weight.shape[0], weight.dtype)):
             return F.linear(as_float(x, weight.dtype), weight, bias)
     M, K = x.shape
     N = weight.shape[0]
