@@ -9,7 +9,7 @@ import warnings
 import torch
 
 import fastlif
-from fastlif import backends
+from fastlif import backends, testing
 from fastlif.timing import time_call
 
 __all__ = ["check"]
@@ -66,7 +66,9 @@ MODULE_CASES = [
 ]
 
 
-def _make_case(T, B, N, opts, device, seed):
+def _make_case(T, B, N, opts, seed):
+    """One CASES entry as a :class:`fastlif.testing.Case` (CPU, the case's dtype; ``testing.run``
+    moves it to the device)."""
     g = torch.Generator().manual_seed(seed)
     dtype = getattr(torch, opts.get("dtype", "float32"))
     shape = (T, B, 2, N) if opts.get("shape4") else (T, B, N)
@@ -82,49 +84,37 @@ def _make_case(T, B, N, opts, device, seed):
     graded = torch.tensor(float(opts.get("graded", 1.0)), dtype=dtype)
     g_spk = torch.randn(shape, generator=g, dtype=torch.float64).to(dtype)
     g_mem = torch.randn(shape, generator=g, dtype=torch.float64).to(dtype)
-    to = lambda t: None if t is None else t.to(device)  # noqa: E731
-    return [to(t) for t in (x, mem0, beta, thr, graded, g_spk, g_mem)]
+    return testing.Case(x, mem0, {"beta": beta, "threshold": thr, "graded": graded}, g_spk, g_mem)
 
 
-def _run_case(backend, tensors, opts):
-    """Forward + backward of lif_sequence on fresh leaf copies; returns outputs and gradients."""
-    x, mem0, beta, thr, graded, g_spk, g_mem = tensors
-    learn = bool(opts.get("learn"))
-    leaves = {"x": x.clone().requires_grad_(True)}
-    if mem0 is not None:
-        leaves["mem0"] = mem0.clone().requires_grad_(True)
-    b, th = beta.clone(), thr.clone()
-    if learn:
-        leaves["beta"], leaves["threshold"] = b.requires_grad_(True), th.requires_grad_(True)
-    sg = getattr(fastlif.surrogate, opts.get("surrogate", "atan"))()
-    spk, mem = fastlif.lif_sequence(leaves["x"], b, th, mem=leaves.get("mem0"),
-                                    reset_mechanism=opts.get("reset_mechanism", "subtract"),
-                                    reset_delay=opts.get("reset_delay", True), surrogate=sg,
-                                    graded_spikes_factor=graded, backend=backend)
-    ((spk * g_spk).sum() + (mem * g_mem).sum()).backward()
-    grads = {k: v.grad for k, v in leaves.items()}
-    return spk.detach(), mem.detach(), grads
+def _run_case(backend, case, opts, device):
+    """Forward + backward of lif_sequence on fresh leaves (fastlif.testing.run, the harness the
+    test suites use); returns outputs and gradients by name."""
+    return testing.run(case, backend, dtype=case.x.dtype, device=device,
+                       learn=("beta", "threshold") if opts.get("learn") else (),
+                       reset_mechanism=opts.get("reset_mechanism", "subtract"),
+                       reset_delay=opts.get("reset_delay", True),
+                       surrogate=getattr(fastlif.surrogate, opts.get("surrogate", "atan"))())
 
 
 def _rel_err(a, b):
-
-    if a is None or b is None:  # no gradient at all, or zeros (a state only a detached reset reads)
+    """max|a - b| / max(max|b|, 1); None is no gradient at all, equal only to zeros (a state only
+    a detached reset reads)."""
+    if a is None or b is None:
         other = b if a is None else a
         return 0.0 if other is None or not other.any() else float("inf")
-    a, b = a.double(), b.double()
-    scale = max(b.abs().max().item(), 1.0)
-    return (a - b).abs().max().item() / scale if a.numel() else 0.0
+    return testing.normwise(a, b, floor=1.0)
 
 
 def _compare(backend, device, verbose_fail):
     """All CASES on ``backend``; returns (ok, n_cases, worst mem error, worst grad error)."""
     ok, worst_mem, worst_grad = True, 0.0, 0.0
     for i, (name, T, B, N, opts) in enumerate(CASES):
-        tensors = _make_case(T, B, N, opts, device, seed=100 + i)
+        case = _make_case(T, B, N, opts, seed=100 + i)
         tol = 1e-9 if opts.get("dtype") == "float64" else 1e-4
         try:
-            spk_r, mem_r, gr = _run_case("reference", tensors, opts)
-            spk_b, mem_b, gb = _run_case(backend, tensors, opts)
+            spk_r, mem_r, gr = _run_case("reference", case, opts, device)
+            spk_b, mem_b, gb = _run_case(backend, case, opts, device)
         except Exception as err:  # noqa: BLE001 - report any failure as a disagreement
             verbose_fail(f"{backend} on {device}, case '{name}': raised {type(err).__name__}: {err}")
             ok = False
