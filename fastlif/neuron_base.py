@@ -88,6 +88,9 @@ class SpikingNeuron(nn.Module):
         for name in self._state_names:
             self.register_buffer(name, torch.zeros(0), persistent=False)
         self._reset_source = None  # (membrane the last step started from,), or an assigned value
+        # snnTorch's state_function, picked once from the mechanism given here (the class's
+        # _base_sub / _base_zero / _base_int; from_snntorch reads the name back)
+        self.state_function = getattr(self, ("_base_sub", "_base_zero", "_base_int")[self._state_reset_mode], None)
         _registry().instances.append(self)  # once its own arguments passed their checks
         if inhibition or state_quant:
             what = " and ".join(n for n, on in (("inhibition", inhibition), ("state_quant", state_quant)) if on)
@@ -236,15 +239,19 @@ class SpikingNeuron(nn.Module):
         return new.to(next(iter(layer.buffers()), new.threshold).device)
 
     @staticmethod
-    def _common_settings(layer):
-        """The SpikingNeuron-level constructor settings of an snnTorch neuron."""
+    def _common_settings(layer, *learnable):
+        """The SpikingNeuron-level constructor settings of an snnTorch neuron, and for each name
+        in ``learnable`` its value (a copy) and ``learn_<name>``."""
         disabled = getattr(layer, "surrogate_disable", False)
-        return dict(threshold=layer.threshold.detach().clone(),
-                    spike_grad=None if disabled else layer.spike_grad, surrogate_disable=disabled,
-                    init_hidden=layer.init_hidden, inhibition=layer.inhibition,
-                    learn_threshold=isinstance(layer.threshold, nn.Parameter),
-                    state_quant=layer.state_quant, output=layer.output,
-                    reset_delay=getattr(layer, "reset_delay", True))
+        settings = dict(spike_grad=None if disabled else layer.spike_grad, surrogate_disable=disabled,
+                        init_hidden=layer.init_hidden, inhibition=layer.inhibition,
+                        state_quant=layer.state_quant, output=layer.output,
+                        reset_delay=getattr(layer, "reset_delay", True))
+        for name in ("threshold", *learnable):
+            value = getattr(layer, name)
+            settings[name] = value.detach().clone()
+            settings[f"learn_{name}"] = isinstance(value, nn.Parameter)
+        return settings
 
     # --- hidden state --------------------------------------------------------------------------
     @classmethod
@@ -374,6 +381,12 @@ class SpikingNeuron(nn.Module):
         if self.output or not self.init_hidden:
             return (spk_seq, *[seqs[self._state_names.index(name)] for name in self._returned_states])
         return spk_seq
+
+    def reset_mem(self):
+        """Every hidden state set to zeros of its current shape (zeros whose shape is taken from
+        the first input, before one); returns them, one tensor or a tuple in the neuron's state
+        order, as snnTorch's ``reset_mem``."""
+        return self._clear_states()
 
     def _clear_states(self):
         for name in self._state_names:

@@ -16,7 +16,42 @@ from .ops import lif, rleaky
 __all__ = ["Leaky", "Synaptic", "Lapicque", "Alpha", "RLeaky", "RSynaptic"]
 
 
-class Leaky(SpikingNeuron, *snntorch_bases("Leaky")):
+class _MembraneStateFunctions:
+    """snnTorch's state functions of a neuron whose reset acts on ``mem`` alone (Leaky, Lapicque,
+    RLeaky), one step from its ``_base_state_function``, for code that calls them; the fused path
+    does not use them."""
+
+    def _base_sub(self, input_):
+        return self._base_state_function(input_) - self.reset * self.threshold
+
+    def _base_zero(self, input_):
+        return self._base_state_function(input_) - self.reset * self._base_state_function(input_)
+
+    def _base_int(self, input_):
+        return self._base_state_function(input_)
+
+
+class _SynapticStateFunctions:
+    """snnTorch's state functions of Synaptic and RSynaptic (``_base_state_function`` returns
+    ``(syn, mem)``; the zero reset clears mem only)."""
+
+    def _base_state_reset_zero(self, input_):
+        return 0, self._base_state_function(input_)[1]
+
+    def _base_sub(self, input_):
+        syn, mem = self._base_state_function(input_)
+        return syn, mem - self.reset * self.threshold
+
+    def _base_zero(self, input_):
+        syn, mem = self._base_state_function(input_)
+        syn2, mem2 = self._base_state_reset_zero(input_)
+        return syn - syn2 * self.reset, mem - mem2 * self.reset
+
+    def _base_int(self, input_):
+        return self._base_state_function(input_)
+
+
+class Leaky(_MembraneStateFunctions, SpikingNeuron, *snntorch_bases("Leaky")):
     """First-order leaky integrate-and-fire neuron (snnTorch semantics, api.md section 1).
 
     ``step_mode="single"`` (default): ``spk, mem = lif(x_t, mem)`` is one step, exactly as
@@ -36,17 +71,10 @@ class Leaky(SpikingNeuron, *snntorch_bases("Leaky")):
                          learn_threshold, reset_mechanism, state_quant, output, graded_spikes_factor,
                          learn_graded_spikes_factor, reset_delay, step_mode, backend)
         self._register("beta", beta, learn_beta)
-        self.state_function = {0: self._base_sub, 1: self._base_zero, 2: self._base_int}[self._state_reset_mode]
 
     @classmethod
     def _snntorch_settings(cls, layer):
-        return dict(cls._common_settings(layer), beta=layer.beta.detach().clone(),
-                    learn_beta=isinstance(layer.beta, nn.Parameter),
-                    graded_spikes_factor=layer.graded_spikes_factor.detach().clone(),
-                    learn_graded_spikes_factor=isinstance(layer.graded_spikes_factor, nn.Parameter))
-
-    def reset_mem(self):
-        return self._clear_states()
+        return cls._common_settings(layer, "beta", "graded_spikes_factor")
 
     def init_leaky(self):
         """Zeros whose shape is taken from the first input (snnTorch's behaviour)."""
@@ -56,14 +84,8 @@ class Leaky(SpikingNeuron, *snntorch_bases("Leaky")):
     def _base_state_function(self, input_):
         return self.beta.clamp(0, 1) * self.mem + input_
 
-    def _base_sub(self, input_):
-        return self._base_state_function(input_) - self.reset * self.threshold
-
-    def _base_zero(self, input_):
+    def _base_zero(self, input_):  # snnTorch's Leaky zeroes mem first, unlike its other neurons
         self.mem = (1 - self.reset) * self.mem
-        return self._base_state_function(input_)
-
-    def _base_int(self, input_):
         return self._base_state_function(input_)
 
     def _fused(self, x, mem, single_step):
@@ -83,7 +105,7 @@ class Leaky(SpikingNeuron, *snntorch_bases("Leaky")):
         return self._call_result(states, single_step, *self._fused(input_, *states, single_step=single_step))
 
 
-class Synaptic(SpikingNeuron, *snntorch_bases("Synaptic")):
+class Synaptic(_SynapticStateFunctions, SpikingNeuron, *snntorch_bases("Synaptic")):
     """Second-order integrate-and-fire neuron: a synaptic current ``syn`` decaying with
     ``alpha`` feeds the membrane ``mem`` decaying with ``beta`` (snnTorch's ``Synaptic``).
 
@@ -107,18 +129,10 @@ class Synaptic(SpikingNeuron, *snntorch_bases("Synaptic")):
                          learn_graded_spikes_factor, reset_delay, step_mode, backend)
         self._register("beta", beta, learn_beta)
         self._register("alpha", alpha, learn_alpha)
-        self.state_function = {0: self._base_sub, 1: self._base_zero, 2: self._base_int}[self._state_reset_mode]
 
     @classmethod
     def _snntorch_settings(cls, layer):
-        return dict(cls._common_settings(layer), alpha=layer.alpha.detach().clone(),
-                    beta=layer.beta.detach().clone(), learn_alpha=isinstance(layer.alpha, nn.Parameter),
-                    learn_beta=isinstance(layer.beta, nn.Parameter),
-                    graded_spikes_factor=layer.graded_spikes_factor.detach().clone(),
-                    learn_graded_spikes_factor=isinstance(layer.graded_spikes_factor, nn.Parameter))
-
-    def reset_mem(self):
-        return self._clear_states()
+        return cls._common_settings(layer, "alpha", "beta", "graded_spikes_factor")
 
     def init_synaptic(self):
         """``(syn, mem)``: zeros whose shape is taken from the first input."""
@@ -128,21 +142,6 @@ class Synaptic(SpikingNeuron, *snntorch_bases("Synaptic")):
     def _base_state_function(self, input_):
         base_fn_syn = self.alpha.clamp(0, 1) * self.syn + input_
         return base_fn_syn, self.beta.clamp(0, 1) * self.mem + base_fn_syn
-
-    def _base_state_reset_zero(self, input_):
-        return 0, self._base_state_function(input_)[1]
-
-    def _base_sub(self, input_):
-        syn, mem = self._base_state_function(input_)
-        return syn, mem - self.reset * self.threshold
-
-    def _base_zero(self, input_):
-        syn, mem = self._base_state_function(input_)
-        syn2, mem2 = self._base_state_reset_zero(input_)
-        return syn - syn2 * self.reset, mem - mem2 * self.reset
-
-    def _base_int(self, input_):
-        return self._base_state_function(input_)
 
     def _fused(self, x, syn, mem, single_step):
         spike_fn, sg = self._surrogate()
@@ -215,7 +214,7 @@ class _FamilyNeuron(SpikingNeuron):
                           backend=self.backend, reference_options=self._reference_options())
 
 
-class Lapicque(_FamilyNeuron, *snntorch_bases("Lapicque")):
+class Lapicque(_MembraneStateFunctions, _FamilyNeuron, *snntorch_bases("Lapicque")):
     """snnTorch's ``Lapicque``: a leaky neuron given by its RC circuit, ``mem' = ((x*R)*(1/(R*C)))
     *time_step + (1 - time_step/(R*C))*mem`` with snnTorch's resets (api.md section 1). Give beta,
     or R and C, or beta and one of them (the other is derived, as snnTorch derives it).
@@ -239,7 +238,6 @@ class Lapicque(_FamilyNeuron, *snntorch_bases("Lapicque")):
                          learn_threshold, reset_mechanism, state_quant, output, graded_spikes_factor,
                          learn_graded_spikes_factor, reset_delay, step_mode, backend)
         self._lapicque_cases(time_step, beta, R, C, learn_beta)
-        self.state_function = {0: self._base_sub, 1: self._base_zero, 2: self._base_int}[self._state_reset_mode]
 
     def _lapicque_cases(self, time_step, beta, R, C, learn_beta):
         """snnTorch's cases, its derivations and messages; what it cannot run raises here."""
@@ -283,10 +281,8 @@ class Lapicque(_FamilyNeuron, *snntorch_bases("Lapicque")):
 
     @classmethod
     def _snntorch_settings(cls, layer):
-        learn_beta = isinstance(layer.beta, nn.Parameter)
-        settings = dict(cls._common_settings(layer), beta=layer.beta.detach().clone(), learn_beta=learn_beta,
-                        time_step=layer.time_step.detach().clone())
-        if not learn_beta:  # R given too (C then derived, and loaded from the state_dict)
+        settings = dict(cls._common_settings(layer, "beta"), time_step=layer.time_step.detach().clone())
+        if not settings["learn_beta"]:  # R given too (C then derived, and loaded from the state_dict)
             settings["R"] = layer.R.detach().clone()
         return settings
 
@@ -298,9 +294,6 @@ class Lapicque(_FamilyNeuron, *snntorch_bases("Lapicque")):
             if name in self._buffers and isinstance(saved, torch.Tensor):
                 self._buffers[name] = torch.empty_like(saved, device=self._buffers[name].device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    def reset_mem(self):
-        return self._clear_states()
 
     def init_lapicque(self):
         """Deprecated, use :class:`Lapicque.reset_mem` instead"""
@@ -334,15 +327,6 @@ class Lapicque(_FamilyNeuron, *snntorch_bases("Lapicque")):
     def _base_state_function(self, input_):
         return (input_ * self.R * (1 / (self.R * self.C)) * self.time_step
                 + (1 - (self.time_step / (self.R * self.C))) * self.mem)
-
-    def _base_sub(self, input_):
-        return self._base_state_function(input_) - self.reset * self.threshold
-
-    def _base_zero(self, input_):
-        return self._base_state_function(input_) - self.reset * self._base_state_function(input_)
-
-    def _base_int(self, input_):
-        return self._base_state_function(input_)
 
     def _fused(self, x, mem, single_step):
         return self._run_family(x, (mem,), self._params(), single_step)
@@ -387,7 +371,6 @@ class Alpha(_FamilyNeuron, *snntorch_bases("Alpha")):
         # snnTorch keeps alpha clamped to [0, 1] (a learnable one is clamped where it is used)
         self._register("alpha", alpha if learn_alpha else alpha.clamp(0, 1), learn_alpha)
         self._alpha_cases()
-        self.state_function = {0: self._base_sub, 1: self._base_zero, 2: self._base_int}[self._state_reset_mode]
 
     def _alpha_cases(self):
         alpha, beta = self.alpha.detach(), self.beta.detach()
@@ -399,14 +382,7 @@ class Alpha(_FamilyNeuron, *snntorch_bases("Alpha")):
 
     @classmethod
     def _snntorch_settings(cls, layer):
-        return dict(cls._common_settings(layer), alpha=layer.alpha.detach().clone(),
-                    beta=layer.beta.detach().clone(), learn_alpha=isinstance(layer.alpha, nn.Parameter),
-                    learn_beta=isinstance(layer.beta, nn.Parameter),
-                    graded_spikes_factor=layer.graded_spikes_factor.detach().clone(),
-                    learn_graded_spikes_factor=isinstance(layer.graded_spikes_factor, nn.Parameter))
-
-    def reset_mem(self):
-        return self._clear_states()
+        return cls._common_settings(layer, "alpha", "beta", "graded_spikes_factor")
 
     def init_alpha(self):
         """Deprecated, use :class:`Alpha.reset_mem` instead"""
@@ -462,7 +438,46 @@ class RecurrentOneToOne(nn.Module):
         return x * self.V
 
 
-class RLeaky(SpikingNeuron, *snntorch_bases("RLeaky")):
+class _RecurrentFeedback:
+    """The recurrent layer of RLeaky and RSynaptic, built, checked and described as snnTorch's."""
+
+    def _build_recurrent(self, name, V, all_to_all, linear_features, conv2d_channels, kernel_size, learn_recurrent):
+        self.all_to_all, self.learn_recurrent = all_to_all, learn_recurrent
+        self.linear_features, self.kernel_size, self.conv2d_channels = linear_features, kernel_size, conv2d_channels
+        _check_recurrent_args(name, all_to_all, linear_features, conv2d_channels, kernel_size)
+        if all_to_all:
+            self._init_recurrent_net()
+        else:
+            self._register("V", V, learn_recurrent)
+            self.recurrent = RecurrentOneToOne(self.V)
+        if not learn_recurrent:
+            for param in self.recurrent.parameters():
+                param.requires_grad = False
+        if isinstance(self.recurrent, nn.Conv2d):
+            warn_once((name, "conv2d"), f"fastlif.{name}: a Conv2d recurrent layer is not fused; layers that use "
+                      "it run the reference loop (exact, as snnTorch computes it, but a plain PyTorch loop).")
+
+    def _init_recurrent_net(self):
+        if self.linear_features:
+            self.recurrent = nn.Linear(self.linear_features, self.linear_features)
+        else:
+            k = self.kernel_size
+            self.padding = (k // 2, k // 2) if isinstance(k, int) else (k[0] // 2, k[1] // 2)
+            self.recurrent = nn.Conv2d(self.conv2d_channels, self.conv2d_channels, kernel_size=k,
+                                       padding=self.padding)
+
+    @staticmethod
+    def _recurrent_settings(layer):
+        """The recurrent layer's constructor settings of an snnTorch RLeaky or RSynaptic."""
+        settings = dict(all_to_all=layer.all_to_all, linear_features=layer.linear_features,
+                        conv2d_channels=layer.conv2d_channels, kernel_size=layer.kernel_size,
+                        learn_recurrent=layer.learn_recurrent)
+        if not layer.all_to_all:
+            settings["V"] = layer.V.detach().clone()
+        return settings
+
+
+class RLeaky(_RecurrentFeedback, _MembraneStateFunctions, SpikingNeuron, *snntorch_bases("RLeaky")):
     """Recurrent leaky integrate-and-fire neuron (snnTorch's ``RLeaky``): each step's spikes feed
     back into the next step's membrane through ``recurrent``: one weight per neuron
     (``all_to_all=False``: ``spk * V``; fused on CPU and GPU), a dense ``nn.Linear``
@@ -486,48 +501,11 @@ class RLeaky(SpikingNeuron, *snntorch_bases("RLeaky")):
                          learn_threshold, reset_mechanism, state_quant, output, 1.0, False, reset_delay,
                          step_mode, backend)
         self._register("beta", beta, learn_beta)
-        self.all_to_all, self.learn_recurrent = all_to_all, learn_recurrent
-        self.linear_features, self.kernel_size, self.conv2d_channels = linear_features, kernel_size, conv2d_channels
-        self._rleaky_init_cases()
-        if all_to_all:
-            self._init_recurrent_net()
-        else:
-            self._register("V", V, learn_recurrent)
-            self.recurrent = RecurrentOneToOne(self.V)
-        if not learn_recurrent:
-            for param in self.recurrent.parameters():
-                param.requires_grad = False
-        self.state_function = {0: self._base_sub, 1: self._base_zero, 2: self._base_int}[self._state_reset_mode]
-        if isinstance(self.recurrent, nn.Conv2d):
-            warn_once(("RLeaky", "conv2d"), "fastlif.RLeaky: a Conv2d recurrent layer is not fused; layers "
-                      "that use it run the reference loop (exact, as snnTorch computes it, but a plain "
-                      "PyTorch loop).")
-
-    def _rleaky_init_cases(self):
-        """snnTorch's checks of the recurrent layer's arguments, with its messages."""
-        _check_recurrent_args("RLeaky", self.all_to_all, self.linear_features, self.conv2d_channels, self.kernel_size)
-
-    def _init_recurrent_net(self):
-        if self.linear_features:
-            self.recurrent = nn.Linear(self.linear_features, self.linear_features)
-        else:
-            k = self.kernel_size
-            self.padding = (k // 2, k // 2) if isinstance(k, int) else (k[0] // 2, k[1] // 2)
-            self.recurrent = nn.Conv2d(self.conv2d_channels, self.conv2d_channels, kernel_size=k,
-                                       padding=self.padding)
+        self._build_recurrent("RLeaky", V, all_to_all, linear_features, conv2d_channels, kernel_size, learn_recurrent)
 
     @classmethod
     def _snntorch_settings(cls, layer):
-        settings = dict(cls._common_settings(layer), beta=layer.beta.detach().clone(),
-                        learn_beta=isinstance(layer.beta, nn.Parameter), all_to_all=layer.all_to_all,
-                        linear_features=layer.linear_features, conv2d_channels=layer.conv2d_channels,
-                        kernel_size=layer.kernel_size, learn_recurrent=layer.learn_recurrent)
-        if not layer.all_to_all:
-            settings["V"] = layer.V.detach().clone()
-        return settings
-
-    def reset_mem(self):
-        return self._clear_states()
+        return dict(cls._common_settings(layer, "beta"), **cls._recurrent_settings(layer))
 
     def init_rleaky(self):
         """``(spk, mem)``: zeros whose shape is taken from the first input."""
@@ -537,18 +515,9 @@ class RLeaky(SpikingNeuron, *snntorch_bases("RLeaky")):
     def _base_state_function(self, input_):
         return self.beta.clamp(0, 1) * self.mem + input_ + self.recurrent(self.spk)
 
-    def _base_sub(self, input_):
-        return self._base_state_function(input_) - self.reset * self.threshold
-
-    def _base_zero(self, input_):
-        return self._base_state_function(input_) - self.reset * self._base_state_function(input_)
-
-    def _base_int(self, input_):
-        return self._base_state_function(input_)
-
     def _fused(self, x, spk, mem, single_step):
         spike_fn, sg = self._surrogate()
-        recurrent = self.recurrent if self.all_to_all else self.V
+        recurrent = self.recurrent if self.all_to_all else self.V  # the fused ops take V itself
         spk_out, mem_out = rleaky.run_rleaky(x, spk, mem, self.beta, recurrent, self.threshold,
                                       self.graded_spikes_factor, single_step=single_step,
                                       reset_mode=self._state_reset_mode, reset_delay=self.reset_delay,
@@ -566,7 +535,7 @@ class RLeaky(SpikingNeuron, *snntorch_bases("RLeaky")):
         return self._call_result(states, single_step, *self._fused(input_, *states, single_step=single_step))
 
 
-class RSynaptic(SpikingNeuron, *snntorch_bases("RSynaptic")):
+class RSynaptic(_RecurrentFeedback, _SynapticStateFunctions, SpikingNeuron, *snntorch_bases("RSynaptic")):
     """Recurrent second-order neuron (snnTorch's ``RSynaptic``): a :class:`Synaptic` whose spikes
     feed back into the next step's synaptic current through ``recurrent``: one weight per neuron
     (``all_to_all=False``: ``spk * V``; fused over the whole sequence on the CPU), a dense
@@ -593,42 +562,14 @@ class RSynaptic(SpikingNeuron, *snntorch_bases("RSynaptic")):
                          learn_threshold, reset_mechanism, state_quant, output, 1.0, False, reset_delay,
                          step_mode, backend)
         self._register("beta", beta, learn_beta)
-        self.all_to_all, self.learn_recurrent = all_to_all, learn_recurrent
-        self.linear_features, self.kernel_size, self.conv2d_channels = linear_features, kernel_size, conv2d_channels
-        self._rsynaptic_init_cases()
-        if all_to_all:
-            RLeaky._init_recurrent_net(self)
-        else:
-            self._register("V", V, learn_recurrent)
-            self.recurrent = RecurrentOneToOne(self.V)
-        if not learn_recurrent:
-            for param in self.recurrent.parameters():
-                param.requires_grad = False
+        self._build_recurrent("RSynaptic", V, all_to_all, linear_features, conv2d_channels, kernel_size,
+                              learn_recurrent)
         self._register("alpha", alpha, learn_alpha)  # after V, as snnTorch registers them
-        self.state_function = {0: self._base_sub, 1: self._base_zero, 2: self._base_int}[self._state_reset_mode]
         self.__dict__["_own_states"] = None  # the states the last step left (see forward)
-        if isinstance(self.recurrent, nn.Conv2d):
-            warn_once(("RSynaptic", "conv2d"), "fastlif.RSynaptic: a Conv2d recurrent layer is not fused; "
-                      "layers that use it run the reference loop (exact, as snnTorch computes it, but a "
-                      "plain PyTorch loop).")
-
-    def _rsynaptic_init_cases(self):
-        """snnTorch's checks of the recurrent layer's arguments, with its messages."""
-        _check_recurrent_args("RSynaptic", self.all_to_all, self.linear_features, self.conv2d_channels, self.kernel_size)
 
     @classmethod
     def _snntorch_settings(cls, layer):
-        settings = dict(cls._common_settings(layer), alpha=layer.alpha.detach().clone(),
-                        beta=layer.beta.detach().clone(), learn_alpha=isinstance(layer.alpha, nn.Parameter),
-                        learn_beta=isinstance(layer.beta, nn.Parameter), all_to_all=layer.all_to_all,
-                        linear_features=layer.linear_features, conv2d_channels=layer.conv2d_channels,
-                        kernel_size=layer.kernel_size, learn_recurrent=layer.learn_recurrent)
-        if not layer.all_to_all:
-            settings["V"] = layer.V.detach().clone()
-        return settings
-
-    def reset_mem(self):
-        return self._clear_states()
+        return dict(cls._common_settings(layer, "alpha", "beta"), **cls._recurrent_settings(layer))
 
     def init_rsynaptic(self):
         """``(spk, syn, mem)``: zeros whose shape is taken from the first input."""
@@ -639,25 +580,10 @@ class RSynaptic(SpikingNeuron, *snntorch_bases("RSynaptic")):
         base_fn_syn = self.alpha.clamp(0, 1) * self.syn + input_ + self.recurrent(self.spk)
         return base_fn_syn, self.beta.clamp(0, 1) * self.mem + base_fn_syn
 
-    def _base_state_reset_zero(self, input_):
-        return 0, self._base_state_function(input_)[1]
-
-    def _base_sub(self, input_):
-        syn, mem = self._base_state_function(input_)
-        return syn, mem - self.reset * self.threshold
-
-    def _base_zero(self, input_):
-        syn, mem = self._base_state_function(input_)
-        syn2, mem2 = self._base_state_reset_zero(input_)
-        return syn - syn2 * self.reset, mem - mem2 * self.reset
-
-    def _base_int(self, input_):
-        return self._base_state_function(input_)
-
     def _fused(self, x, spk, syn, mem, single_step):
         spike_fn, sg = self._surrogate()
         options = self._reference_options()
-        recurrent = self.recurrent if self.all_to_all else self.V
+        recurrent = self.recurrent if self.all_to_all else self.V  # the fused ops take V itself
         spk_out, syn_out, mem_out = rsynaptic.run_rsynaptic(
             x, spk, syn, mem, self.alpha, self.beta, recurrent, self.threshold, self.graded_spikes_factor,
             single_step=single_step, reset_mode=self._state_reset_mode, reset_delay=self.reset_delay,
