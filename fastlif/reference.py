@@ -14,6 +14,34 @@ def _as_tensor(value, device):
     return torch.as_tensor(value, device=device)
 
 
+def _decay(value, device):
+    """A decay factor (beta, alpha) as snnTorch uses it: clamped to [0, 1]."""
+    return _as_tensor(value, device).clamp(0, 1)
+
+
+def _sequence(step, x_seq, states, params, spike_fn, reset_mechanism, reset_delay, options, spike_state=False):
+    """``step(x, *states, *params, spike_fn, reset_mechanism, reset_delay, **options)`` over the
+    leading time dimension of ``x_seq``; it returns ``(spk, *new states)`` (with ``spike_state``
+    the spikes are state 0 themselves). Returns the stacked ``(spk, *states)`` sequences (the
+    spike state once); a state None starts at zeros; T == 0 gives empty sequences."""
+    if spike_fn is None:
+        from .surrogate import atan
+        spike_fn = atan()
+    if isinstance(reset_mechanism, int):
+        reset_mechanism = RESET_MECHANISMS[reset_mechanism]
+    n_out = len(states) + (0 if spike_state else 1)
+    if not len(x_seq):
+        return tuple(torch.empty_like(x_seq) for _ in range(n_out))
+    states = [torch.zeros_like(x_seq[0]) if s is None else s for s in states]
+    seqs = [[] for _ in range(n_out)]
+    for x in x_seq:
+        values = step(x, *states, *params, spike_fn, reset_mechanism, reset_delay, **options)
+        for seq, value in zip(seqs, values):
+            seq.append(value)
+        states = values if spike_state else values[1:]
+    return tuple(torch.stack(seq) for seq in seqs)
+
+
 # --- LIF (snnTorch's Leaky) ---------------------------------------------------------------------
 
 def _fire(mem, reset, threshold, graded_spikes_factor, spike_fn, reset_mechanism, reset_delay,
@@ -72,25 +100,9 @@ def lif_sequence_reference(x_seq, beta, threshold=1.0, *, mem=None, reset_mechan
     ``graded_spikes_factor`` are scalars or tensors broadcast over the last dimension;
     ``options`` are :func:`lif_step`'s keyword options.
     """
-    if spike_fn is None:
-        from .surrogate import atan
-        spike_fn = atan()
-    if isinstance(reset_mechanism, int):
-        reset_mechanism = RESET_MECHANISMS[reset_mechanism]
-    beta = _as_tensor(beta, x_seq.device).clamp(0, 1)
-    threshold = _as_tensor(threshold, x_seq.device)
-    graded_spikes_factor = _as_tensor(graded_spikes_factor, x_seq.device)
-    if mem is None:
-        mem = torch.zeros_like(x_seq[0])
-    spikes, mems = [], []
-    for x in x_seq:
-        spk, mem = lif_step(x, mem, beta, threshold, graded_spikes_factor, spike_fn,
-                            reset_mechanism, reset_delay, **options)
-        spikes.append(spk)
-        mems.append(mem)
-    if not spikes:  # T == 0
-        return torch.empty_like(x_seq), torch.empty_like(x_seq)
-    return torch.stack(spikes), torch.stack(mems)
+    device = x_seq.device
+    params = (_decay(beta, device), _as_tensor(threshold, device), _as_tensor(graded_spikes_factor, device))
+    return _sequence(lif_step, x_seq, (mem,), params, spike_fn, reset_mechanism, reset_delay, options)
 
 
 # --- Synaptic (snnTorch's Synaptic: a synaptic current feeding the membrane) ---------------------
@@ -125,27 +137,10 @@ def synaptic_sequence_reference(x_seq, alpha, beta, threshold=1.0, *, syn=None, 
                                 reset_mechanism="subtract", reset_delay=True, spike_fn=None,
                                 graded_spikes_factor=1.0, **options):
     """Run :func:`synaptic_step` over the leading time dimension: ``(spk_seq, syn_seq, mem_seq)``."""
-    if spike_fn is None:
-        from .surrogate import atan
-        spike_fn = atan()
-    if isinstance(reset_mechanism, int):
-        reset_mechanism = RESET_MECHANISMS[reset_mechanism]
-    alpha = _as_tensor(alpha, x_seq.device).clamp(0, 1)
-    beta = _as_tensor(beta, x_seq.device).clamp(0, 1)
-    threshold = _as_tensor(threshold, x_seq.device)
-    graded_spikes_factor = _as_tensor(graded_spikes_factor, x_seq.device)
-    syn = torch.zeros_like(x_seq[0]) if syn is None else syn
-    mem = torch.zeros_like(x_seq[0]) if mem is None else mem
-    out = [], [], []
-    for x in x_seq:
-        for seq, value in zip(out, synaptic_step(x, syn, mem, alpha, beta, threshold,
-                                                 graded_spikes_factor, spike_fn, reset_mechanism,
-                                                 reset_delay, **options)):
-            seq.append(value)
-        _, syn, mem = (seq[-1] for seq in out)
-    if not out[0]:
-        return tuple(torch.empty_like(x_seq) for _ in range(3))
-    return tuple(torch.stack(seq) for seq in out)
+    device = x_seq.device
+    params = (_decay(alpha, device), _decay(beta, device), _as_tensor(threshold, device),
+              _as_tensor(graded_spikes_factor, device))
+    return _sequence(synaptic_step, x_seq, (syn, mem), params, spike_fn, reset_mechanism, reset_delay, options)
 
 
 # --- RLeaky (snnTorch's recurrent Leaky: the last step's spikes feed back) ----------------------
@@ -170,22 +165,7 @@ def rleaky_sequence_reference(x_seq, beta, recurrent, threshold=1.0, *, spk=None
                               reset_mechanism="subtract", reset_delay=True, spike_fn=None,
                               graded_spikes_factor=1.0, **options):
     """Run :func:`rleaky_step` over the leading time dimension: ``(spk_seq, mem_seq)``."""
-    if spike_fn is None:
-        from .surrogate import atan
-        spike_fn = atan()
-    if isinstance(reset_mechanism, int):
-        reset_mechanism = RESET_MECHANISMS[reset_mechanism]
-    beta = _as_tensor(beta, x_seq.device).clamp(0, 1)
-    threshold = _as_tensor(threshold, x_seq.device)
-    graded_spikes_factor = _as_tensor(graded_spikes_factor, x_seq.device)
-    spk = torch.zeros_like(x_seq[0]) if spk is None else spk
-    mem = torch.zeros_like(x_seq[0]) if mem is None else mem
-    spikes, mems = [], []
-    for x in x_seq:
-        spk, mem = rleaky_step(x, spk, mem, beta, recurrent, threshold, graded_spikes_factor, spike_fn,
-                               reset_mechanism, reset_delay, **options)
-        spikes.append(spk)
-        mems.append(mem)
-    if not spikes:
-        return torch.empty_like(x_seq), torch.empty_like(x_seq)
-    return torch.stack(spikes), torch.stack(mems)
+    device = x_seq.device
+    params = (_decay(beta, device), recurrent, _as_tensor(threshold, device), _as_tensor(graded_spikes_factor, device))
+    return _sequence(rleaky_step, x_seq, (spk, mem), params, spike_fn, reset_mechanism, reset_delay, options,
+                     spike_state=True)
