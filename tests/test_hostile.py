@@ -379,3 +379,16 @@ def test_detach_hidden_after_multi_and_single_step_calls():
     (multi(x[4:]).sum() + sum(single(x_t).sum() for x_t in x[4:])).backward()  # no 2nd backward
     ref = fastlif.lif_sequence_reference(x.detach(), 0.9, 1.0)[1][-1]
     assert torch.equal(multi.mem, ref) and torch.equal(single.mem, ref)
+
+
+def test_no_time_steps():
+    """T = 0: every reference loop and the fused ops return empty sequences of x's shape (the
+    reference loops used to index x_seq[0] for their zero state)."""
+    from fastlif import reference
+    x = torch.zeros(0, 3, 4)
+    outs = [reference.lif_sequence_reference(x, 0.9), reference.synaptic_sequence_reference(x, 0.8, 0.9),
+            reference.rleaky_sequence_reference(x, 0.9, lambda s: s * 0.5),
+            fastlif.lif_sequence(x, 0.9, 1.0), fastlif.Synaptic(0.8, 0.9).sequence(x),
+            fastlif.RLeaky(0.9, all_to_all=False, V=0.5).sequence(x)]
+    for out in outs:
+        assert all(o.shape == (0, 3, 4) for o in out)
