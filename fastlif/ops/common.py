@@ -217,6 +217,13 @@ def clamp_inside(raw):
     return None, -1
 
 
+def input_grads(ctx, *grads):
+    """An autograd Function's backward return: ``grads`` for its leading inputs, None for each
+    input after them (options and flags), as many as its forward took (``ctx.needs_input_grad``
+    counts them), so that no backward counts its forward's arguments by hand."""
+    return grads + (None,) * (len(ctx.needs_input_grad) - len(grads))
+
+
 def clamp_grad(grad, raw, inside=None):
     """The gradient of ``raw.clamp(0, 1)``'s input given ``grad`` for its output, exactly as
     torch's clamp backward gives it: ``grad`` inside the bounds, 0 outside them and for NaN, and

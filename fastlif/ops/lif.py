@@ -34,7 +34,7 @@ from ..codes import RESET_MECHANISMS, is_immediate, reset_code
 from ..reference import lif_sequence_reference, lif_step
 from .common import (CPP_DTYPES, HALF_DTYPES, as_compute, check_input, check_param, check_states, choose_backend,
                      clamp_grad, clamp_in_function, clamp_without_function, compute_dtype, cpp_autograd, cpp_dtype_code, cpp_param, cpu_empty, cpu_empty_like, cpu_nothing,
-                     fresh_outputs, grid, initial_states, kernel_params, learnable_clamped, mem_dtype, needs_autograd, num_threads,
+                     fresh_outputs, grid, initial_states, input_grads, kernel_params, learnable_clamped, mem_dtype, needs_autograd, num_threads,
                      param_grad_buffers, param_tensor, ptr)
 
 FAMILY = "lif"
@@ -164,7 +164,6 @@ class LifFunction(torch.autograd.Function):
         # clamp_beta: beta is the raw learnable tensor, clamped to [0, 1] here and its gradient
         # masked in backward as torch's clamp would, without a clamp node in the graph (40-60 us
         # of a tutorial-size call). None (not given) or False: beta comes clamped.
-        ctx.extra_inputs = 0 if clamp_beta is None else 1
         beta_raw = beta if clamp_beta else None
         ctx.beta_inside = None  # set: beta was clamped on the host, and its gradient passes or not
         if clamp_beta:
@@ -194,7 +193,7 @@ class LifFunction(torch.autograd.Function):
         mem, state, flags, mem0, *tensor_params, beta_raw = ctx.saved_tensors
         params = [t if t is not None else f for t, f in zip(tensor_params, ctx.float_params)]
         if grad_spk is None and grad_mem is None:
-            return (None,) * (13 + ctx.extra_inputs)
+            return input_grads(ctx)
         steps, reset_mode, reset_delay, surrogate_kind, surrogate_param, x_dtype = ctx.options
         options = dict(steps=steps, reset_mode=reset_mode, reset_delay=reset_delay,
                        surrogate_kind=surrogate_kind, surrogate_param=surrogate_param, x_dtype=x_dtype)
@@ -213,7 +212,7 @@ class LifFunction(torch.autograd.Function):
         grads = [g if wanted else None for g, wanted in zip(grads, ctx.needs_input_grad[2:5])]
         if beta_raw is not None and grads[0] is not None:
             grads[0] = clamp_grad(grads[0], beta_raw, inside=ctx.beta_inside)
-        return (grad_x, grad_mem0 if mem0 is not None else None, *grads) + (None,) * (8 + ctx.extra_inputs)
+        return input_grads(ctx, grad_x, grad_mem0 if mem0 is not None else None, *grads)
 
 
 # --- the call modules and lif_sequence share ----------------------------------------------------

@@ -29,7 +29,7 @@ from ..reference import rleaky_sequence_reference, rleaky_step
 from . import spike_linear
 from .common import (CPP_DTYPES, HALF_DTYPES, as_compute, check_input, check_param, check_states, choose_backend,
                      clamp_grad, clamp_in_function, clamp_without_function, compute_dtype, cpp_autograd, cpp_dtype_code, cpp_param, cpu_empty, cpu_empty_like, cpu_nothing, fresh_outputs,
-                     grid, initial_states, kernel_params, learnable_clamped, needs_autograd, num_threads, param_grad_buffers,
+                     grid, initial_states, input_grads, kernel_params, learnable_clamped, needs_autograd, num_threads, param_grad_buffers,
                      param_tensor, ptr, warn_once)
 
 FAMILY = "rleaky"
@@ -165,7 +165,6 @@ class RLeakyFunction(torch.autograd.Function):
     def forward(ctx, x, spk0, mem0, beta, V, threshold, graded, weight, bias, steps, reset_mode, reset_delay,
                 surrogate_kind, surrogate_param, backend, clamp_beta=None):
         # clamp_beta: beta is the raw learnable tensor, clamped here (LifFunction's clamp_beta)
-        ctx.extra_inputs = 0 if clamp_beta is None else 1
         beta_raw = beta if clamp_beta else None
         ctx.beta_inside = None
         if clamp_beta:
@@ -194,7 +193,7 @@ class RLeakyFunction(torch.autograd.Function):
     def backward(ctx, grad_spk, grad_mem):
         mem, state, flags, spk0, mem0, weight, spk, *tensor_params, beta_raw = ctx.saved_tensors
         if grad_spk is None and grad_mem is None:
-            return (None,) * (15 + ctx.extra_inputs)
+            return input_grads(ctx)
         params = [t if t is not None else f for t, f in zip(tensor_params, ctx.float_params)]
         steps, reset_mode, reset_delay, surrogate_kind, surrogate_param, x_dtype = ctx.options
         options = dict(steps=steps, reset_mode=reset_mode, reset_delay=reset_delay,
@@ -219,8 +218,8 @@ class RLeakyFunction(torch.autograd.Function):
         if spk is not None:  # the dense layer's gradients: g[t] (x) spk[t-1], summed over t and batch
             grad_w, grad_b = _recurrent_weight_grads(grad_x.to(weight.dtype), spk.to(weight.dtype), spk0, steps,
                                                      ctx.has_bias)
-        return (grad_x, grad_spk0 if spk0 is not None else None, grad_mem0 if mem0 is not None else None,
-                *param_grads, grad_w, grad_b) + (None,) * (6 + ctx.extra_inputs)
+        return input_grads(ctx, grad_x, grad_spk0 if spk0 is not None else None,
+                           grad_mem0 if mem0 is not None else None, *param_grads, grad_w, grad_b)
 
 
 # --- the call modules and rleaky_sequence share -------------------------------------------------
