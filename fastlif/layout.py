@@ -15,6 +15,14 @@ def mem_dtype(x_dtype, mem_fp32):
     return compute_dtype(x_dtype) if mem_fp32 else x_dtype
 
 
+def param_tensor(value, dtype, device):
+    """A launcher parameter as a tensor (Triton reads parameters from memory; custom ops take
+    tensors). A fill, not a host-to-device copy, so that CUDA graphs can capture it."""
+    if isinstance(value, torch.Tensor):
+        return value
+    return torch.full((1,), value, dtype=dtype, device=device)
+
+
 def grid(shape, steps):
     """``(T, R, L)``: the kernels' view of an input of ``shape`` holding ``steps`` steps."""
     L = shape[-1] if len(shape) else 1

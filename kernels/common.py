@@ -23,6 +23,7 @@ import triton
 import triton.language as tl
 
 from fastlif import backends, codes
+from fastlif.layout import param_tensor
 
 # The codes of fastlif/codes.py, as compile-time constants the kernels can name.
 RESET_SUBTRACT = tl.constexpr(codes.RESET_SUBTRACT)
@@ -40,12 +41,8 @@ SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 VECTOR_BYTES = 16
 
 
-def interpreting():
-    return backends.triton_interpret()
-
-
 def autotuning():
-    return not interpreting() and os.environ.get("FASTLIF_AUTOTUNE", "1") not in ("", "0")
+    return not backends.triton_interpret() and os.environ.get("FASTLIF_AUTOTUNE", "1") not in ("", "0")
 
 
 def _config(num_warps, prefetch):
@@ -61,7 +58,7 @@ def block_size(num_warps, compute_dtype):
 
 AUTOTUNE_CONFIGS = [_config(w, p) for w, p in ((1, True), (2, True), (4, True), (4, False),
                                                (8, True), (8, False), (16, True))]
-FIXED_CONFIG = _config(2, True) if interpreting() else _config(8, True)
+FIXED_CONFIG = _config(2, True) if backends.triton_interpret() else _config(8, True)
 
 
 def bucket(n):
@@ -112,10 +109,11 @@ def check_dtype(dtype, what):
                         f"float64, got {dtype}")
 
 
-def param_tensor(value, dtype, device, L, name):
-    """A launcher parameter (a float, or 1 or L values) as a contiguous tensor of ``dtype``."""
+def launch_param(value, dtype, device, L, name):
+    """A launcher parameter (a float, or 1 or L values) as the kernels read it: a contiguous
+    tensor of ``dtype`` (layout.param_tensor's fill for a float), its size checked."""
     if not isinstance(value, torch.Tensor):
-        return torch.full((1,), float(value), dtype=dtype, device=device)
+        return param_tensor(float(value), dtype, device)
     if value.numel() not in (1, L) or value.dtype != dtype:
         raise ValueError(f"{name} must hold 1 or {L} values of dtype {dtype}, got "
                          f"{tuple(value.shape)} {value.dtype}")

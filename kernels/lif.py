@@ -269,7 +269,7 @@ def lif_fwd(x, mem0, beta, threshold, graded, *, steps, reset_mode, reset_delay,
     N = R * L
     compute = torch.float64 if x.dtype == torch.float64 else torch.float32
     dev = x.device
-    beta, threshold, graded = (C.param_tensor(p, compute, dev, L, name) for p, name in
+    beta, threshold, graded = (C.launch_param(p, compute, dev, L, name) for p, name in
                                ((beta, "beta"), (threshold, "threshold"), (graded, "graded")))
     state_shape, state_dtype, flags_shape = saved_layout(x.shape, x.dtype, reset_mode, reset_delay,
                                                          low_memory, mem_fp32)
@@ -304,7 +304,7 @@ def lif_bwd(grad_spk, grad_mem, mem, state, flags, mem0, beta, threshold, graded
     compute = torch.float64 if x_dtype == torch.float64 else torch.float32
     dev = saved.device
     tensor_params = [isinstance(p, torch.Tensor) for p in (beta, threshold, graded)]
-    beta, threshold, graded = (C.param_tensor(p, compute, dev, L, name) for p, name in
+    beta, threshold, graded = (C.launch_param(p, compute, dev, L, name) for p, name in
                                ((beta, "beta"), (threshold, "threshold"), (graded, "graded")))
     saved_z = state.numel() > 0 and state.dtype == torch.bfloat16  # low_memory: z in bf16
     grad_x = C.new(saved.shape, x_dtype, dev)

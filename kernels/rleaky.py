@@ -180,7 +180,7 @@ def rleaky_fwd(x, spk0, mem0, beta, V, threshold, graded, weight, bias, *, steps
     N = R * L
     compute = torch.float64 if x.dtype == torch.float64 else torch.float32
     dev = x.device
-    params = [C.param_tensor(p, compute, dev, L, n) for p, n in zip((beta, V, threshold, graded), _NAMES)]
+    params = [C.launch_param(p, compute, dev, L, n) for p, n in zip((beta, V, threshold, graded), _NAMES)]
     immediate = is_immediate(reset_mode, reset_delay)
     spk = C.new(x.shape, x.dtype, dev)
     mem = C.new(x.shape, compute, dev)
@@ -209,7 +209,7 @@ def rleaky_bwd(grad_spk, grad_mem, mem, state, flags, spk0, mem0, beta, V, thres
     compute = torch.float64 if x_dtype == torch.float64 else torch.float32
     dev = saved.device
     tensor_params = [isinstance(p, torch.Tensor) for p in (beta, V, threshold, graded)]
-    params = [C.param_tensor(p, compute, dev, L, n) for p, n in zip((beta, V, threshold, graded), _NAMES)]
+    params = [C.launch_param(p, compute, dev, L, n) for p, n in zip((beta, V, threshold, graded), _NAMES)]
     grad_x = C.new(saved.shape, x_dtype, dev)
     grad_spk0 = None if spk0 is None else C.new(spk0.shape, compute, dev)
     grad_mem0 = None if mem0 is None else C.new(mem0.shape, compute, dev)

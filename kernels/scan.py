@@ -161,7 +161,7 @@ def _padded(items, n, fill=None):
 
 
 def _params(spec, params, compute, device, L):
-    tensors = [C.param_tensor(p, compute, device, L, name) for p, name in zip(params, spec.params)]
+    tensors = [C.launch_param(p, compute, device, L, name) for p, name in zip(params, spec.params)]
     flags = [t.numel() > 1 for t in tensors]
     dummy = tensors[0] if tensors else torch.zeros(1, dtype=compute, device=device)
     return _padded(tensors, MAX_PARAMS, dummy), _padded(flags, MAX_PARAMS, False)

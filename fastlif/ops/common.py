@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .. import backends
-from ..layout import compute_dtype, grid, mem_dtype  # noqa: F401 - re-exported for the ops
+from ..layout import compute_dtype, grid, mem_dtype, param_tensor  # noqa: F401 - re-exported for the ops
 from ..codes import FLOAT32, FLOAT64
 
 HALF_DTYPES = (torch.float16, torch.bfloat16)
@@ -292,14 +292,6 @@ def as_default_float(value):
             _default_floats.clear()
         rounded = _default_floats[value] = float(np.float32(value))
     return rounded
-
-
-def param_tensor(value, dtype, device):
-    """A launcher parameter as a tensor (Triton reads parameters from memory; custom ops take
-    tensors). A fill, not a host-to-device copy, so that CUDA graphs can capture it."""
-    if isinstance(value, torch.Tensor):
-        return value
-    return torch.full((1,), value, dtype=dtype, device=device)
 
 
 # --- C++ ------------------------------------------------------------------------------------
