@@ -28,6 +28,7 @@ from torch import Tensor
 
 from . import backends
 from .spec import FAMILIES, Family, register  # noqa: F401 - the spec, re-exported here
+from .reference import scan
 from .ops.common import (CPP_DTYPES, HALF_DTYPES, as_compute, check_input, check_param, check_states,
                          choose_backend, clamp_grad, clamp_in_function, clamp_without_function, compute_dtype, cpp_autograd, cpp_dtype_code, cpp_param, cpu_empty, cpu_empty_like, grid,
                          initial_states, kernel_params, learnable_clamped, needs_autograd, num_threads,
@@ -41,18 +42,12 @@ def reference_sequence(family, x, states, params, options, spike_fn, single_step
     ``single_step``): ``(spk, *states)`` with the states as sequences. Autograd does the
     backward, through ``spike_fn``'s surrogate. ``reference_options``: the peer's rarer options
     that only the reference step runs (``state_quant``, ``inhibition``, ...)."""
-    zeros = torch.zeros_like(x[0] if not single_step else x)
-    carried = tuple(zeros if s is None else s for s in states)
-    if single_step:
-        spk, carried = family.step(x, carried, params, options, spike_fn, **reference_options)
-        return (spk, *carried)
-    spikes, seqs = [], [[] for _ in family.states]
-    for x_t in x:
+    def one_step(x_t, *carried):
         spk, carried = family.step(x_t, carried, params, options, spike_fn, **reference_options)
-        spikes.append(spk)
-        for seq, s in zip(seqs, carried):
-            seq.append(s)
-    return (torch.stack(spikes), *(torch.stack(seq) for seq in seqs))
+        return (spk, *carried)
+    if single_step:
+        return one_step(x, *(torch.zeros_like(x) if s is None else s for s in states))
+    return scan(one_step, x, states)  # a spike state is returned as a sequence of its own
 
 
 def _run_reference(family, x, states, params, options, spike_fn, single_step, reference_options):

@@ -19,23 +19,27 @@ def _decay(value, device):
     return _as_tensor(value, device).clamp(0, 1)
 
 
-def _sequence(step, x_seq, states, params, spike_fn, reset_mechanism, reset_delay, options, spike_state=False):
-    """``step(x, *states, *params, spike_fn, reset_mechanism, reset_delay, **options)`` over the
-    leading time dimension of ``x_seq``; it returns ``(spk, *new states)`` (with ``spike_state``
-    the spikes are state 0 themselves). Returns the stacked ``(spk, *states)`` sequences (the
-    spike state once); a state None starts at zeros; T == 0 gives empty sequences."""
+def step_defaults(spike_fn, reset_mechanism):
+    """A reference call's spike function (None: atan) and reset mechanism by name (a code
+    allowed)."""
     if spike_fn is None:
         from .surrogate import atan
         spike_fn = atan()
-    if isinstance(reset_mechanism, int):
-        reset_mechanism = RESET_MECHANISMS[reset_mechanism]
+    return spike_fn, RESET_MECHANISMS[reset_mechanism] if isinstance(reset_mechanism, int) else reset_mechanism
+
+
+def scan(step, x_seq, states, spike_state=False):
+    """``step(x_t, *states)`` over the leading time dimension of ``x_seq``, the loop every
+    reference runs. ``step`` returns ``(spk, *new states)``, or with ``spike_state`` (the spikes
+    are state 0) the new states alone. Returns the stacked ``(spk, *states)`` sequences, the
+    spike state once; a state None starts at zeros; T == 0 gives empty sequences."""
     n_out = len(states) + (0 if spike_state else 1)
     if not len(x_seq):
         return tuple(torch.empty_like(x_seq) for _ in range(n_out))
     states = [torch.zeros_like(x_seq[0]) if s is None else s for s in states]
     seqs = [[] for _ in range(n_out)]
     for x in x_seq:
-        values = step(x, *states, *params, spike_fn, reset_mechanism, reset_delay, **options)
+        values = step(x, *states)
         for seq, value in zip(seqs, values):
             seq.append(value)
         states = values if spike_state else values[1:]
@@ -100,9 +104,10 @@ def lif_sequence_reference(x_seq, beta, threshold=1.0, *, mem=None, reset_mechan
     ``graded_spikes_factor`` are scalars or tensors broadcast over the last dimension;
     ``options`` are :func:`lif_step`'s keyword options.
     """
+    spike_fn, mechanism = step_defaults(spike_fn, reset_mechanism)
     device = x_seq.device
     params = (_decay(beta, device), _as_tensor(threshold, device), _as_tensor(graded_spikes_factor, device))
-    return _sequence(lif_step, x_seq, (mem,), params, spike_fn, reset_mechanism, reset_delay, options)
+    return scan(lambda x, m: lif_step(x, m, *params, spike_fn, mechanism, reset_delay, **options), x_seq, (mem,))
 
 
 # --- Synaptic (snnTorch's Synaptic: a synaptic current feeding the membrane) ---------------------
@@ -137,10 +142,12 @@ def synaptic_sequence_reference(x_seq, alpha, beta, threshold=1.0, *, syn=None, 
                                 reset_mechanism="subtract", reset_delay=True, spike_fn=None,
                                 graded_spikes_factor=1.0, **options):
     """Run :func:`synaptic_step` over the leading time dimension: ``(spk_seq, syn_seq, mem_seq)``."""
+    spike_fn, mechanism = step_defaults(spike_fn, reset_mechanism)
     device = x_seq.device
     params = (_decay(alpha, device), _decay(beta, device), _as_tensor(threshold, device),
               _as_tensor(graded_spikes_factor, device))
-    return _sequence(synaptic_step, x_seq, (syn, mem), params, spike_fn, reset_mechanism, reset_delay, options)
+    return scan(lambda x, s, m: synaptic_step(x, s, m, *params, spike_fn, mechanism, reset_delay, **options),
+                x_seq, (syn, mem))
 
 
 # --- RLeaky (snnTorch's recurrent Leaky: the last step's spikes feed back) ----------------------
@@ -165,7 +172,8 @@ def rleaky_sequence_reference(x_seq, beta, recurrent, threshold=1.0, *, spk=None
                               reset_mechanism="subtract", reset_delay=True, spike_fn=None,
                               graded_spikes_factor=1.0, **options):
     """Run :func:`rleaky_step` over the leading time dimension: ``(spk_seq, mem_seq)``."""
+    spike_fn, mechanism = step_defaults(spike_fn, reset_mechanism)
     device = x_seq.device
     params = (_decay(beta, device), recurrent, _as_tensor(threshold, device), _as_tensor(graded_spikes_factor, device))
-    return _sequence(rleaky_step, x_seq, (spk, mem), params, spike_fn, reset_mechanism, reset_delay, options,
-                     spike_state=True)
+    return scan(lambda x, s, m: rleaky_step(x, s, m, *params, spike_fn, mechanism, reset_delay, **options),
+                x_seq, (spk, mem), spike_state=True)

@@ -13,6 +13,7 @@ from typing import Dict, Optional
 import torch
 
 import fastlif
+from .layout import compute_dtype
 from .reference import lif_sequence_reference
 
 PARAMS = ("beta", "threshold", "graded")
@@ -76,7 +77,7 @@ def run(case, backend, *, dtype=torch.float32, device="cpu", learn=PARAMS, upstr
     backward with the case's upstream gradients on ``upstream`` outputs. ``x`` replaces the
     case's input (e.g. a non-contiguous view of it). Gradients of outputs nobody asked about
     are zeros, so that dicts compare key by key."""
-    compute = torch.float64 if dtype == torch.float64 else torch.float32
+    compute = compute_dtype(dtype)
     leaves = {"x": (case.x if x is None else x).to(device, dtype).detach().requires_grad_()}
     for name, p in case.params.items():
         leaves[name] = p.to(device, compute).clone().requires_grad_(name in learn)
@@ -168,7 +169,7 @@ def forward_backward(fn, leaves, upstream):
 def leaves_of(tensors, dtype=torch.float32, device="cpu", learn=()):
     """Fresh leaves of named tensors (None stays None): inputs and states in ``dtype``, requiring
     grad; parameters (:data:`PARAMS_ALL`) in the compute dtype, requiring grad if in ``learn``."""
-    compute = torch.float64 if dtype == torch.float64 else torch.float32
+    compute = compute_dtype(dtype)
     out = {}
     for name, t in tensors.items():
         if t is None or not isinstance(t, torch.Tensor):
@@ -230,7 +231,7 @@ def family_run(spec, backend, x, states, params, options, surrogate, dtype=torch
     random upstream gradients on every output; returns ``(outputs, gradients)`` (gradients of x,
     then of each given state, then of each parameter)."""
     from .family import run_family
-    compute = torch.float64 if dtype == torch.float64 else torch.float32
+    compute = compute_dtype(dtype)
     leaves = [x.to(device, dtype).requires_grad_()]
     leaves += [None if s is None else s.to(device, compute).requires_grad_() for s in states]
     leaves += [p.to(device, compute).requires_grad_() for p in params]

@@ -36,7 +36,7 @@ import triton.language as tl
 
 from fastlif import backends
 from fastlif.codes import NO_GRAD, RESET_CODES, is_immediate
-from fastlif.layout import grid as step_grid, saved_layout
+from fastlif.layout import compute_dtype, grid as step_grid, saved_layout
 
 from . import common as C
 from .common import RESET_SUBTRACT, RESET_ZERO, cast, heaviside, immediate_reset, load_param
@@ -267,7 +267,7 @@ def lif_fwd(x, mem0, beta, threshold, graded, *, steps, reset_mode, reset_delay,
     _check_options(reset_mode)
     T, R, L = step_grid(x.shape, steps)
     N = R * L
-    compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+    compute = compute_dtype(x.dtype)
     dev = x.device
     beta, threshold, graded = (C.launch_param(p, compute, dev, L, name) for p, name in
                                ((beta, "beta"), (threshold, "threshold"), (graded, "graded")))
@@ -301,7 +301,7 @@ def lif_bwd(grad_spk, grad_mem, mem, state, flags, mem0, beta, threshold, graded
     saved = state if (immediate or state.numel()) else mem
     T, R, L = step_grid(saved.shape, steps)
     N = R * L
-    compute = torch.float64 if x_dtype == torch.float64 else torch.float32
+    compute = compute_dtype(x_dtype)
     dev = saved.device
     tensor_params = [isinstance(p, torch.Tensor) for p in (beta, threshold, graded)]
     beta, threshold, graded = (C.launch_param(p, compute, dev, L, name) for p, name in

@@ -17,7 +17,7 @@ import triton.language as tl
 
 from fastlif import backends
 from fastlif.codes import NO_GRAD, is_immediate
-from fastlif.layout import grid as step_grid
+from fastlif.layout import compute_dtype, grid as step_grid
 
 from . import common as C
 from .common import RESET_SUBTRACT, RESET_ZERO, base_reset, cast, heaviside, immediate_reset, load_param
@@ -178,7 +178,7 @@ def rleaky_fwd(x, spk0, mem0, beta, V, threshold, graded, weight, bias, *, steps
     C.check_dtype(x.dtype, "x")
     T, R, L = step_grid(x.shape, steps)
     N = R * L
-    compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+    compute = compute_dtype(x.dtype)
     dev = x.device
     params = [C.launch_param(p, compute, dev, L, n) for p, n in zip((beta, V, threshold, graded), _NAMES)]
     immediate = is_immediate(reset_mode, reset_delay)
@@ -206,7 +206,7 @@ def rleaky_bwd(grad_spk, grad_mem, mem, state, flags, spk0, mem0, beta, V, thres
     saved = state if immediate else mem
     T, R, L = step_grid(saved.shape, steps)
     N = R * L
-    compute = torch.float64 if x_dtype == torch.float64 else torch.float32
+    compute = compute_dtype(x_dtype)
     dev = saved.device
     tensor_params = [isinstance(p, torch.Tensor) for p in (beta, V, threshold, graded)]
     params = [C.launch_param(p, compute, dev, L, n) for p, n in zip((beta, V, threshold, graded), _NAMES)]

@@ -67,30 +67,22 @@ MODULE_CASES = [
 
 
 def _make_case(T, B, N, opts, seed):
-    """One CASES entry as a :class:`fastlif.testing.Case` (CPU, the case's dtype; ``testing.run``
-    moves it to the device)."""
-    g = torch.Generator().manual_seed(seed)
-    dtype = getattr(torch, opts.get("dtype", "float32"))
-    shape = (T, B, 2, N) if opts.get("shape4") else (T, B, N)
-    x = (torch.randn(shape, generator=g, dtype=torch.float64) * 0.6 + 0.35).to(dtype)
-    mem0 = (torch.rand(shape[1:], generator=g, dtype=torch.float64) * 1.5).to(dtype) \
-        if opts.get("mem0") else None
-    if opts.get("learn"):
-        beta = (torch.rand(N, generator=g, dtype=torch.float64) * 0.5 + 0.5).to(dtype)
-        thr = (torch.rand(N, generator=g, dtype=torch.float64) * 0.5 + 0.75).to(dtype)
-    else:
-        beta = torch.tensor(0.9, dtype=dtype)
-        thr = torch.tensor(float(opts.get("threshold", 1.0)), dtype=dtype)
-    graded = torch.tensor(float(opts.get("graded", 1.0)), dtype=dtype)
-    g_spk = torch.randn(shape, generator=g, dtype=torch.float64).to(dtype)
-    g_mem = torch.randn(shape, generator=g, dtype=torch.float64).to(dtype)
-    return testing.Case(x, mem0, {"beta": beta, "threshold": thr, "graded": graded}, g_spk, g_mem)
+    """One CASES entry as a :class:`fastlif.testing.Case` (``testing.make_case``; ``testing.run``
+    casts it to the case's dtype and moves it to the device): learnable parameters one per
+    neuron, fixed ones the case's scalars."""
+    learn = bool(opts.get("learn"))
+    fixed = (lambda v: (float(v), float(v)))  # noqa: E731 - a range of one value
+    return testing.make_case(T, (B, 2, N) if opts.get("shape4") else (B, N), per_neuron=(learn, learn, False),
+                             mem0=bool(opts.get("mem0")), seed=seed, scale=0.6, offset=0.35,
+                             beta_range=(0.5, 1.0) if learn else fixed(0.9),
+                             threshold_range=(0.75, 1.25) if learn else fixed(opts.get("threshold", 1.0)),
+                             graded_range=fixed(opts.get("graded", 1.0)))
 
 
 def _run_case(backend, case, opts, device):
     """Forward + backward of lif_sequence on fresh leaves (fastlif.testing.run, the harness the
     test suites use); returns outputs and gradients by name."""
-    return testing.run(case, backend, dtype=case.x.dtype, device=device,
+    return testing.run(case, backend, dtype=getattr(torch, opts.get("dtype", "float32")), device=device,
                        learn=("beta", "threshold") if opts.get("learn") else (),
                        reset_mechanism=opts.get("reset_mechanism", "subtract"),
                        reset_delay=opts.get("reset_delay", True),

@@ -11,7 +11,7 @@ from .. import backends
 from ..codes import RESET_MECHANISMS, is_immediate
 from ..family import Family, cpp_bwd, cpp_fwd, register, run_family
 from ..ops.common import check_input, check_param, check_states, choose_backend, compute_dtype
-from ..reference import _base_reset, _fire
+from ..reference import _base_reset, _fire, scan, step_defaults
 
 
 def rsynaptic_step(x, spk, syn, mem, alpha, beta, recurrent, threshold, graded_spikes_factor, spike_fn,
@@ -60,32 +60,15 @@ def rsynaptic_sequence_reference(x_seq, alpha, beta, recurrent, threshold=1.0, *
     """:func:`rsynaptic_step` over the leading time dimension: ``(spk_seq, syn_seq, mem_seq)``.
     ``recurrent``: a module or callable (``V`` given as a number or tensor: ``spk * V``);
     ``options``: :func:`rsynaptic_step`'s keyword options (state_quant, inhibition, ...)."""
-    if spike_fn is None:
-        from ..surrogate import atan
-        spike_fn = atan()
-    if isinstance(reset_mechanism, int):
-        reset_mechanism = RESET_MECHANISMS[reset_mechanism]
+    spike_fn, mechanism = step_defaults(spike_fn, reset_mechanism)
     dev = x_seq.device
-    alpha = torch.as_tensor(alpha, device=dev).clamp(0, 1)
-    beta = torch.as_tensor(beta, device=dev).clamp(0, 1)
-    threshold = torch.as_tensor(threshold, device=dev)
-    graded = torch.as_tensor(graded_spikes_factor, device=dev)
     if not callable(recurrent):
         V = torch.as_tensor(recurrent, device=dev)
         recurrent = (lambda s: s * V)  # noqa: E731 - snnTorch's RecurrentOneToOne
-    zeros = torch.zeros_like(x_seq[0]) if len(x_seq) else None
-    spk = zeros if spk is None else spk
-    syn = zeros if syn is None else syn
-    mem = zeros if mem is None else mem
-    out = [], [], []
-    for x in x_seq:
-        spk, syn, mem = rsynaptic_step(x, spk, syn, mem, alpha, beta, recurrent, threshold, graded, spike_fn,
-                                       reset_mechanism, reset_delay, **options)
-        for seq, value in zip(out, (spk, syn, mem)):
-            seq.append(value)
-    if not out[0]:
-        return tuple(torch.empty_like(x_seq) for _ in range(3))
-    return tuple(torch.stack(seq) for seq in out)
+    params = (torch.as_tensor(alpha, device=dev).clamp(0, 1), torch.as_tensor(beta, device=dev).clamp(0, 1),
+              recurrent, torch.as_tensor(threshold, device=dev), torch.as_tensor(graded_spikes_factor, device=dev))
+    return scan(lambda x, *s: rsynaptic_step(x, *s, *params, spike_fn, mechanism, reset_delay, **options),
+                x_seq, (spk, syn, mem), spike_state=True)
 
 
 RSYNAPTIC = register(Family(
