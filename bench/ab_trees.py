@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-CASES = ("leaky", "leaky_fixed", "synaptic", "rleaky", "lapicque", "alpha", "rsynaptic", "sj_lif", "sj_plif",
+CASES = ("leaky", "leaky_fixed", "leaky_immediate", "leaky_zero", "synaptic", "rleaky", "lapicque", "alpha", "rsynaptic", "sj_lif", "sj_plif",
          "leaky_large", "synaptic_large")
 TUTORIAL, LARGE = (50, 64, 128), (100, 64, 1024)
 
@@ -38,6 +38,12 @@ def worker(cases):
             import fastlif
             from bench.bench_cpu import BETA, THRESHOLD
             fn = fastlif.Leaky(BETA, threshold=THRESHOLD).sequence
+        elif family in ("leaky_immediate", "leaky_zero"):  # the two other saved layouts and resets
+            import fastlif
+            from bench.bench_cpu import BETA, THRESHOLD
+            fn = fastlif.Leaky(BETA, threshold=THRESHOLD, learn_beta=True,
+                               reset_delay=family != "leaky_immediate",
+                               reset_mechanism="zero" if family == "leaky_zero" else "subtract").sequence
         elif family in ("sj_lif", "sj_plif"):
             fn = sj_family_providers(family == "sj_plif")["fastlif"](N)[0]
         else:

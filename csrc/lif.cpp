@@ -1,125 +1,85 @@
-// The LIF family (snnTorch's Leaky, api.md section 1) on the CPU: the whole T-step recurrence
-// forward, and its surrogate-gradient backward walking T in reverse, then their bindings.
+// The LIF family (snnTorch's Leaky, api.md section 1) on the CPU: its step on the scan skeleton
+// (csrc/scan.h), which runs the whole T-step recurrence forward and its surrogate-gradient
+// backward walking T in reverse, then Leaky's bindings.
 //
 //   r     = H(m[t-1] - thr)                               reset flag, no gradient
 //   u     = b*m + x - r*thr | b*((1-r)*m) + x | b*m + x   subtract | zero | none
 //   spk   = H(u - thr) * g                                surrogate gradient backward
 //   m[t]  = u, or with an immediate reset: u - d*thr | u - d*u,  d = spk/g - r
 //
-// The backward rebuilds each step from what forward saved: the membrane m (delayed reset), or
-// the pre-reset membrane u and the reset flags (immediate reset).
+// Forward keeps the membrane m (delayed reset: u is m[t] itself, so x is not kept), or the
+// pre-reset membrane u and the reset flags (immediate reset: the scan's kept layout,
+// keeps_pre_reset); backward rebuilds each step from them (fastlif/layout.py).
 #include <pybind11/pybind11.h>
 
 #include "common.h"
 #include "entry_points.h"
-#include "lif_core.h"
 #include "module.h"
-#include "static_switch.h"
+#include "scan.h"
 
 namespace fastlif {
 namespace {
 
-constexpr int kBeta = 0, kThr = 1, kGraded = 2;
-constexpr const char* kParamNames[3] = {"beta", "threshold", "graded_spikes_factor"};
+struct LeakyStep : StepDefaults {
+  static constexpr const char* kName = "lif";
+  static constexpr int kStates = 1, kParams = 3;
+  static constexpr bool kNeedsX = false;
+  static constexpr int kReadsAfter = 1;  // m[t] (= u, delayed reset)
+  using Options = OptionSpace<3, 2>;     // reset_mode, immediate (never with kNone)
+  static constexpr const char* kParamNames[kParams] = {"beta", "threshold", "graded_spikes_factor"};
+  enum { kBeta, kThr, kG };
+  // none (the tutorial's fixed beta), beta alone (learn_beta) and all three
+  using GradMasks = GradMaskSet<0, 1 << kBeta, kAllParams>;
 
-template <typename scalar_t, int RESET, bool IMMEDIATE, bool PER_NEURON>
-void lif_fwd_cpu(const LifArgs<scalar_t>& a, const ParamSet<scalar_t, 3>& params) {
-  const int64_t M = a.R * a.L;
-  for_each_item(a, 3, [&](const Item& it, int64_t) {  // x, spk, mem
-    const auto [beta, thr, graded] = params.at(it.l0);
-    scalar_t m[kChunk];
-    for (int64_t j = 0; j < it.n; ++j) m[j] = a.mem0 ? a.mem0[it.base + j] : scalar_t(0);
-    for (int64_t t = 0; t < a.T; ++t) {
-      const int64_t off = t * M + it.base;
-      if (t + 1 < a.T) prefetch_next_step(a, off + M, it.n);
-      const scalar_t* x = a.x + off;
-      scalar_t* spk_out = a.spk + off;
-      scalar_t* mem_out = a.mem + off;
-#pragma omp simd
-      for (int64_t j = 0; j < it.n; ++j) {
-        const int64_t k = PER_NEURON ? j : 0;
-        const scalar_t b = beta[k], th = thr[k];
-        const scalar_t m0 = m[j];
-        const scalar_t r = heaviside(m0 - th);
-        scalar_t u;  // snnTorch's Leaky, in its order
-        if constexpr (RESET == kSubtract) u = b * m0 + x[j] - r * th;
-        else if constexpr (RESET == kZero) u = b * ((scalar_t(1) - r) * m0) + x[j];
-        else u = b * m0 + x[j];
-        m[j] = fire<scalar_t, RESET, IMMEDIATE>(u, r, th, graded[k], spk_out[j], IMMEDIATE ? a.u_saved + off + j : nullptr,
-                                                IMMEDIATE ? a.r_saved + off + j : nullptr);
-        mem_out[j] = m[j];
-      }
-    }
-  });
-}
+  template <class O>
+  static constexpr bool keeps_pre_reset() {
+    return O::at(1) == 1;
+  }
 
-// GRADS: the parameters whose gradient is computed (grads_switch; bit k: parameter k). Compiled:
-// none (the tutorial's fixed beta), beta alone (learn_beta) and all three.
-using LifGradMasks = GradMaskSet<0, 1 << kBeta, kAllParams>;
+  template <typename S, class O>
+  static S forward(S x, S* s, const S* p, S* kept = nullptr) {
+    constexpr int RESET = O::at(0);
+    const S m0 = s[0], b = p[kBeta], th = p[kThr], g = p[kG];
+    const S r = heaviside(m0 - th);
+    S u;  // snnTorch's Leaky, in its order
+    if constexpr (RESET == kSubtract) u = b * m0 + x - r * th;
+    else if constexpr (RESET == kZero) u = b * ((S(1) - r) * m0) + x;
+    else u = b * m0 + x;
+    const S h = heaviside(u - th);
+    if constexpr (keeps_pre_reset<O>()) {
+      kept[0] = u;
+      kept[1] = r;
+      s[0] = immediate_reset<S, RESET>(u, r, h, th, g);
+    } else {
+      s[0] = u;
+    }
+    return h * g;
+  }
 
-template <typename scalar_t, int RESET, bool IMMEDIATE, bool PER_NEURON, int SG, int GRADS>
-void lif_bwd_cpu(const LifArgs<scalar_t>& a, const ParamSet<scalar_t, 3>& params,
-                 ParamGrads<scalar_t, 3>& pgrads) {
-  const int64_t M = a.R * a.L;
-  const scalar_t* saved = IMMEDIATE ? a.u_in : a.mem_saved;
-  for_each_item(a, 4, [&](const Item& it, int64_t index) {  // grad_spk, grad_mem, saved, grad_x
-    const auto [beta, thr, graded] = params.at(it.l0);
-    scalar_t carry[kChunk], gb[kChunk], gth[kChunk], gg[kChunk], m_init[kChunk], m_prev[kChunk];
-    scalar_t zeros[kChunk];
-    for (int64_t j = 0; j < kChunk; ++j) {
-      carry[j] = gb[j] = gth[j] = gg[j] = zeros[j] = scalar_t(0);
-      m_init[j] = (a.mem0 && j < it.n) ? a.mem0[it.base + j] : scalar_t(0);
+  // The membrane a step with an immediate reset left, from its u and r, bit for bit as forward.
+  template <typename S, class O>
+  static S restore(S u, S r, const S* p) {
+    return immediate_reset<S, O::at(0)>(u, r, heaviside(u - p[kThr]), p[kThr], p[kG]);
+  }
+
+  // sn[0]: u, the membrane before an immediate reset (the kept layout), or m[t] = u.
+  template <typename S, class O, int SG>
+  static S backward(S, const S* s, const S* sn, const S* p, S gspk, S* gs, S* gp, const SurrogateConsts<S>& c) {
+    constexpr int RESET = O::at(0);
+    const S m0 = s[0], b = p[kBeta], th = p[kThr];
+    const S r = heaviside(m0 - th);
+    const S gu = membrane_grad_u<S, RESET, keeps_pre_reset<O>(), SG>(gs[0], gspk, sn[0], r, th, p[kG], gp[kThr],
+                                                                       gp[kG], c);
+    if constexpr (RESET == kZero) {  // u = b*((1-r)*m) + x, autograd's order
+      gs[0] = gu * b * (S(1) - r);
+      gp[kBeta] += gu * ((S(1) - r) * m0);
+    } else {
+      gs[0] = gu * b;
+      gp[kBeta] += gu * m0;
     }
-    for (int64_t t = a.T - 1; t >= 0; --t) {
-      const int64_t off = t * M + it.base;
-      if (t > 0) prefetch_previous_step(t, off, M, it.n, a.grad_spk, a.grad_mem, a.grad_x, saved);
-      // The membrane this step started from, chosen outside the inner loop so that loop has no
-      // branches and vectorises.
-      const scalar_t* m0_src = m_init;
-      if (t > 0) {
-        if constexpr (!IMMEDIATE) {
-          m0_src = a.mem_saved + off - M;
-        } else {  // rebuild the previous step's immediate reset
-#pragma omp simd
-          for (int64_t j = 0; j < it.n; ++j) {
-            const int64_t k = PER_NEURON ? j : 0;
-            scalar_t sp0;
-            previous_step<scalar_t, RESET, IMMEDIATE>(a, off - M + j, thr[k], graded[k], m_prev[j], sp0);
-          }
-          m0_src = m_prev;
-        }
-      }
-      const scalar_t* u_src = saved + off;  // the membrane before this step's immediate reset
-      const scalar_t* gmem_src = a.grad_mem ? a.grad_mem + off : zeros;
-      const scalar_t* gspk_src = a.grad_spk ? a.grad_spk + off : zeros;
-      scalar_t* gx_out = a.grad_x + off;
-#pragma omp simd
-      for (int64_t j = 0; j < it.n; ++j) {
-        const int64_t k = PER_NEURON ? j : 0;
-        const scalar_t b = beta[k], th = thr[k];
-        const scalar_t m0 = m0_src[j];
-        const scalar_t r = heaviside(m0 - th);
-        scalar_t unused_th = 0, unused_g = 0;  // a gradient not computed: a register whose sum goes nowhere
-        const scalar_t gu = membrane_grad_u<scalar_t, RESET, IMMEDIATE, SG>(
-            gmem_src[j] + carry[j], gspk_src[j], u_src[j], r, th, graded[k], (GRADS >> kThr) & 1 ? gth[j] : unused_th,
-            (GRADS >> kGraded) & 1 ? gg[j] : unused_g, a.sg);
-        gx_out[j] = gu;
-        if constexpr (RESET == kZero) {  // u = b*((1-r)*m) + x, autograd's order
-          carry[j] = gu * b * (scalar_t(1) - r);
-          if constexpr ((GRADS >> kBeta) & 1) gb[j] += gu * ((scalar_t(1) - r) * m0);
-        } else {
-          carry[j] = gu * b;
-          if constexpr ((GRADS >> kBeta) & 1) gb[j] += gu * m0;
-        }
-      }
-    }
-    if (a.grad_mem0)
-      for (int64_t j = 0; j < it.n; ++j) a.grad_mem0[it.base + j] = carry[j];
-    const scalar_t* sums[3] = {gb, gth, gg};
-    for (int p = 0; p < 3; ++p)
-      if ((GRADS >> p) & 1) pgrads.store(p, index, sums[p], it.n);
-  });
-}
+    return gu;
+  }
+};
 
 // --- bindings ------------------------------------------------------------------------------
 // Python (fastlif/ops/lif.py) checks every tensor (dtype, shape, contiguity, device) and
@@ -131,13 +91,21 @@ template <typename scalar_t>
 void fwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t x, std::uintptr_t mem0,
                const std::array<ParamIn, 3>& pin, std::uintptr_t spk, std::uintptr_t mem,
                std::uintptr_t u_saved, std::uintptr_t r_saved, int reset, bool immediate, int threads) {
-  immediate = immediate && reset != kNone;
-  const ParamSet<scalar_t, 3> params(pin, L, kParamNames);
-  LifArgs<scalar_t> a;
+  if (!x || !spk || !mem) throw std::invalid_argument("lif_fwd: x, spk and mem are required");
+  if (immediate && (!u_saved || !r_saved))
+    throw std::invalid_argument("lif_fwd: an immediate reset needs u_saved and r_saved");
+  const ParamSet<scalar_t, 3> params(pin, L, LeakyStep::kParamNames);
+  ScanArgs<scalar_t, 1> a;
   set_grid(a, T, R, L, params.per_neuron, threads);
-  set_lif_forward(a, "lif_fwd", x, mem0, spk, mem, u_saved, r_saved, immediate);
-  lif_switch(reset, immediate, params.per_neuron, [&](auto RESET, auto IMM, auto PN) {
-    lif_fwd_cpu<scalar_t, RESET(), IMM(), PN()>(a, params);
+  a.x = as_ptr<const scalar_t>(x);
+  a.state0[0] = as_ptr<const scalar_t>(mem0);
+  a.spk = as_ptr<scalar_t>(spk);
+  a.state[0] = as_ptr<scalar_t>(mem);
+  a.pre_reset = immediate ? as_ptr<scalar_t>(u_saved) : nullptr;
+  a.reset_flag = immediate ? as_ptr<uint8_t>(r_saved) : nullptr;
+  advise_outputs(T * R * L * int64_t(sizeof(scalar_t)), a.spk, a.state[0], a.pre_reset);  // fresh: see advise_huge
+  dispatch_options({reset, immediate}, 0, LeakyStep::Options{}, static_cast<Opts<>*>(nullptr), [&](auto O) {
+    bool_switch(params.per_neuron, [&](auto PN) { scan_fwd<LeakyStep, decltype(O), PN()>(a, params); });
   });
 }
 
@@ -146,21 +114,42 @@ void bwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk, std::ui
                std::uintptr_t mem_saved, std::uintptr_t u_saved, std::uintptr_t r_saved, std::uintptr_t mem0,
                const std::array<ParamIn, 3>& pin, std::uintptr_t grad_x, std::uintptr_t grad_mem0,
                const Pointers& grad_params, int reset, bool immediate, int sg, double sg_param, int threads) {
-  immediate = immediate && reset != kNone;
-  const ParamSet<scalar_t, 3> params(pin, L, kParamNames);
-  LifArgs<scalar_t> a;
+  if (!grad_x) throw std::invalid_argument("lif_bwd: grad_x is required");
+  if (immediate ? (!u_saved || !r_saved) : !mem_saved)
+    throw std::invalid_argument(immediate ? "lif_bwd: an immediate reset needs u_saved and r_saved"
+                                          : "lif_bwd: a delayed reset needs mem_saved");
+  const ParamSet<scalar_t, 3> params(pin, L, LeakyStep::kParamNames);
+  ScanArgs<scalar_t, 1> a;
   set_grid(a, T, R, L, params.per_neuron, threads);
-  set_lif_backward(a, "lif_bwd", grad_spk, grad_mem, mem_saved, u_saved, r_saved, mem0, grad_x, grad_mem0,
-                   immediate, sg, sg_param);
+  a.grad_spk = as_ptr<const scalar_t>(grad_spk);
+  a.grad_state[0] = as_ptr<const scalar_t>(grad_mem);
+  a.state0[0] = as_ptr<const scalar_t>(mem0);
+  a.state_seq[0] = immediate ? nullptr : as_ptr<const scalar_t>(mem_saved);
+  a.pre_reset_seq = immediate ? as_ptr<const scalar_t>(u_saved) : nullptr;
+  a.reset_flag_seq = immediate ? as_ptr<const uint8_t>(r_saved) : nullptr;
+  a.grad_x = as_ptr<scalar_t>(grad_x);
+  a.grad_state0[0] = as_ptr<scalar_t>(grad_mem0);
+  a.sg = SurrogateConsts<scalar_t>(sg, sg_param);
+  advise_huge(a.grad_x, T * R * L * int64_t(sizeof(scalar_t)));
   const auto gparams = family_pointers<scalar_t, 3>("lif_bwd", "parameter gradients", grad_params, false);
   ParamGrads<scalar_t, 3> pgrads(Items(a.R, a.L).count);
   int wanted = 0;
   for (int p = 0; p < 3; ++p) wanted |= gparams[p] ? 1 << p : 0;
-  lif_grad_switch(reset, immediate, LifGradMasks{}, params.per_neuron, wanted, sg,
-                  [&](auto RESET, auto IMM, auto PN, auto SG, auto GRADS) {
-                    lif_bwd_cpu<scalar_t, RESET(), IMM(), PN(), SG(), GRADS()>(a, params, pgrads);
-                  });
+  dispatch_options({reset, immediate}, 0, LeakyStep::Options{}, static_cast<Opts<>*>(nullptr), [&](auto O) {
+    surrogate_switch(sg, LeakyStep::Surrogates{}, [&](auto SG) {
+      grads_switch(LeakyStep::GradMasks{}, params.per_neuron, wanted, [&](auto PN, auto GRADS) {
+        scan_bwd<LeakyStep, decltype(O), SG(), PN(), GRADS()>(a, params, pgrads);
+      });
+    });
+  });
   for (int k = 0; k < 3; ++k) pgrads.reduce(k, a.R, a.L, params.per_neuron, params.given_n[k], gparams[k]);
+}
+
+// A neuron that never resets has no immediate reset: its options become a delayed reset's.
+void check_lif_options(int reset, bool& immediate) {
+  if (reset != kSubtract && reset != kZero && reset != kNone)
+    throw std::invalid_argument("reset_mode: unexpected value " + std::to_string(reset));
+  immediate = immediate && reset != kNone;
 }
 
 }  // namespace
@@ -170,6 +159,7 @@ void lif_fwd(int dtype, int64_t T, int64_t R, int64_t L, std::uintptr_t x, std::
              const ParamTuples& params, std::uintptr_t spk, std::uintptr_t mem, std::uintptr_t u_saved,
              std::uintptr_t r_saved, int reset, bool immediate, int threads) {
   check_grid("lif", T, R, L);
+  check_lif_options(reset, immediate);
   const auto pin = family_params<3>("lif", params);
   with_dtype(dtype, [&](auto v) {
     fwd_typed<decltype(v)>(T, R, L, x, mem0, pin, spk, mem, u_saved, r_saved, reset, immediate, threads);
@@ -181,6 +171,7 @@ void lif_bwd(int dtype, int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk
              const ParamTuples& params, std::uintptr_t grad_x, std::uintptr_t grad_mem0, const Pointers& grad_params,
              int reset, bool immediate, int sg, double sg_param, int threads) {
   check_grid("lif", T, R, L);
+  check_lif_options(reset, immediate);
   const auto pin = family_params<3>("lif", params);
   with_dtype(dtype, [&](auto v) {
     bwd_typed<decltype(v)>(T, R, L, grad_spk, grad_mem, mem_saved, u_saved, r_saved, mem0, pin, grad_x, grad_mem0,

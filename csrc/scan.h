@@ -1,10 +1,13 @@
 // The scan skeleton every spec'd neuron family runs on (fastlif/family.py): the T-step forward,
 // the reverse-time backward, the thread team, the parameter handling and the fixed-order
 // reduction of parameter gradients, written once. A family (csrc/families/<name>.cpp) is a struct
-// holding only its arithmetic, registered by FASTLIF_FAMILY(Step) at the end of its file:
+// holding only its arithmetic, registered by FASTLIF_FAMILY(Step) at the end of its file.
+// Leaky's step (csrc/lif.cpp) runs on it too, behind its own binding (lif_fwd / lif_bwd: the
+// op boundary, saved layout and dtypes that Leaky's tests address):
 //
 //   struct Step : StepDefaults {                             // kSpikeState, kNeedsX, kReadsAfter,
-//                                                            // Surrogates, GradMasks: where they differ
+//                                                            // Surrogates, GradMasks, keeps_pre_reset:
+//                                                            // where they differ
 //     static constexpr const char* kName = "...";            // the spec's name
 //     static constexpr int kStates = ..., kParams = ...;     // the spec's states and parameters
 //     using Options = OptionSpace<3, 2>;                     // each option's number of values
@@ -43,8 +46,11 @@
 namespace fastlif {
 
 // The step loops are left to GCC's own vectoriser (it vectorises them: -fopt-info-vec); under
-// `#pragma omp simd` it gave up on them, a 3-10x slower scalar loop.
-#define FASTLIF_SCAN_SIMD
+// `#pragma omp simd` it gave up on them, a 3-10x slower scalar loop. `ivdep` tells it what the
+// restrict pointers already say (a step's streams never overlap), so it drops the run-time
+// overlap test it otherwise puts before each step's loop: with it Leaky's forward on the scan
+// matches its own kernel's time (1.00-1.02x, 1 thread, 6 alternated processes each).
+#define FASTLIF_SCAN_SIMD _Pragma("GCC ivdep")
 
 // --- compile-time options ------------------------------------------------------------------------
 
@@ -135,7 +141,20 @@ struct StepDefaults {
   // branch per state and step costs the others a few per cent at 128 neurons a row.
   static constexpr int kOptionalStates = 0;
   static bool may_skip_state(int, const std::vector<int>&, int) { return false; }
+  // Whether, under options O, forward keeps for backward the membrane each step integrated to
+  // before its immediate reset (u) and the reset flag the step started from (r, one byte) in
+  // place of its one state's sequence: 5 bytes per neuron-step where the state and x would be 8
+  // (Leaky's saved layout, fastlif/layout.py). Such a family's forward takes a third argument,
+  // kept[2], which it fills with u and r; backward hands it u as the state after the step (sn)
+  // and rebuilds the state before it from the step before's u and r with restore(u, r, p).
+  template <class O>
+  static constexpr bool keeps_pre_reset() {
+    return false;
+  }
 };
+
+template <class F, class O>
+constexpr bool keeps_pre_reset_v = F::template keeps_pre_reset<O>();
 
 // --- the arguments of a call -----------------------------------------------------------------------
 
@@ -146,9 +165,13 @@ struct ScanArgs {
   std::array<const scalar_t*, NS> state0{};  // [R*L] each, or null (zeros)
   scalar_t* spk = nullptr;                   // forward outputs, [T*R*L]
   std::array<scalar_t*, NS> state{};
+  scalar_t* pre_reset = nullptr;       // forward's kept layout (keeps_pre_reset), [T*R*L] each
+  uint8_t* reset_flag = nullptr;
   const scalar_t* grad_spk = nullptr;  // backward inputs (null: zeros)
   std::array<const scalar_t*, NS> grad_state{};
   std::array<const scalar_t*, NS> state_seq{};  // forward's state outputs
+  const scalar_t* pre_reset_seq = nullptr;      // or its kept layout (keeps_pre_reset)
+  const uint8_t* reset_flag_seq = nullptr;
   scalar_t* grad_x = nullptr;                   // backward outputs
   std::array<scalar_t*, NS> grad_state0{};
   SurrogateConsts<scalar_t> sg;
@@ -173,7 +196,9 @@ void item_params(const ParamSet<scalar_t, NP>& params, const Item& it, scalar_t 
 template <class F, class O, bool PN, typename scalar_t>
 void scan_fwd(const ScanArgs<scalar_t, F::kStates>& a, const ParamSet<scalar_t, F::kParams>& params) {
   constexpr int NS = F::kStates, NP = F::kParams;
+  constexpr bool KEEP = keeps_pre_reset_v<F, O>;
   static_assert(NS >= 1 && NS <= 3, "the scan carries one to three states");
+  static_assert(!KEEP || NS == 1, "the kept pre-reset layout stands for a family's one state");
   const Items items(a.R, a.L);
   const int64_t M = a.R * a.L;
   Team team(a.num_threads, items.count, a.T * M * int64_t((2 + NS) * sizeof(scalar_t)));
@@ -199,12 +224,21 @@ void scan_fwd(const ScanArgs<scalar_t, F::kStates>& a, const ParamSet<scalar_t, 
       scalar_t* __restrict out0 = a.state[0] + off;  // up to three states, each its own pointer
       scalar_t* __restrict out1 = NS > 1 ? a.state[NS > 1 ? 1 : 0] + off : nullptr;
       scalar_t* __restrict out2 = NS > 2 ? a.state[NS > 2 ? 2 : 0] + off : nullptr;
+      scalar_t* __restrict u_out = KEEP ? a.pre_reset + off : nullptr;
+      uint8_t* __restrict r_out = KEEP ? a.reset_flag + off : nullptr;
 FASTLIF_SCAN_SIMD
       for (int64_t j = 0; j < it.n; ++j) {
         scalar_t s[NS], p[NP];
         unroll<NS>([&](auto k) { s[k] = st[k][j]; });
         unroll<NP>([&](auto k) { p[k] = pv[k][PN ? j : 0]; });
-        spk_out[j] = F::template forward<scalar_t, O>(x[j], s, p);
+        if constexpr (KEEP) {
+          scalar_t kept[2];
+          spk_out[j] = F::template forward<scalar_t, O>(x[j], s, p, kept);
+          u_out[j] = kept[0];
+          r_out[j] = static_cast<uint8_t>(kept[1]);
+        } else {
+          spk_out[j] = F::template forward<scalar_t, O>(x[j], s, p);
+        }
         unroll<NS>([&](auto k) { st[k][j] = s[k]; });
         out0[j] = s[0];
         if constexpr (NS > 1) out1[j] = s[NS > 1 ? 1 : 0];
@@ -222,16 +256,18 @@ template <class F, class O, int SG, bool PN, int GRADS, typename scalar_t>
 void scan_bwd(const ScanArgs<scalar_t, F::kStates>& a, const ParamSet<scalar_t, F::kParams>& params,
               ParamGrads<scalar_t, F::kParams>& pgrads) {
   constexpr int NS = F::kStates, NP = F::kParams;
+  constexpr bool KEEP = keeps_pre_reset_v<F, O>;
   static_assert(NS >= 1 && NS <= 3, "the scan carries one to three states");
   const Items items(a.R, a.L);
   const int64_t M = a.R * a.L;
-  Team team(a.num_threads, items.count, a.T * M * int64_t((3 + 2 * NS) * sizeof(scalar_t)));
+  // moved: grad_spk, grad_x, x if read, and each state's gradient and saved sequence
+  Team team(a.num_threads, items.count, a.T * M * int64_t((2 + F::kNeedsX + 2 * NS) * sizeof(scalar_t)));
 #pragma omp parallel for schedule(dynamic) num_threads(team.n)
   for (int64_t index = 0; index < items.count; ++index) {
     const Team::Item mark(team);
     const Item it(items, a.L, index);
     scalar_t pv[NP][kChunk], carry[NS][kChunk], acc[NP][kChunk], init[NS][kChunk];
-    scalar_t zeros[kChunk];
+    scalar_t zeros[kChunk], rebuilt[kChunk];  // rebuilt: the state before the step (KEEP)
     item_params<PN>(params, it, pv);
     for (int64_t j = 0; j < kChunk; ++j) {
       zeros[j] = scalar_t(0);
@@ -251,7 +287,19 @@ void scan_bwd(const ScanArgs<scalar_t, F::kStates>& a, const ParamSet<scalar_t, 
         for (int k = 0; k < NS; ++k) {
           if (a.grad_state[k]) prefetch_run(a.grad_state[k] + prev, it.n, false);
           if (t > 1 && (!((F::kOptionalStates >> k) & 1) || a.state_seq[k]))
-            prefetch_run(a.state_seq[k] + prev - M, it.n, false);
+            prefetch_run((KEEP ? a.pre_reset_seq : a.state_seq[k]) + prev - M, it.n, false);
+        }
+      }
+      if constexpr (KEEP) {  // the state before the step, from the step before's u and r
+        if (t > 0) {
+          const scalar_t* __restrict u_prev = a.pre_reset_seq + off - M;
+          const uint8_t* __restrict r_prev = a.reset_flag_seq + off - M;
+FASTLIF_SCAN_SIMD
+          for (int64_t j = 0; j < it.n; ++j) {
+            scalar_t p[NP];
+            unroll<NP>([&](auto k) { p[k] = pv[k][PN ? j : 0]; });
+            rebuilt[j] = F::template restore<scalar_t, O>(u_prev[j], scalar_t(r_prev[j]), p);
+          }
         }
       }
       // What the step reads, each stream its own restrict pointer (a local array of pointers
@@ -260,9 +308,11 @@ void scan_bwd(const ScanArgs<scalar_t, F::kStates>& a, const ParamSet<scalar_t, 
       // A state forward did not keep (null: may_skip_state) reads as zeros.
       const auto absent = [&](int k) { return ((F::kOptionalStates >> k) & 1) && !a.state_seq[k]; };
       const auto before = [&](int k) -> const scalar_t* {
+        if (KEEP) return t > 0 ? rebuilt : init[k];
         return absent(k) ? zeros : t > 0 ? a.state_seq[k] + off - M : init[k];
       };
       const auto after = [&](int k) -> const scalar_t* {
+        if (KEEP) return a.pre_reset_seq + off;
         return ((F::kReadsAfter >> k) & 1) && !absent(k) ? a.state_seq[k] + off : zeros;
       };
       const scalar_t* __restrict b0 = before(0);
