@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-CASES = ("leaky", "leaky_fixed", "leaky_immediate", "leaky_zero", "synaptic", "rleaky", "lapicque", "alpha", "rsynaptic", "sj_lif", "sj_plif",
+CASES = ("leaky", "leaky_fixed", "leaky_immediate", "leaky_zero", "synaptic", "rleaky", "rleaky_immediate", "lapicque", "alpha", "rsynaptic", "sj_lif", "sj_plif",
          "leaky_large", "synaptic_large")
 TUTORIAL, LARGE = (50, 64, 128), (100, 64, 1024)
 
@@ -44,6 +44,11 @@ def worker(cases):
             fn = fastlif.Leaky(BETA, threshold=THRESHOLD, learn_beta=True,
                                reset_delay=family != "leaky_immediate",
                                reset_mechanism="zero" if family == "leaky_zero" else "subtract").sequence
+        elif family == "rleaky_immediate":
+            import fastlif
+            from bench.bench_cpu import BETA, THRESHOLD, V
+            fn = fastlif.RLeaky(beta=BETA, V=V, all_to_all=False, threshold=THRESHOLD, learn_beta=True,
+                                reset_delay=False).sequence
         elif family in ("sj_lif", "sj_plif"):
             fn = sj_family_providers(family == "sj_plif")["fastlif"](N)[0]
         else:

@@ -223,6 +223,33 @@ inline scalar_t rleaky_grad(scalar_t m0, scalar_t u, scalar_t gm, scalar_t gsp, 
   else return gu;
 }
 
+// The element-wise part of step `off` for n neurons (the membranes m and spikes sp carried from
+// the step before, rec(j, k, sp[j]) neuron j's recurrent input, k its parameters' index): writes the
+// spikes and membranes, and with an immediate reset u and r. The streams are local restrict
+// pointers: read through `a` inside the loop, they were reloaded after every flag byte stored (a
+// char store may alias anything), and GCC did not vectorise an immediate reset's loop (the
+// one-to-one forward took 8.2 ms at the tutorial size, 1 thread, against 0.6 ms with a delayed
+// reset; now 0.62).
+template <typename scalar_t, int RESET, bool IMMEDIATE, bool PER_NEURON, class Rec>
+inline void rleaky_step(const RLeakyArgs<scalar_t>& a, int64_t off, int64_t n, scalar_t* __restrict m,
+                        scalar_t* __restrict sp, Rec&& rec, const scalar_t* beta, const scalar_t* thr,
+                        const scalar_t* graded) {
+  const scalar_t* __restrict x = a.x + off;
+  scalar_t* __restrict spk_out = a.spk + off;
+  scalar_t* __restrict mem_out = a.mem + off;
+  scalar_t* __restrict u_out = IMMEDIATE ? a.u_saved + off : nullptr;
+  uint8_t* __restrict r_out = IMMEDIATE ? a.r_saved + off : nullptr;
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) {
+    const int64_t k = PER_NEURON ? j : 0;
+    m[j] = rleaky_update<scalar_t, RESET, IMMEDIATE>(m[j], x[j], rec(j, k, sp[j]), beta[k], thr[k], graded[k],
+                                                     sp[j], IMMEDIATE ? u_out + j : nullptr,
+                                                     IMMEDIATE ? r_out + j : nullptr);
+    spk_out[j] = sp[j];
+    mem_out[j] = m[j];
+  }
+}
+
 // --- one-to-one ------------------------------------------------------------------------------
 
 template <typename scalar_t, int RESET, bool IMMEDIATE, bool PER_NEURON>
@@ -238,15 +265,8 @@ void rleaky_fwd_cpu(const RLeakyArgs<scalar_t>& a, const ParamSet<scalar_t, 4>& 
     for (int64_t t = 0; t < a.T; ++t) {
       const int64_t off = t * M + it.base;
       if (t + 1 < a.T) prefetch_next_step(a, off + M, it.n);
-#pragma omp simd
-      for (int64_t j = 0; j < it.n; ++j) {
-        const int64_t k = PER_NEURON ? j : 0;
-        m[j] = rleaky_update<scalar_t, RESET, IMMEDIATE>(m[j], a.x[off + j], sp[j] * V[k], beta[k], thr[k],
-                                                         graded[k], sp[j], IMMEDIATE ? a.u_saved + off + j : nullptr,
-                                                         IMMEDIATE ? a.r_saved + off + j : nullptr);
-        a.spk[off + j] = sp[j];
-        a.mem[off + j] = m[j];
-      }
+      const auto recurrent_input = [&](int64_t, int64_t k, scalar_t s) { return s * V[k]; };
+      rleaky_step<scalar_t, RESET, IMMEDIATE, PER_NEURON>(a, off, it.n, m, sp, recurrent_input, beta, thr, graded);
     }
   });
 }
@@ -350,15 +370,10 @@ void rleaky_linear_fwd_cpu(const RLeakyArgs<scalar_t>& a, const ParamSet<scalar_
 #pragma omp simd
         for (int64_t i = 0; i < L; ++i) rec[i] += s * col[i];
       }
-#pragma omp simd
-      for (int64_t i = 0; i < L; ++i) {
-        const int64_t k = PER_NEURON ? i : 0;
-        m[i] = rleaky_update<scalar_t, RESET, IMMEDIATE>(m[i], a.x[off + i], rec[i], beta[k], thr[k], graded[k],
-                                                         sp[i], IMMEDIATE ? a.u_saved + off + i : nullptr,
-                                                         IMMEDIATE ? a.r_saved + off + i : nullptr);
-        a.spk[off + i] = sp[i];
-        a.mem[off + i] = m[i];
-      }
+      const scalar_t* __restrict rec_in = rec.data();
+      const auto recurrent_input = [&](int64_t i, int64_t, scalar_t) { return rec_in[i]; };
+      rleaky_step<scalar_t, RESET, IMMEDIATE, PER_NEURON>(a, off, L, m.data(), sp.data(), recurrent_input, beta, thr,
+                                                          graded);
     }
   }
 }
