@@ -30,8 +30,9 @@ def worker(cases, threads=0, apart=False):
     import torch
     if threads > 0:
         torch.set_num_threads(threads)
-    from bench.bench_cpu import (family_fastlif, forward_backward, make_inputs, provider_fastlif,
-                                 sj_family_providers)
+    import fastlif
+    from bench.bench_cpu import (BETA, THRESHOLD, V, family_fastlif, forward_backward, make_inputs,
+                                 provider_fastlif, sj_family_providers)
     out = {}
     for case in cases:
         T, B, N = LARGE if case.endswith("_large") else TUTORIAL
@@ -40,18 +41,12 @@ def worker(cases, threads=0, apart=False):
         if family == "leaky":
             fn = provider_fastlif()[0]
         elif family == "leaky_fixed":  # the tutorial's own layer: a fixed beta, nothing learnable
-            import fastlif
-            from bench.bench_cpu import BETA, THRESHOLD
             fn = fastlif.Leaky(BETA, threshold=THRESHOLD).sequence
         elif family in ("leaky_immediate", "leaky_zero"):  # the two other saved layouts and resets
-            import fastlif
-            from bench.bench_cpu import BETA, THRESHOLD
             fn = fastlif.Leaky(BETA, threshold=THRESHOLD, learn_beta=True,
                                reset_delay=family != "leaky_immediate",
                                reset_mechanism="zero" if family == "leaky_zero" else "subtract").sequence
         elif family == "rleaky_immediate":
-            import fastlif
-            from bench.bench_cpu import BETA, THRESHOLD, V
             fn = fastlif.RLeaky(beta=BETA, V=V, all_to_all=False, threshold=THRESHOLD, learn_beta=True,
                                 reset_delay=False).sequence
         elif family in ("sj_lif", "sj_plif"):
