@@ -632,4 +632,32 @@ inline T* as_ptr(std::uintptr_t p) {
   return reinterpret_cast<T*>(p);
 }
 
+// --- Leaky's saved layout (fastlif/layout.py), which Leaky's and RLeaky's kernels keep -------
+// Forward keeps the membrane m (delayed reset), or the pre-reset membrane u and the reset flags r
+// (immediate reset); the bindings check the pointers a call needs for the reset it runs. `name`
+// is the entry point's, for the message.
+
+// reset_mode checked; returns whether the call's reset is immediate: a neuron that never resets
+// has no immediate reset, its options are a delayed reset's.
+inline bool immediate_reset_of(int reset, bool immediate) {
+  if (reset != kSubtract && reset != kZero && reset != kNone)
+    throw std::invalid_argument("reset_mode: unexpected value " + std::to_string(reset));
+  return immediate && reset != kNone;
+}
+
+inline void require_lif_forward(const char* name, std::uintptr_t x, std::uintptr_t spk, std::uintptr_t mem,
+                                std::uintptr_t u_saved, std::uintptr_t r_saved, bool immediate) {
+  if (!x || !spk || !mem) throw std::invalid_argument(std::string(name) + ": x, spk and mem are required");
+  if (immediate && (!u_saved || !r_saved))
+    throw std::invalid_argument(std::string(name) + ": an immediate reset needs u_saved and r_saved");
+}
+
+inline void require_lif_backward(const char* name, std::uintptr_t grad_x, std::uintptr_t mem_saved,
+                                 std::uintptr_t u_saved, std::uintptr_t r_saved, bool immediate) {
+  if (!grad_x) throw std::invalid_argument(std::string(name) + ": grad_x is required");
+  if (immediate ? (!u_saved || !r_saved) : !mem_saved)
+    throw std::invalid_argument(std::string(name) + (immediate ? ": an immediate reset needs u_saved and r_saved"
+                                                               : ": a delayed reset needs mem_saved"));
+}
+
 }  // namespace fastlif

@@ -91,9 +91,7 @@ template <typename scalar_t>
 void fwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t x, std::uintptr_t mem0,
                const std::array<ParamIn, 3>& pin, std::uintptr_t spk, std::uintptr_t mem,
                std::uintptr_t u_saved, std::uintptr_t r_saved, int reset, bool immediate, int threads) {
-  if (!x || !spk || !mem) throw std::invalid_argument("lif_fwd: x, spk and mem are required");
-  if (immediate && (!u_saved || !r_saved))
-    throw std::invalid_argument("lif_fwd: an immediate reset needs u_saved and r_saved");
+  require_lif_forward("lif_fwd", x, spk, mem, u_saved, r_saved, immediate);
   const ParamSet<scalar_t, 3> params(pin, L, LeakyStep::kParamNames);
   ScanArgs<scalar_t, 1> a;
   set_grid(a, T, R, L, params.per_neuron, threads);
@@ -114,10 +112,7 @@ void bwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk, std::ui
                std::uintptr_t mem_saved, std::uintptr_t u_saved, std::uintptr_t r_saved, std::uintptr_t mem0,
                const std::array<ParamIn, 3>& pin, std::uintptr_t grad_x, std::uintptr_t grad_mem0,
                const Pointers& grad_params, int reset, bool immediate, int sg, double sg_param, int threads) {
-  if (!grad_x) throw std::invalid_argument("lif_bwd: grad_x is required");
-  if (immediate ? (!u_saved || !r_saved) : !mem_saved)
-    throw std::invalid_argument(immediate ? "lif_bwd: an immediate reset needs u_saved and r_saved"
-                                          : "lif_bwd: a delayed reset needs mem_saved");
+  require_lif_backward("lif_bwd", grad_x, mem_saved, u_saved, r_saved, immediate);
   const ParamSet<scalar_t, 3> params(pin, L, LeakyStep::kParamNames);
   ScanArgs<scalar_t, 1> a;
   set_grid(a, T, R, L, params.per_neuron, threads);
@@ -145,13 +140,6 @@ void bwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk, std::ui
   for (int k = 0; k < 3; ++k) pgrads.reduce(k, a.R, a.L, params.per_neuron, params.given_n[k], gparams[k]);
 }
 
-// A neuron that never resets has no immediate reset: its options become a delayed reset's.
-void check_lif_options(int reset, bool& immediate) {
-  if (reset != kSubtract && reset != kZero && reset != kNone)
-    throw std::invalid_argument("reset_mode: unexpected value " + std::to_string(reset));
-  immediate = immediate && reset != kNone;
-}
-
 }  // namespace
 
 // The kernels' entry points (csrc/entry_points.h); they leave the GIL as they find it.
@@ -159,7 +147,7 @@ void lif_fwd(int dtype, int64_t T, int64_t R, int64_t L, std::uintptr_t x, std::
              const ParamTuples& params, std::uintptr_t spk, std::uintptr_t mem, std::uintptr_t u_saved,
              std::uintptr_t r_saved, int reset, bool immediate, int threads) {
   check_grid("lif", T, R, L);
-  check_lif_options(reset, immediate);
+  immediate = immediate_reset_of(reset, immediate);
   const auto pin = family_params<3>("lif", params);
   with_dtype(dtype, [&](auto v) {
     fwd_typed<decltype(v)>(T, R, L, x, mem0, pin, spk, mem, u_saved, r_saved, reset, immediate, threads);
@@ -171,7 +159,7 @@ void lif_bwd(int dtype, int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk
              const ParamTuples& params, std::uintptr_t grad_x, std::uintptr_t grad_mem0, const Pointers& grad_params,
              int reset, bool immediate, int sg, double sg_param, int threads) {
   check_grid("lif", T, R, L);
-  check_lif_options(reset, immediate);
+  immediate = immediate_reset_of(reset, immediate);
   const auto pin = family_params<3>("lif", params);
   with_dtype(dtype, [&](auto v) {
     bwd_typed<decltype(v)>(T, R, L, grad_spk, grad_mem, mem_saved, u_saved, r_saved, mem0, pin, grad_x, grad_mem0,

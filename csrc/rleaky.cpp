@@ -40,7 +40,7 @@ namespace {
 
 // The pointers of a call (forward's or backward's; the rest stay null).
 template <typename scalar_t>
-struct LifArgs {
+struct RLeakyArgs {
   int64_t T = 0, R = 0, L = 0;
   const scalar_t* x = nullptr;
   const scalar_t* mem0 = nullptr;  // [R*L] or null (zeros)
@@ -59,6 +59,12 @@ struct LifArgs {
   scalar_t* grad_mem0 = nullptr;  // [R*L] or null
   SurrogateConsts<scalar_t> sg;   // the surrogate's constants, rounded as snnTorch rounds them
   int num_threads = 1;
+  // the recurrent term
+  const scalar_t* spk0 = nullptr;  // [R*L] or null (zeros)
+  const scalar_t* wt = nullptr;    // all-to-all: W transposed, [L_in, L_out] row-major
+  const scalar_t* w = nullptr;     // all-to-all: W, [L_out, L_in] row-major (backward)
+  const scalar_t* bias = nullptr;  // all-to-all: [L] or null
+  scalar_t* grad_spk0 = nullptr;
 };
 
 // A membrane that integrated to u this step (r: the reset flag from the step before): writes its
@@ -80,7 +86,7 @@ inline scalar_t fire(scalar_t u, scalar_t r, scalar_t th, scalar_t g, scalar_t& 
 // The membrane and the spikes step t-1 left (t > 0; prev is its element), rebuilt from what
 // forward saved, bit for bit as forward computed them.
 template <typename scalar_t, int RESET, bool IMMEDIATE>
-inline void previous_step(const LifArgs<scalar_t>& a, int64_t prev, scalar_t th, scalar_t g, scalar_t& m0,
+inline void previous_step(const RLeakyArgs<scalar_t>& a, int64_t prev, scalar_t th, scalar_t g, scalar_t& m0,
                           scalar_t& sp0) {
   if constexpr (IMMEDIATE) {
     const scalar_t up = a.u_in[prev];
@@ -96,7 +102,7 @@ inline void previous_step(const LifArgs<scalar_t>& a, int64_t prev, scalar_t th,
 // body(it, index) for every work item (csrc/common.h) of an element-wise kernel over a's grid,
 // on a team sized by the memory it moves: values_moved arrays of T*R*L values (team_size).
 template <typename scalar_t, class F>
-void for_each_item(const LifArgs<scalar_t>& a, int values_moved, F&& body) {
+void for_each_item(const RLeakyArgs<scalar_t>& a, int values_moved, F&& body) {
   const Items items(a.R, a.L);
   Team team(a.num_threads, items.count, a.T * a.R * a.L * int64_t(values_moved * sizeof(scalar_t)));
 #pragma omp parallel for schedule(dynamic) num_threads(team.n)
@@ -108,7 +114,7 @@ void for_each_item(const LifArgs<scalar_t>& a, int values_moved, F&& body) {
 
 // A forward's streams of the step at `next` (see prefetch_run): x read, spk and mem written.
 template <typename scalar_t>
-inline void prefetch_next_step(const LifArgs<scalar_t>& a, int64_t next, int64_t n) {
+inline void prefetch_next_step(const RLeakyArgs<scalar_t>& a, int64_t next, int64_t n) {
   prefetch_run(a.x + next, n, false);
   prefetch_run(a.spk + next, n, true);
   prefetch_run(a.mem + next, n, true);
@@ -116,12 +122,9 @@ inline void prefetch_next_step(const LifArgs<scalar_t>& a, int64_t next, int64_t
 
 // Forward's pointers, checked: x, spk and mem always; u and r with an immediate reset.
 template <typename scalar_t>
-void set_lif_forward(LifArgs<scalar_t>& a, const char* name, std::uintptr_t x, std::uintptr_t mem0,
-                     std::uintptr_t spk, std::uintptr_t mem, std::uintptr_t u_saved, std::uintptr_t r_saved,
-                     bool immediate) {
-  if (!x || !spk || !mem) throw std::invalid_argument(std::string(name) + ": x, spk and mem are required");
-  if (immediate && (!u_saved || !r_saved))
-    throw std::invalid_argument(std::string(name) + ": an immediate reset needs u_saved and r_saved");
+void set_rleaky_forward(RLeakyArgs<scalar_t>& a, std::uintptr_t x, std::uintptr_t mem0, std::uintptr_t spk,
+                     std::uintptr_t mem, std::uintptr_t u_saved, std::uintptr_t r_saved, bool immediate) {
+  require_lif_forward("rleaky_fwd", x, spk, mem, u_saved, r_saved, immediate);
   a.x = as_ptr<const scalar_t>(x);
   a.mem0 = as_ptr<const scalar_t>(mem0);
   a.spk = as_ptr<scalar_t>(spk);
@@ -133,13 +136,10 @@ void set_lif_forward(LifArgs<scalar_t>& a, const char* name, std::uintptr_t x, s
 
 // Backward's pointers, checked: grad_x always; what forward saved for the reset it ran.
 template <typename scalar_t>
-void set_lif_backward(LifArgs<scalar_t>& a, const char* name, std::uintptr_t grad_spk, std::uintptr_t grad_mem,
+void set_rleaky_backward(RLeakyArgs<scalar_t>& a, std::uintptr_t grad_spk, std::uintptr_t grad_mem,
                       std::uintptr_t mem_saved, std::uintptr_t u_saved, std::uintptr_t r_saved, std::uintptr_t mem0,
                       std::uintptr_t grad_x, std::uintptr_t grad_mem0, bool immediate, int sg, double sg_param) {
-  if (!grad_x) throw std::invalid_argument(std::string(name) + ": grad_x is required");
-  if (immediate ? (!u_saved || !r_saved) : !mem_saved)
-    throw std::invalid_argument(std::string(name) + (immediate ? ": an immediate reset needs u_saved and r_saved"
-                                                               : ": a delayed reset needs mem_saved"));
+  require_lif_backward("rleaky_bwd", grad_x, mem_saved, u_saved, r_saved, immediate);
   a.grad_spk = as_ptr<const scalar_t>(grad_spk);
   a.grad_mem = as_ptr<const scalar_t>(grad_mem);
   a.mem_saved = as_ptr<const scalar_t>(mem_saved);
@@ -152,12 +152,11 @@ void set_lif_backward(LifArgs<scalar_t>& a, const char* name, std::uintptr_t gra
   advise_huge(a.grad_x, a.T * a.R * a.L * int64_t(sizeof(scalar_t)));
 }
 
-// f(RESET, IMMEDIATE) as compile-time constants; an immediate reset of a neuron that never
-// resets is a delayed one.
+// f(RESET, IMMEDIATE) as compile-time constants (immediate: immediate_reset_of's).
 template <typename F>
 void reset_switch(int reset, bool immediate, F&& f) {
   int_switch<kSubtract, kZero, kNone>(reset, "reset_mode", [&](auto RESET) {
-    bool_switch(immediate && RESET() != kNone, [&](auto IMM) { f(RESET, IMM); });
+    bool_switch(immediate, [&](auto IMM) { f(RESET, IMM); });
   });
 }
 
@@ -175,8 +174,7 @@ template <class Masks, typename F>
 void lif_grad_switch(int reset, bool immediate, Masks masks, bool per_neuron, int wanted, int sg, F&& f) {
   reset_switch(reset, immediate, [&](auto RESET, auto IMM) {
     grads_switch(masks, per_neuron, wanted, [&](auto PN, auto GRADS) {
-      int_switch<kAtan, kFastSigmoid, kSigmoid, kTriangular, kStraightThrough, kNoGrad>(
-          sg, "surrogate_kind", [&](auto SG) { f(RESET, IMM, PN, SG, GRADS); });
+      surrogate_switch(sg, SnnTorchSurrogates{}, [&](auto SG) { f(RESET, IMM, PN, SG, GRADS); });
     });
   });
 }
@@ -184,15 +182,6 @@ void lif_grad_switch(int reset, bool immediate, Masks masks, bool per_neuron, in
 
 constexpr int kBeta = 0, kV = 1, kThr = 2, kGraded = 3;
 constexpr const char* kParamNames[4] = {"beta", "V", "threshold", "graded_spikes_factor"};
-
-template <typename scalar_t>
-struct RLeakyArgs : LifArgs<scalar_t> {
-  const scalar_t* spk0 = nullptr;  // [R*L] or null (zeros)
-  const scalar_t* wt = nullptr;    // all-to-all: W transposed, [L_in, L_out] row-major
-  const scalar_t* w = nullptr;     // all-to-all: W, [L_out, L_in] row-major (backward)
-  const scalar_t* bias = nullptr;  // all-to-all: [L] or null
-  scalar_t* grad_spk0 = nullptr;
-};
 
 template <typename scalar_t, int RESET>
 inline scalar_t rleaky_reset(scalar_t base, scalar_t r, scalar_t th) {
@@ -488,12 +477,11 @@ void fwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t x, std::uintptr_t
                const std::array<ParamIn, 4>& pin, std::uintptr_t wt, std::uintptr_t bias, std::uintptr_t spk,
                std::uintptr_t mem, std::uintptr_t u_saved, std::uintptr_t r_saved, int reset, bool immediate,
                int threads) {
-  immediate = immediate && reset != kNone;
   const ParamSet<scalar_t, 4> params(pin, L, kParamNames);
   const bool all_to_all = wt != 0;
   RLeakyArgs<scalar_t> a;
   set_grid(a, T, R, L, params.per_neuron || all_to_all, threads);  // a coupled row stays a row
-  set_lif_forward(a, "rleaky_fwd", x, mem0, spk, mem, u_saved, r_saved, immediate);
+  set_rleaky_forward(a, x, mem0, spk, mem, u_saved, r_saved, immediate);
   a.spk0 = as_ptr<const scalar_t>(spk0);
   a.wt = as_ptr<const scalar_t>(wt);
   a.bias = as_ptr<const scalar_t>(bias);
@@ -509,12 +497,11 @@ void bwd_typed(int64_t T, int64_t R, int64_t L, std::uintptr_t grad_spk, std::ui
                std::uintptr_t mem0, const std::array<ParamIn, 4>& pin, std::uintptr_t w, std::uintptr_t grad_x,
                std::uintptr_t grad_spk0, std::uintptr_t grad_mem0, const Pointers& grad_params, int reset,
                bool immediate, int sg, double sg_param, int threads) {
-  immediate = immediate && reset != kNone;
   const ParamSet<scalar_t, 4> params(pin, L, kParamNames);
   const bool all_to_all = w != 0;
   RLeakyArgs<scalar_t> a;
   set_grid(a, T, R, L, params.per_neuron || all_to_all, threads);
-  set_lif_backward(a, "rleaky_bwd", grad_spk, grad_mem, mem_saved, u_saved, r_saved, mem0, grad_x, grad_mem0,
+  set_rleaky_backward(a, grad_spk, grad_mem, mem_saved, u_saved, r_saved, mem0, grad_x, grad_mem0,
                    immediate, sg, sg_param);
   a.spk0 = as_ptr<const scalar_t>(spk0);
   a.w = as_ptr<const scalar_t>(w);
@@ -559,6 +546,7 @@ void rleaky_fwd(int dtype, int64_t T, int64_t R, int64_t L, std::uintptr_t x, st
                 std::uintptr_t spk, std::uintptr_t mem, std::uintptr_t u_saved, std::uintptr_t r_saved, int reset,
                 bool immediate, int threads) {
   check_grid("rleaky", T, R, L);
+  immediate = immediate_reset_of(reset, immediate);
   const auto pin = family_params<4>("rleaky", params);
   with_dtype(dtype, [&](auto v) {
     using scalar_t = decltype(v);
@@ -573,6 +561,7 @@ void rleaky_bwd(int dtype, int64_t T, int64_t R, int64_t L, std::uintptr_t grad_
                 std::uintptr_t grad_spk0, std::uintptr_t grad_mem0, const Pointers& grad_params, int reset,
                 bool immediate, int sg, double sg_param, int threads) {
   check_grid("rleaky", T, R, L);
+  immediate = immediate_reset_of(reset, immediate);
   const auto pin = family_params<4>("rleaky", params);
   with_dtype(dtype, [&](auto v) {
     using scalar_t = decltype(v);

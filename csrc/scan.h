@@ -116,16 +116,6 @@ inline void unroll(F&& f) {
   unroll_impl(f, std::make_integer_sequence<int, N>{});
 }
 
-// The surrogates a family's backward is compiled for (each is one more instantiation of it).
-template <int... Kinds>
-struct SurrogateKinds {};
-using SnnTorchSurrogates = SurrogateKinds<kAtan, kFastSigmoid, kSigmoid, kTriangular, kStraightThrough, kNoGrad>;
-
-template <int... Kinds, typename F>
-void surrogate_switch(int sg, SurrogateKinds<Kinds...>, F&& f) {
-  int_switch<Kinds...>(sg, "surrogate_kind", std::forward<F>(f));
-}
-
 // What a family's step struct may leave out (it derives from this and declares what differs).
 struct StepDefaults {
   static constexpr bool kSpikeState = false;  // state 0 is the previous spike output

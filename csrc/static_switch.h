@@ -12,6 +12,7 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <utility>
 
 #include "codes.h"
 
@@ -51,6 +52,16 @@ template <int... Values, typename F>
 void int_switch(int value, const char* what, F&& f) {
   const bool hit = ((value == Values ? (f(std::integral_constant<int, Values>{}), true) : false) || ...);
   if (!hit) throw std::invalid_argument(std::string(what) + ": unexpected value " + std::to_string(value));
+}
+
+// The surrogates a backward is compiled for (each is one more instantiation of it).
+template <int... Kinds>
+struct SurrogateKinds {};
+using SnnTorchSurrogates = SurrogateKinds<kAtan, kFastSigmoid, kSigmoid, kTriangular, kStraightThrough, kNoGrad>;
+
+template <int... Kinds, typename F>
+void surrogate_switch(int sg, SurrogateKinds<Kinds...>, F&& f) {
+  int_switch<Kinds...>(sg, "surrogate_kind", std::forward<F>(f));
 }
 
 // f(float{}) or f(double{}) for a dtype code (kFloat32, kFloat64).
