@@ -123,7 +123,7 @@ inline void prefetch_next_step(const RLeakyArgs<scalar_t>& a, int64_t next, int6
 // Forward's pointers, checked: x, spk and mem always; u and r with an immediate reset.
 template <typename scalar_t>
 void set_rleaky_forward(RLeakyArgs<scalar_t>& a, std::uintptr_t x, std::uintptr_t mem0, std::uintptr_t spk,
-                     std::uintptr_t mem, std::uintptr_t u_saved, std::uintptr_t r_saved, bool immediate) {
+                        std::uintptr_t mem, std::uintptr_t u_saved, std::uintptr_t r_saved, bool immediate) {
   require_lif_forward("rleaky_fwd", x, spk, mem, u_saved, r_saved, immediate);
   a.x = as_ptr<const scalar_t>(x);
   a.mem0 = as_ptr<const scalar_t>(mem0);
@@ -137,8 +137,8 @@ void set_rleaky_forward(RLeakyArgs<scalar_t>& a, std::uintptr_t x, std::uintptr_
 // Backward's pointers, checked: grad_x always; what forward saved for the reset it ran.
 template <typename scalar_t>
 void set_rleaky_backward(RLeakyArgs<scalar_t>& a, std::uintptr_t grad_spk, std::uintptr_t grad_mem,
-                      std::uintptr_t mem_saved, std::uintptr_t u_saved, std::uintptr_t r_saved, std::uintptr_t mem0,
-                      std::uintptr_t grad_x, std::uintptr_t grad_mem0, bool immediate, int sg, double sg_param) {
+                         std::uintptr_t mem_saved, std::uintptr_t u_saved, std::uintptr_t r_saved, std::uintptr_t mem0,
+                         std::uintptr_t grad_x, std::uintptr_t grad_mem0, bool immediate, int sg, double sg_param) {
   require_lif_backward("rleaky_bwd", grad_x, mem_saved, u_saved, r_saved, immediate);
   a.grad_spk = as_ptr<const scalar_t>(grad_spk);
   a.grad_mem = as_ptr<const scalar_t>(grad_mem);
