@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "codes.h"
+#include "static_switch.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -634,17 +635,17 @@ inline T* as_ptr(std::uintptr_t p) {
 
 // --- Leaky's saved layout (fastlif/layout.py), which Leaky's and RLeaky's kernels keep -------
 // Forward keeps the membrane m (delayed reset), or the pre-reset membrane u and the reset flags r
-// (immediate reset); the bindings check the pointers a call needs for the reset it runs. `name`
-// is the entry point's, for the message.
+// (immediate reset).
 
 // reset_mode checked; returns whether the call's reset is immediate: a neuron that never resets
 // has no immediate reset, its options are a delayed reset's.
 inline bool immediate_reset_of(int reset, bool immediate) {
-  if (reset != kSubtract && reset != kZero && reset != kNone)
-    throw std::invalid_argument("reset_mode: unexpected value " + std::to_string(reset));
+  int_switch<kSubtract, kZero, kNone>(reset, "reset_mode", [](auto) {});
   return immediate && reset != kNone;
 }
 
+// The pointers a call needs for the reset it runs, checked; `name` is the entry point's, for the
+// message.
 inline void require_lif_forward(const char* name, std::uintptr_t x, std::uintptr_t spk, std::uintptr_t mem,
                                 std::uintptr_t u_saved, std::uintptr_t r_saved, bool immediate) {
   if (!x || !spk || !mem) throw std::invalid_argument(std::string(name) + ": x, spk and mem are required");
